@@ -1,0 +1,56 @@
+# l4lb build, test and benchmark entry points. `make test` is what CI runs.
+SHELL := /bin/bash
+GO ?= go
+export GOFLAGS ?= -mod=mod
+
+# Debian packages the build, the tests and the testbed need.
+DEB_PACKAGES := clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool iproute2 ethtool tcpdump iperf3 curl
+
+.PHONY: all deps build generate check-generated test test-unit test-privileged bench fuzz demo vet clean
+
+all: build
+
+# deps installs what is missing and is quick when everything is present.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@$(GO) mod download
+
+build: deps
+	$(GO) build -o bin/l4lb ./cmd/l4lb
+
+# generate rebuilds the committed bpf2go output with the pinned clang.
+generate: deps
+	$(GO) generate ./pkg/...
+
+# check-generated fails when the committed bpf2go output does not match the C sources.
+check-generated: deps
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	cp -r go.mod go.sum bpf pkg $$tmp/; \
+	(cd $$tmp && $(GO) generate ./pkg/... >/dev/null) || exit 1; \
+	stale=0; for f in $$(cd $$tmp && find pkg -name '*_bpfel.go' -o -name '*_bpfel.o'); do \
+		cmp -s $$tmp/$$f $$f || { echo "stale generated file: $$f (run make generate)"; stale=1; }; \
+	done; exit $$stale
+
+vet: deps
+	$(GO) vet ./...
+
+# test runs everything: unit tests, privileged tests when L4LB_PRIVILEGED_TESTS=1 (CI), and
+# the generated-code check.
+test: deps check-generated vet
+	$(GO) test -count=1 -timeout 15m ./...
+
+bench: deps
+	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench . -benchtime 20000x -count 1 ./pkg/lb/ ./pkg/lb/xdp/
+
+fuzz: deps
+	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -fuzz FuzzXDP -fuzztime 60s ./pkg/lb/xdp/
+
+demo:
+	@echo "make demo arrives with the testbed (issue: BGP announcement, the testbed and make demo)."; exit 1
+
+clean:
+	rm -rf bin
