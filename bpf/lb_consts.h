@@ -1,0 +1,71 @@
+/* lb_consts.h: compile-time sizes and protocol constants shared by the BPF programs.
+ * Sizes are defaults; the Go loader may override map sizes at load time. */
+#ifndef L4LB_CONSTS_H
+#define L4LB_CONSTS_H
+
+#ifndef MAX_VIPS
+#define MAX_VIPS 1024
+#endif
+
+#ifndef MAX_BACKENDS
+#define MAX_BACKENDS 4096
+#endif
+
+/* Default Maglev ring size (prime). The loader resizes the inner map template. */
+#ifndef RING_SIZE
+#define RING_SIZE 65537
+#endif
+
+#ifndef CT_SIZE
+#define CT_SIZE 262144
+#endif
+
+#ifndef MAX_LOCAL_VIPS
+#define MAX_LOCAL_VIPS 1024
+#endif
+
+/* How many IPv6 extension headers (hop-by-hop, routing, destination options) we skip. */
+#define MAX_IPV6_EXT_HEADERS 4
+
+#define ETH_P_IP_ 0x0800
+#define ETH_P_IPV6_ 0x86DD
+#define ETH_P_8021Q_ 0x8100
+#define ETH_P_8021AD_ 0x88A8
+
+#define PROTO_HOPOPTS 0
+#define PROTO_ICMP 1
+#define PROTO_IPIP 4
+#define PROTO_TCP 6
+#define PROTO_UDP 17
+#define PROTO_IPV6 41
+#define PROTO_ROUTING 43
+#define PROTO_FRAGMENT 44
+#define PROTO_ICMPV6 58
+#define PROTO_NONE 59
+#define PROTO_DSTOPTS 60
+
+#define FAMILY_V4 4
+#define FAMILY_V6 6
+
+#define IP_DF 0x4000
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1FFF
+
+#define TCPF_RST_ 0x04
+#define TCPF_SYN_ 0x02
+
+#define ICMP_DEST_UNREACH_ 3
+#define ICMP_FRAG_NEEDED_ 4
+#define ICMPV6_PKT_TOOBIG_ 2
+
+#define IPV4_HDR_LEN 20
+#define IPV6_HDR_LEN 40
+#define OUTER_TTL 64
+
+/* vip_meta.flags */
+#define VIP_F_HASH_NO_SPORT (1U << 0)
+
+/* backend.flags */
+#define BACKEND_F_EXISTS (1U << 0)
+
+#endif

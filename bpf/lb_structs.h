@@ -1,0 +1,97 @@
+/* lb_structs.h: the layout of every map key and value; mirrored in Go by bpf2go. */
+#ifndef L4LB_STRUCTS_H
+#define L4LB_STRUCTS_H
+
+#include <linux/types.h>
+
+/* A VIP: address (IPv4 in the first 4 bytes, rest zero), port (network order, 0 = any) and
+ * protocol. family is FAMILY_V4 or FAMILY_V6. */
+struct vip_key {
+	__u8 addr[16];
+	__u16 port;
+	__u8 proto;
+	__u8 family;
+} __attribute__((aligned(4)));
+
+struct vip_meta {
+	__u32 id;    /* index into rings and vip_stats; assigned by the loader */
+	__u32 flags; /* VIP_F_* */
+};
+
+/* A backend, indexed by its stable id (0 is never used). */
+struct backend {
+	__u8 addr[16];
+	__u8 family;
+	__u8 flags; /* BACKEND_F_EXISTS */
+	__u16 pad;
+} __attribute__((aligned(4)));
+
+/* Conntrack key: the client's 5-tuple as it reaches the VIP. Ports in network order. */
+struct flow_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
+} __attribute__((aligned(4)));
+
+struct ct_entry {
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet; kept for UDP only */
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/* Runtime settings that may change without reloading the program (one entry). */
+struct lb_config {
+	__u8 nexthop_mac[6]; /* all zero: send back to the MAC the packet came from */
+	__u8 has_src4;
+	__u8 has_src6;
+	__u8 src4[4];         /* outer IPv4 source prefix (network bits) */
+	__u32 src4_host_mask; /* host order; bits filled with per-flow entropy */
+	__u8 src6[16];        /* outer IPv6 source prefix */
+	__u32 src6_host_mask; /* host order; applied to the last 32 bits */
+};
+
+struct vip_counters {
+	__u64 packets;
+	__u64 bytes; /* IP bytes of the packet as received (outer headers not counted) */
+	__u64 new_flows;
+};
+
+struct backend_counters {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Named global counters; Go mirrors the names (pkg/lb/xdp/stats.go). */
+enum stat_id {
+	STAT_TX_ENCAP4 = 0,       /* encapsulated in IPv4 and transmitted */
+	STAT_TX_ENCAP6,       /* encapsulated in IPv6 and transmitted */
+	STAT_CT_HIT,          /* flow found in conntrack, backend still exists */
+	STAT_CT_MISS,         /* new flow: hashed onto the ring */
+	STAT_CT_REHASH,       /* conntrack pointed at a removed backend: re-hashed */
+	STAT_CT_UDP_EXPIRED,  /* UDP entry idle past the timeout: re-hashed */
+	STAT_CT_SKIP_RST,     /* TCP RST of an unknown flow: forwarded, no entry created */
+	STAT_ICMP_TOO_BIG_FWD, /* ICMP frag-needed / packet-too-big sent to the flow's backend */
+	STAT_PASS_NON_IP,     /* not IPv4/IPv6 (ARP, LLDP, ...) */
+	STAT_PASS_NON_VIP,    /* IP traffic not addressed to a VIP */
+	STAT_PASS_OTHER_PROTO, /* VIP address, protocol other than TCP/UDP/too-big ICMP */
+	STAT_PASS_QINQ,       /* more than one VLAN tag */
+	STAT_DROP_TRUNC_ETH,  /* frame shorter than an Ethernet (+VLAN) header */
+	STAT_DROP_TRUNC_IP,   /* IP header (or total length) past the end of the frame */
+	STAT_DROP_BAD_IP,     /* bad version, IHL < 5 or total length < header */
+	STAT_DROP_TRUNC_L4,   /* TCP/UDP/ICMP header to a VIP address cut short */
+	STAT_DROP_FRAGMENT,   /* IP fragment to a VIP address */
+	STAT_DROP_IPV6_EXT,   /* too many / truncated IPv6 extension headers to a VIP address */
+	STAT_DROP_NO_BACKEND, /* VIP with an empty ring or a ring slot naming no backend */
+	STAT_DROP_FAMILY,     /* IPv6 packet for an IPv4 backend: not encapsulable */
+	STAT_DROP_NO_SOURCE,  /* no outer source prefix configured for the backend's family */
+	STAT_DROP_TOO_BIG,    /* packet would exceed the MTU once encapsulated */
+	STAT_DROP_ICMP_BAD,   /* too-big ICMP to a VIP whose quoted packet is cut short */
+	STAT_DROP_ADJUST,     /* bpf_xdp_adjust_head failed */
+	STAT__MAX,
+};
+
+#endif

@@ -1,0 +1,176 @@
+//go:build ignore
+
+/* xdp_lb.c: the l4lb fast path. One XDP program: parse -> VIP lookup -> conntrack ->
+ * Maglev ring -> IPIP/ip6ip6/4in6 encapsulation -> XDP_TX towards the next hop. */
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "lb_consts.h"
+#include "lb_structs.h"
+#include "lb_maps.h"
+#include "jhash.h"
+#include "parse.h"
+#include "encap.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Load-time knobs, set by the Go loader (pkg/lb/xdp). */
+volatile const __u32 ring_size = RING_SIZE;
+volatile const __u64 udp_timeout_ns = 30ULL * 1000000000ULL;
+volatile const __u32 mtu = 1500;
+
+static __always_inline __u32 flow_hash(const struct flow_key *f, __u32 vip_flags)
+{
+	__u32 ports = ((__u32)f->dport << 16) | f->sport;
+
+	if (vip_flags & VIP_F_HASH_NO_SPORT)
+		ports = (__u32)f->dport << 16;
+	if (f->family == FAMILY_V4)
+		return jhash_3words(*(__u32 *)f->src, *(__u32 *)f->dst, ports, f->proto);
+
+	__u32 k[9];
+
+	__builtin_memcpy(k, f->src, 16);
+	__builtin_memcpy(&k[4], f->dst, 16);
+	k[8] = ports;
+	return jhash_9words(k, f->proto);
+}
+
+static __always_inline struct vip_meta *vip_lookup(const struct packet *pkt)
+{
+	struct vip_key k = {};
+	struct vip_meta *m;
+
+	__builtin_memcpy(k.addr, pkt->flow.dst, 16);
+	k.port = pkt->flow.dport;
+	k.proto = pkt->flow.proto;
+	k.family = pkt->flow.family;
+	m = bpf_map_lookup_elem(&vips, &k);
+	if (m)
+		return m;
+	k.port = 0;
+	return bpf_map_lookup_elem(&vips, &k);
+}
+
+static __always_inline struct backend *live_backend(__u32 id)
+{
+	struct backend *be = bpf_map_lookup_elem(&backends, &id);
+
+	if (!be || !(be->flags & BACKEND_F_EXISTS))
+		return NULL;
+	return be;
+}
+
+SEC("xdp")
+int xdp_lb(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct packet pkt = {};
+	int ret;
+
+	ret = parse_packet(data, data_end, &pkt);
+	if (ret != PARSE_OK)
+		return ret;
+
+	struct vip_meta *vip = vip_lookup(&pkt);
+
+	if (!vip)
+		return verdict(STAT_PASS_NON_VIP, XDP_PASS);
+	__u32 vip_id = vip->id;
+	__u32 hash = flow_hash(&pkt.flow, vip->flags);
+	int is_udp = pkt.flow.proto == PROTO_UDP;
+	struct ct_entry *ct = bpf_map_lookup_elem(&conntrack, &pkt.flow);
+	struct backend *be = NULL;
+	__u32 backend_id = 0;
+	__u64 now = 0;
+	int new_flow = 0;
+
+	if (ct) {
+		backend_id = ct->backend_id;
+		be = live_backend(backend_id);
+		if (!be) {
+			stat_inc(STAT_CT_REHASH);
+		} else if (is_udp) {
+			now = bpf_ktime_get_ns();
+			if (now - ct->last_seen_ns > udp_timeout_ns) {
+				stat_inc(STAT_CT_UDP_EXPIRED);
+				be = NULL;
+			} else if (!pkt.icmp_too_big) {
+				ct->last_seen_ns = now;
+			}
+		}
+		if (be)
+			stat_inc(STAT_CT_HIT);
+	}
+
+	if (!be) {
+		void *ring = bpf_map_lookup_elem(&rings, &vip_id);
+
+		if (!ring)
+			return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
+		__u32 slot = hash % ring_size;
+		__u32 *bid = bpf_map_lookup_elem(ring, &slot);
+
+		if (!bid)
+			return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
+		backend_id = *bid;
+		be = live_backend(backend_id);
+		if (!be)
+			return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
+
+		if (!pkt.icmp_too_big) {
+			if (!ct)
+				stat_inc(STAT_CT_MISS);
+			if (is_udp && !now)
+				now = bpf_ktime_get_ns();
+			if (ct) {
+				ct->backend_id = backend_id;
+				ct->last_seen_ns = now;
+				new_flow = 1;
+			} else if (pkt.flow.proto == PROTO_TCP && (pkt.tcp_flags & TCPF_RST_)) {
+				stat_inc(STAT_CT_SKIP_RST);
+			} else {
+				struct ct_entry e = { .last_seen_ns = now, .backend_id = backend_id };
+
+				bpf_map_update_elem(&conntrack, &pkt.flow, &e, BPF_ANY);
+				new_flow = 1;
+			}
+		}
+	}
+
+	if (be->family == FAMILY_V4 && pkt.flow.family == FAMILY_V6)
+		return verdict(STAT_DROP_FAMILY, XDP_DROP);
+	if (pkt.l3_len + (be->family == FAMILY_V4 ? IPV4_HDR_LEN : IPV6_HDR_LEN) > mtu)
+		return verdict(STAT_DROP_TOO_BIG, XDP_DROP);
+
+	__u32 zero = 0;
+	struct lb_config *cfg = bpf_map_lookup_elem(&lb_cfg, &zero);
+
+	if (!cfg || (be->family == FAMILY_V4 && !cfg->has_src4) ||
+	    (be->family == FAMILY_V6 && !cfg->has_src6))
+		return verdict(STAT_DROP_NO_SOURCE, XDP_DROP);
+
+	struct vip_counters *vs = bpf_map_lookup_elem(&vip_stats, &vip_id);
+
+	if (vs) {
+		vs->packets++;
+		vs->bytes += pkt.l3_len;
+		vs->new_flows += new_flow;
+	}
+	struct backend_counters *bs = bpf_map_lookup_elem(&backend_stats, &backend_id);
+
+	if (bs) {
+		bs->packets++;
+		bs->bytes += pkt.l3_len;
+	}
+
+	__u32 fail = encap(ctx, &pkt, be, cfg, hash);
+
+	if (fail)
+		return verdict(fail, XDP_DROP);
+	if (pkt.icmp_too_big)
+		stat_inc(STAT_ICMP_TOO_BIG_FWD);
+	return verdict(be->family == FAMILY_V4 ? STAT_TX_ENCAP4 : STAT_TX_ENCAP6, XDP_TX);
+}
