@@ -1,0 +1,89 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// Decap is the backend-side program (bpf/decap.c): it strips IPIP, ip6ip6 and 4in6 outer
+// headers from packets whose inner destination is a local VIP and passes them on.
+type Decap struct {
+	objs  decapObjects
+	links []link.Link
+}
+
+// LoadDecap loads the decap program; it attaches nothing.
+func LoadDecap() (*Decap, error) {
+	var d Decap
+	if err := loadDecapObjects(&d.objs, nil); err != nil {
+		return nil, fmt.Errorf("load decap: %w", err)
+	}
+	return &d, nil
+}
+
+// AddVIP makes addr a local VIP: encapsulated packets to it are decapsulated.
+func (d *Decap) AddVIP(addr netip.Addr) error {
+	if !addr.IsValid() {
+		return errors.New("add local vip: invalid address")
+	}
+	a, fam := addr16(addr)
+	k := xdplbVipKey{Addr: a, Family: fam}
+	if err := d.objs.LocalVips.Put(&k, uint32(1)); err != nil {
+		return fmt.Errorf("add local vip %s: %w", addr, err)
+	}
+	return nil
+}
+
+// Program returns the decap program (tests, benchmarks).
+func (d *Decap) Program() *ebpf.Program { return d.objs.XdpDecap }
+
+// Attach attaches the decap program to ifname (native XDP, generic as a fallback) until
+// Close.
+func (d *Decap) Attach(ifname string) (string, error) {
+	return d.attach(d.objs.XdpDecap, ifname)
+}
+
+// AttachPass attaches a program that passes everything: a veth only delivers frames that
+// its peer sent with XDP_TX when it has an XDP program itself.
+func (d *Decap) AttachPass(ifname string) (string, error) {
+	return d.attach(d.objs.XdpPass, ifname)
+}
+
+func (d *Decap) attach(p *ebpf.Program, ifname string) (string, error) {
+	iface, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return "", fmt.Errorf("attach xdp to %s: %w", ifname, err)
+	}
+	mode := "native"
+	l, err := link.AttachXDP(link.XDPOptions{Program: p, Interface: iface.Index, Flags: link.XDPDriverMode})
+	if err != nil {
+		mode = "generic"
+		l, err = link.AttachXDP(link.XDPOptions{Program: p, Interface: iface.Index, Flags: link.XDPGenericMode})
+		if err != nil {
+			return "", fmt.Errorf("attach xdp to %s: %w", ifname, err)
+		}
+	}
+	d.links = append(d.links, l)
+	return mode, nil
+}
+
+// Stats returns the decap counters summed over CPUs.
+func (d *Decap) Stats() (map[string]uint64, error) {
+	return readStats(d.objs.DecapStats, decapStatNames[:])
+}
+
+// Close detaches and releases everything.
+func (d *Decap) Close() error {
+	var errs []error
+	for _, l := range d.links {
+		errs = append(errs, l.Close())
+	}
+	d.links = nil
+	errs = append(errs, d.objs.Close())
+	return errors.Join(errs...)
+}

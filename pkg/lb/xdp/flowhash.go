@@ -1,0 +1,109 @@
+package xdp
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"net/netip"
+
+	"github.com/l4lb/l4lb/pkg/lb"
+)
+
+// This file mirrors bpf/jhash.h and flow_hash() in bpf/xdp_lb.c, so that Go can answer
+// "which ring slot does this flow hash to?" exactly as the data plane does.
+
+const jhashInitval = 0xdeadbeef
+
+func jhashMix(a, b, c uint32) (uint32, uint32, uint32) {
+	a -= c
+	a ^= bits.RotateLeft32(c, 4)
+	c += b
+	b -= a
+	b ^= bits.RotateLeft32(a, 6)
+	a += c
+	c -= b
+	c ^= bits.RotateLeft32(b, 8)
+	b += a
+	a -= c
+	a ^= bits.RotateLeft32(c, 16)
+	c += b
+	b -= a
+	b ^= bits.RotateLeft32(a, 19)
+	a += c
+	c -= b
+	c ^= bits.RotateLeft32(b, 4)
+	b += a
+	return a, b, c
+}
+
+func jhashFinal(a, b, c uint32) uint32 {
+	c ^= b
+	c -= bits.RotateLeft32(b, 14)
+	a ^= c
+	a -= bits.RotateLeft32(c, 11)
+	b ^= a
+	b -= bits.RotateLeft32(a, 25)
+	c ^= b
+	c -= bits.RotateLeft32(b, 16)
+	a ^= c
+	a -= bits.RotateLeft32(c, 4)
+	b ^= a
+	b -= bits.RotateLeft32(a, 14)
+	c ^= b
+	c -= bits.RotateLeft32(b, 24)
+	return c
+}
+
+func jhash3Words(a, b, c, initval uint32) uint32 {
+	a += jhashInitval + (3 << 2) + initval
+	b += jhashInitval + (3 << 2) + initval
+	c += jhashInitval + (3 << 2) + initval
+	return jhashFinal(a, b, c)
+}
+
+func jhash9Words(k [9]uint32, initval uint32) uint32 {
+	a := uint32(jhashInitval + (9 << 2) + initval)
+	b, c := a, a
+	a += k[0]
+	b += k[1]
+	c += k[2]
+	a, b, c = jhashMix(a, b, c)
+	a += k[3]
+	b += k[4]
+	c += k[5]
+	a, b, c = jhashMix(a, b, c)
+	a += k[6]
+	b += k[7]
+	c += k[8]
+	return jhashFinal(a, b, c)
+}
+
+// Flow is a client's 5-tuple as it reaches a VIP.
+type Flow struct {
+	Src, Dst     netip.Addr
+	Sport, Dport uint16
+	Proto        lb.Proto
+}
+
+// FlowHash returns the hash the data plane computes for f (bpf/xdp_lb.c flow_hash).
+func FlowHash(f Flow, flags lb.VIPFlags) uint32 {
+	src, fam := addr16(f.Src)
+	dst, _ := addr16(f.Dst)
+	// The data plane loads the two network-order ports as one little-endian word.
+	var pb [4]byte
+	binary.BigEndian.PutUint16(pb[0:], f.Sport)
+	binary.BigEndian.PutUint16(pb[2:], f.Dport)
+	if flags&lb.FlagHashNoSourcePort != 0 {
+		pb[0], pb[1] = 0, 0
+	}
+	ports := binary.LittleEndian.Uint32(pb[:])
+	if fam == familyV4 {
+		return jhash3Words(binary.LittleEndian.Uint32(src[:4]), binary.LittleEndian.Uint32(dst[:4]), ports, uint32(f.Proto))
+	}
+	var k [9]uint32
+	for i := 0; i < 4; i++ {
+		k[i] = binary.LittleEndian.Uint32(src[i*4:])
+		k[4+i] = binary.LittleEndian.Uint32(dst[i*4:])
+	}
+	k[8] = ports
+	return jhash9Words(k, uint32(f.Proto))
+}

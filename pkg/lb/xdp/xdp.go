@@ -1,0 +1,613 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/l4lb/l4lb/pkg/lb"
+)
+
+// Sentinel errors.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrFull         = errors.New("table full")
+	ErrIncompatible = errors.New("pinned maps incompatible with these options")
+)
+
+// Table sizes compiled into bpf/lb_consts.h.
+const (
+	MaxVIPs     = 1024
+	MaxBackends = 4096
+)
+
+// Defaults for Options.
+const (
+	DefaultConntrackSize = 262144
+	DefaultUDPTimeout    = 30 * time.Second
+	DefaultMTU           = 1500
+)
+
+// Options are fixed for the life of a loaded program.
+type Options struct {
+	// PinPath is a directory on a bpffs; maps are pinned there by name and reused by the
+	// next Load. Empty: nothing is pinned (tests).
+	PinPath string
+	// RingSize is the Maglev ring size, a prime. Default lb.DefaultRingSize.
+	RingSize uint32
+	// ConntrackSize is the number of conntrack entries. Default DefaultConntrackSize.
+	ConntrackSize uint32
+	// UDPTimeout is how long an idle UDP flow keeps its backend. Default DefaultUDPTimeout.
+	UDPTimeout time.Duration
+	// MTU of the link encapsulated packets leave by; a packet that would exceed it once
+	// encapsulated is dropped and counted (drop_too_big). Default DefaultMTU.
+	MTU uint32
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.RingSize == 0 {
+		o.RingSize = lb.DefaultRingSize
+	}
+	if o.ConntrackSize == 0 {
+		o.ConntrackSize = DefaultConntrackSize
+	}
+	if o.UDPTimeout == 0 {
+		o.UDPTimeout = DefaultUDPTimeout
+	}
+	if o.MTU == 0 {
+		o.MTU = DefaultMTU
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Config holds the settings that change at run time without reloading the program.
+type Config struct {
+	// NextHopMAC is the destination MAC of encapsulated packets. Nil: send them back to
+	// the MAC each packet came from (the router, for an LB on a stick).
+	NextHopMAC net.HardwareAddr
+	// Source4 and Source6 are the prefixes outer source addresses are taken from; the
+	// host bits carry per-flow entropy so backends spread flows over receive queues.
+	// A zero prefix disables that family of backends (drop_no_source).
+	Source4, Source6 netip.Prefix
+}
+
+// Dataplane is the loaded XDP load balancer.
+type Dataplane struct {
+	opts     Options
+	log      *slog.Logger
+	objs     xdplbObjects
+	ringSpec *ebpf.MapSpec // template of one VIP's ring (inner map of rings)
+
+	mu    sync.Mutex
+	links map[string]link.Link
+}
+
+// Load loads the program and its maps (adopting pinned maps when opts.PinPath holds them).
+// It attaches nothing.
+func Load(opts Options) (*Dataplane, error) {
+	opts.setDefaults()
+	if err := checkPrime(opts.RingSize); err != nil {
+		return nil, err
+	}
+	spec, err := loadXdplb()
+	if err != nil {
+		return nil, fmt.Errorf("load xdp_lb spec: %w", err)
+	}
+	spec.Maps["rings"].InnerMap.MaxEntries = opts.RingSize
+	spec.Maps["conntrack"].MaxEntries = opts.ConntrackSize
+	for name, v := range map[string]any{
+		"ring_size":      opts.RingSize,
+		"udp_timeout_ns": uint64(opts.UDPTimeout.Nanoseconds()),
+		"mtu":            opts.MTU,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	var copts ebpf.CollectionOptions
+	if opts.PinPath == "" {
+		for _, m := range spec.Maps {
+			m.Pinning = ebpf.PinNone
+		}
+	} else {
+		if err := os.MkdirAll(opts.PinPath, 0o700); err != nil {
+			return nil, fmt.Errorf("create pin directory: %w", err)
+		}
+		copts.Maps.PinPath = opts.PinPath
+	}
+	if opts.PinPath != "" {
+		if err := checkPinnedRingSize(opts.PinPath, opts.RingSize); err != nil {
+			return nil, err
+		}
+	}
+	d := &Dataplane{opts: opts, log: opts.Logger.With("component", "xdp"), links: map[string]link.Link{},
+		ringSpec: spec.Maps["rings"].InnerMap.Copy()}
+	if err := spec.LoadAndAssign(&d.objs, &copts); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("load xdp_lb: %w (%w: ring size or conntrack size changed? remove %s to start afresh)", err, ErrIncompatible, opts.PinPath)
+		}
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load xdp_lb: %+v", verr)
+		}
+		return nil, fmt.Errorf("load xdp_lb: %w", err)
+	}
+	return d, nil
+}
+
+// checkPinnedRingSize records the ring size next to the pinned maps (map lb_meta), and
+// refuses to adopt maps made for another size: the pinned rings and the program's modulo
+// must agree.
+func checkPinnedRingSize(dir string, size uint32) error {
+	m, err := ebpf.NewMapWithOptions(&ebpf.MapSpec{
+		Name: "lb_meta", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1, Pinning: ebpf.PinByName,
+	}, ebpf.MapOptions{PinPath: dir})
+	if err != nil {
+		return fmt.Errorf("open lb_meta in %s: %w", dir, err)
+	}
+	defer m.Close()
+	var have uint32
+	if err := m.Lookup(uint32(0), &have); err != nil {
+		return fmt.Errorf("read lb_meta: %w", err)
+	}
+	if have == 0 {
+		if err := m.Put(uint32(0), size); err != nil {
+			return fmt.Errorf("write lb_meta: %w", err)
+		}
+		return nil
+	}
+	if have != size {
+		return fmt.Errorf("pinned maps in %s have ring size %d, not %d: %w; remove the directory (l4lb cleanup) to start afresh",
+			dir, have, size, ErrIncompatible)
+	}
+	return nil
+}
+
+func checkPrime(n uint32) error {
+	if n < 3 {
+		return fmt.Errorf("ring size %d: %w", n, lb.ErrRingSize)
+	}
+	for i := uint32(2); i*i <= n; i++ {
+		if n%i == 0 {
+			return fmt.Errorf("ring size %d is not prime: %w", n, lb.ErrRingSize)
+		}
+	}
+	return nil
+}
+
+// Program returns the XDP program (for tests and benchmarks).
+func (d *Dataplane) Program() *ebpf.Program { return d.objs.XdpLb }
+
+// Options returns the options the program was loaded with (defaults filled in).
+func (d *Dataplane) Options() Options { return d.opts }
+
+// SetConfig writes the run-time settings.
+func (d *Dataplane) SetConfig(c Config) error {
+	var v xdplbLbConfig
+	if c.NextHopMAC != nil {
+		if len(c.NextHopMAC) != 6 {
+			return fmt.Errorf("next hop mac %s: want 6 bytes", c.NextHopMAC)
+		}
+		copy(v.NexthopMac[:], c.NextHopMAC)
+	}
+	if c.Source4.IsValid() {
+		if !c.Source4.Addr().Is4() {
+			return fmt.Errorf("source4 %s: not an ipv4 prefix", c.Source4)
+		}
+		v.HasSrc4 = 1
+		v.Src4 = c.Source4.Masked().Addr().As4()
+		v.Src4HostMask = hostMask(32 - c.Source4.Bits())
+	}
+	if c.Source6.IsValid() {
+		if !c.Source6.Addr().Is6() || c.Source6.Addr().Is4In6() {
+			return fmt.Errorf("source6 %s: not an ipv6 prefix", c.Source6)
+		}
+		v.HasSrc6 = 1
+		v.Src6 = c.Source6.Masked().Addr().As16()
+		v.Src6HostMask = hostMask(128 - c.Source6.Bits())
+	}
+	if err := d.objs.LbCfg.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("write lb_cfg: %w", err)
+	}
+	return nil
+}
+
+// hostMask returns a mask of the low n bits, at most 32. The all-zero and all-ones host
+// parts are avoided only by the operator's choice of prefix; a /32 gives no entropy.
+func hostMask(n int) uint32 {
+	if n >= 32 {
+		return 0xffffffff
+	}
+	return 1<<uint(n) - 1
+}
+
+// SetBackend writes (or rewrites) a backend entry; established flows to it keep working.
+func (d *Dataplane) SetBackend(id uint32, addr netip.Addr) error {
+	if id == 0 || id >= MaxBackends {
+		return fmt.Errorf("backend id %d: must be in 1..%d", id, MaxBackends-1)
+	}
+	if !addr.IsValid() {
+		return fmt.Errorf("backend %d: invalid address", id)
+	}
+	a, fam := addr16(addr)
+	v := xdplbBackend{Addr: a, Family: fam, Flags: 1}
+	if err := d.objs.Backends.Put(id, &v); err != nil {
+		return fmt.Errorf("write backend %d: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteBackend marks a backend gone: flows that conntrack pinned to it are re-hashed.
+func (d *Dataplane) DeleteBackend(id uint32) error {
+	if id == 0 || id >= MaxBackends {
+		return fmt.Errorf("backend id %d: must be in 1..%d", id, MaxBackends-1)
+	}
+	if err := d.objs.Backends.Put(id, &xdplbBackend{}); err != nil {
+		return fmt.Errorf("clear backend %d: %w", id, err)
+	}
+	return nil
+}
+
+// Backends returns the backends present in the map, by id.
+func (d *Dataplane) Backends() (map[uint32]netip.Addr, error) {
+	out := map[uint32]netip.Addr{}
+	var (
+		k uint32
+		v xdplbBackend
+	)
+	it := d.objs.Backends.Iterate()
+	for it.Next(&k, &v) {
+		if v.Flags&1 != 0 {
+			out[k] = addrFrom16(v.Addr, v.Family)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read backends: %w", err)
+	}
+	return out, nil
+}
+
+func vipKey(k lb.VIPKey) xdplbVipKey {
+	a, fam := addr16(k.Addr)
+	return xdplbVipKey{Addr: a, Port: htons(k.Port), Proto: uint8(k.Proto), Family: fam}
+}
+
+func vipAddrKey(k lb.VIPKey) xdplbVipKey {
+	a, fam := addr16(k.Addr)
+	return xdplbVipKey{Addr: a, Family: fam}
+}
+
+// vipIDs reads the vips map: key -> meta.
+func (d *Dataplane) vipEntries() (map[xdplbVipKey]xdplbVipMeta, error) {
+	out := map[xdplbVipKey]xdplbVipMeta{}
+	var (
+		k xdplbVipKey
+		v xdplbVipMeta
+	)
+	it := d.objs.Vips.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = v
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read vips: %w", err)
+	}
+	return out, nil
+}
+
+// SetVIP programs a VIP: its backends, then a freshly built Maglev ring swapped in whole,
+// then the VIP entry. Backends with weight 0 stay in the backends map (their established
+// flows continue) but get no ring slot. It returns the VIP's id (the index of its counters).
+func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
+	if err := v.Validate(); err != nil {
+		return 0, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+
+	table, err := lb.MaglevTable(v.Backends, d.opts.RingSize)
+	if err != nil {
+		return 0, fmt.Errorf("build ring for %s: %w", v.Key, err)
+	}
+	entries, err := d.vipEntries()
+	if err != nil {
+		return 0, err
+	}
+	key := vipKey(v.Key)
+	meta, exists := entries[key]
+	if !exists {
+		used := make(map[uint32]bool, len(entries))
+		for _, m := range entries {
+			used[m.Id] = true
+		}
+		id := uint32(0)
+		for ; id < MaxVIPs && used[id]; id++ {
+		}
+		if id == MaxVIPs {
+			return 0, fmt.Errorf("add %s: %w (%d vips)", v.Key, ErrFull, MaxVIPs)
+		}
+		meta.Id = id
+		if err := d.zeroVIPCounters(id); err != nil {
+			return 0, err
+		}
+	}
+	meta.Flags = uint32(v.Flags)
+
+	for _, b := range v.Backends {
+		if err := d.SetBackend(b.ID, b.Addr); err != nil {
+			return 0, fmt.Errorf("vip %s: %w", v.Key, err)
+		}
+	}
+	if err := d.swapRing(meta.Id, table); err != nil {
+		return 0, fmt.Errorf("vip %s: %w", v.Key, err)
+	}
+	if err := d.objs.Vips.Put(&key, &meta); err != nil {
+		return 0, fmt.Errorf("write vip %s: %w", v.Key, err)
+	}
+	ak := vipAddrKey(v.Key)
+	if err := d.objs.VipAddrs.Put(&ak, uint32(1)); err != nil {
+		return 0, fmt.Errorf("write vip address %s: %w", v.Key.Addr, err)
+	}
+	return meta.Id, nil
+}
+
+// swapRing fills a new inner map and replaces the VIP's ring with it in one update.
+func (d *Dataplane) swapRing(id uint32, table []uint32) error {
+	spec := d.ringSpec.Copy()
+	spec.Name = fmt.Sprintf("ring_%d", id)
+	m, err := ebpf.NewMap(spec)
+	if err != nil {
+		return fmt.Errorf("create ring: %w", err)
+	}
+	defer m.Close()
+	keys := make([]uint32, len(table))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := m.BatchUpdate(keys, table, nil); err != nil {
+		return fmt.Errorf("fill ring: %w", err)
+	}
+	if err := d.objs.Rings.Put(id, m); err != nil {
+		return fmt.Errorf("swap ring: %w", err)
+	}
+	return nil
+}
+
+func (d *Dataplane) zeroVIPCounters(id uint32) error {
+	zero := make([]xdplbVipCounters, ebpf.MustPossibleCPU())
+	if err := d.objs.VipStats.Put(id, zero); err != nil {
+		return fmt.Errorf("reset counters of vip %d: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteVIP removes a VIP: its entry first (new packets pass), then its ring. Backends
+// are left to the caller (DeleteBackend), since another VIP may share them.
+func (d *Dataplane) DeleteVIP(k lb.VIPKey) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	entries, err := d.vipEntries()
+	if err != nil {
+		return err
+	}
+	key := vipKey(k)
+	meta, ok := entries[key]
+	if !ok {
+		return fmt.Errorf("delete vip %s: %w", k, ErrNotFound)
+	}
+	if err := d.objs.Vips.Delete(&key); err != nil {
+		return fmt.Errorf("delete vip %s: %w", k, err)
+	}
+	delete(entries, key)
+	ak := vipAddrKey(k)
+	shared := false
+	for other := range entries {
+		if other.Addr == ak.Addr && other.Family == ak.Family {
+			shared = true
+		}
+	}
+	if !shared {
+		if err := d.objs.VipAddrs.Delete(&ak); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete vip address %s: %w", k.Addr, err)
+		}
+	}
+	if err := d.objs.Rings.Delete(meta.Id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete ring of %s: %w", k, err)
+	}
+	return nil
+}
+
+// VIPs returns the programmed VIPs and their ids.
+func (d *Dataplane) VIPs() (map[lb.VIPKey]uint32, error) {
+	entries, err := d.vipEntries()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[lb.VIPKey]uint32, len(entries))
+	for k, m := range entries {
+		out[lb.VIPKey{Addr: addrFrom16(k.Addr, k.Family), Port: htons(k.Port), Proto: lb.Proto(k.Proto)}] = m.Id
+	}
+	return out, nil
+}
+
+// Counters are packets and bytes (IP bytes as received) summed over CPUs.
+type Counters struct {
+	Packets, Bytes, NewFlows uint64
+}
+
+// VIPCounters returns the counters of the VIP with id.
+func (d *Dataplane) VIPCounters(id uint32) (Counters, error) {
+	var per []xdplbVipCounters
+	if err := d.objs.VipStats.Lookup(id, &per); err != nil {
+		return Counters{}, fmt.Errorf("read counters of vip %d: %w", id, err)
+	}
+	var c Counters
+	for _, p := range per {
+		c.Packets += p.Packets
+		c.Bytes += p.Bytes
+		c.NewFlows += p.NewFlows
+	}
+	return c, nil
+}
+
+// BackendCounters returns the counters of backend id.
+func (d *Dataplane) BackendCounters(id uint32) (Counters, error) {
+	var per []xdplbBackendCounters
+	if err := d.objs.BackendStats.Lookup(id, &per); err != nil {
+		return Counters{}, fmt.Errorf("read counters of backend %d: %w", id, err)
+	}
+	var c Counters
+	for _, p := range per {
+		c.Packets += p.Packets
+		c.Bytes += p.Bytes
+	}
+	return c, nil
+}
+
+// Stats returns the named global counters summed over CPUs.
+func (d *Dataplane) Stats() (map[string]uint64, error) {
+	return readStats(d.objs.Stats, statNames[:])
+}
+
+func readStats(m *ebpf.Map, names []string) (map[string]uint64, error) {
+	out := make(map[string]uint64, len(names))
+	for i, name := range names {
+		var per []uint64
+		if err := m.Lookup(uint32(i), &per); err != nil {
+			return nil, fmt.Errorf("read counter %s: %w", name, err)
+		}
+		var sum uint64
+		for _, v := range per {
+			sum += v
+		}
+		out[name] = sum
+	}
+	return out, nil
+}
+
+// ConntrackLookup returns the backend id conntrack holds for a flow.
+func (d *Dataplane) ConntrackLookup(f Flow) (uint32, bool, error) {
+	src, fam := addr16(f.Src)
+	dst, _ := addr16(f.Dst)
+	k := xdplbFlowKey{Src: src, Dst: dst, Sport: htons(f.Sport), Dport: htons(f.Dport), Proto: uint8(f.Proto), Family: fam}
+	var v xdplbCtEntry
+	if err := d.objs.Conntrack.Lookup(&k, &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, false, nil
+		}
+		return 0, false, fmt.Errorf("read conntrack: %w", err)
+	}
+	return v.BackendId, true, nil
+}
+
+// Attach attaches the program to ifname through a bpf_link, in native mode, or in generic
+// mode (logged) where the driver has no native XDP. With a PinPath the link is pinned, and
+// an existing pinned link is updated to this program instead, so forwarding never stops.
+func (d *Dataplane) Attach(ifname string) (mode string, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.links[ifname]; ok {
+		return "", fmt.Errorf("attach xdp to %s: already attached", ifname)
+	}
+	iface, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return "", fmt.Errorf("attach xdp to %s: %w", ifname, err)
+	}
+	pin := ""
+	if d.opts.PinPath != "" {
+		pin = filepath.Join(d.opts.PinPath, "link_"+ifname)
+		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+			if err := l.Update(d.objs.XdpLb); err != nil {
+				l.Close()
+				return "", fmt.Errorf("update pinned xdp link on %s: %w", ifname, err)
+			}
+			d.links[ifname] = l
+			d.log.Info("adopted pinned xdp link", "iface", ifname, "pin", pin)
+			return "adopted", nil
+		}
+	}
+	mode = "native"
+	l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XdpLb, Interface: iface.Index, Flags: link.XDPDriverMode})
+	if err != nil {
+		d.log.Warn("native xdp unavailable, falling back to generic", "iface", ifname, "error", err)
+		mode = "generic"
+		l, err = link.AttachXDP(link.XDPOptions{Program: d.objs.XdpLb, Interface: iface.Index, Flags: link.XDPGenericMode})
+		if err != nil {
+			return "", fmt.Errorf("attach xdp to %s: %w", ifname, err)
+		}
+	}
+	if pin != "" {
+		if err := l.Pin(pin); err != nil {
+			l.Close()
+			return "", fmt.Errorf("pin xdp link on %s: %w", ifname, err)
+		}
+	}
+	d.links[ifname] = l
+	d.log.Info("attached xdp", "iface", ifname, "mode", mode)
+	return mode, nil
+}
+
+// Detach removes the program from ifname (and its pin).
+func (d *Dataplane) Detach(ifname string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l, ok := d.links[ifname]
+	if !ok {
+		return fmt.Errorf("detach xdp from %s: %w", ifname, ErrNotFound)
+	}
+	delete(d.links, ifname)
+	if err := l.Unpin(); err != nil && d.opts.PinPath != "" {
+		d.log.Warn("unpin xdp link", "iface", ifname, "error", err)
+	}
+	if err := l.Close(); err != nil {
+		return fmt.Errorf("detach xdp from %s: %w", ifname, err)
+	}
+	return nil
+}
+
+// Close releases this process's handles. Pinned maps and pinned links stay, so traffic
+// keeps flowing; unpinned links are detached.
+func (d *Dataplane) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for name, l := range d.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close link %s: %w", name, err))
+		}
+	}
+	d.links = map[string]link.Link{}
+	if err := d.objs.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Unpin removes every pinned map of this program (cleanup); call after detaching.
+func (d *Dataplane) Unpin() error {
+	if d.opts.PinPath == "" {
+		return nil
+	}
+	var errs []error
+	if err := os.Remove(filepath.Join(d.opts.PinPath, "lb_meta")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	for _, m := range []*ebpf.Map{d.objs.Vips, d.objs.VipAddrs, d.objs.Rings, d.objs.Backends, d.objs.Conntrack, d.objs.LbCfg, d.objs.Stats, d.objs.VipStats, d.objs.BackendStats} {
+		if err := m.Unpin(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
