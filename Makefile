@@ -44,7 +44,8 @@ test: deps check-generated vet
 	$(GO) test -count=1 -timeout 15m ./...
 
 bench: deps
-	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench . -benchtime 20000x -count 1 ./pkg/lb/ ./pkg/lb/xdp/
+	$(GO) test -run '^$$' -bench Maglev -benchtime 200x -count 1 ./pkg/lb/
+	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench . -benchtime 20000x -count 1 ./pkg/lb/xdp/
 
 fuzz: deps
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -fuzz FuzzXDP -fuzztime 60s ./pkg/lb/xdp/
