@@ -4,7 +4,7 @@ GO ?= go
 export GOFLAGS ?= -mod=mod
 
 # Debian packages the build, the tests and the testbed need.
-DEB_PACKAGES := clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool iproute2 ethtool tcpdump iperf3 curl
+DEB_PACKAGES := clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool iproute2 ethtool iputils-ping procps tcpdump iperf3 curl
 
 .PHONY: all deps build generate check-generated test test-unit test-privileged bench fuzz demo vet clean
 
