@@ -1,0 +1,154 @@
+// Package config owns l4lb's configuration: its typed form, loading it from YAML with
+// environment overrides, and validating it with errors that name file, line and field.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole of l4lb.yaml.
+type Config struct {
+	// Interfaces the XDP program attaches to.
+	Interfaces []string `mapstructure:"interfaces"`
+	// Dataplane: xdp (nftables, iptables, ipvs and auto arrive with the fallback issue).
+	Dataplane string `mapstructure:"dataplane"`
+	// BPFFS is the directory on a bpffs where maps and links are pinned.
+	BPFFS string `mapstructure:"bpffs"`
+	// StateFile keeps admin overrides (drain, weight) across restarts.
+	StateFile string `mapstructure:"state_file"`
+	// DrainDelay: on shutdown, time between withdrawing the BGP routes and stopping.
+	DrainDelay time.Duration `mapstructure:"drain_delay"`
+
+	NextHop NextHop `mapstructure:"nexthop"`
+	Encap   Encap   `mapstructure:"encap"`
+	XDP     XDP     `mapstructure:"xdp"`
+	Admin   Admin   `mapstructure:"admin"`
+	BGP     BGP     `mapstructure:"bgp"`
+	VIPs    []VIP   `mapstructure:"vips"`
+}
+
+// NextHop says where encapsulated packets go.
+type NextHop struct {
+	// MAC of the next hop. Empty: the MAC of the default route's gateway, resolved through
+	// netlink and re-resolved when it changes.
+	MAC string `mapstructure:"mac"`
+	// Resolve how often to re-resolve the gateway's MAC (when MAC is empty).
+	Resolve time.Duration `mapstructure:"resolve_interval"`
+}
+
+// Encap holds the outer source prefixes.
+type Encap struct {
+	Source4 string `mapstructure:"source4"`
+	Source6 string `mapstructure:"source6"`
+}
+
+// XDP holds the XDP data plane's load-time sizes.
+type XDP struct {
+	RingSize      uint32        `mapstructure:"ring_size"`
+	ConntrackSize uint32        `mapstructure:"conntrack_size"`
+	UDPTimeout    time.Duration `mapstructure:"udp_timeout"`
+	MTU           uint32        `mapstructure:"mtu"`
+}
+
+// Admin is the HTTP API.
+type Admin struct {
+	Listen    string `mapstructure:"listen"`
+	TokenFile string `mapstructure:"token_file"`
+}
+
+// BGP is parsed and validated here; pkg/bgp uses it.
+type BGP struct {
+	Enabled               bool     `mapstructure:"enabled"`
+	LocalASN              uint32   `mapstructure:"local_asn"`
+	RouterID              string   `mapstructure:"router_id"`
+	ListenPort            int32    `mapstructure:"listen_port"`
+	WithdrawWhenUnhealthy *bool    `mapstructure:"withdraw_when_unhealthy"`
+	Peers                 []Peer   `mapstructure:"peers"`
+	Communities           []string `mapstructure:"communities"`
+}
+
+// Peer is one BGP neighbour.
+type Peer struct {
+	Address         string        `mapstructure:"address"`
+	ASN             uint32        `mapstructure:"asn"`
+	Port            int           `mapstructure:"port"`
+	Password        string        `mapstructure:"password"`
+	HoldTime        time.Duration `mapstructure:"hold_time"`
+	Keepalive       time.Duration `mapstructure:"keepalive"`
+	GracefulRestart bool          `mapstructure:"graceful_restart"`
+}
+
+// VIP is one virtual service.
+type VIP struct {
+	Name             string    `mapstructure:"name"`
+	Address          string    `mapstructure:"address"`
+	Port             int       `mapstructure:"port"`
+	Protocol         string    `mapstructure:"protocol"`
+	HashNoSourcePort bool      `mapstructure:"hash_no_source_port"`
+	Health           *Health   `mapstructure:"health"`
+	Backends         []Backend `mapstructure:"backends"`
+	Communities      []string  `mapstructure:"communities"`
+	MED              uint32    `mapstructure:"med"`
+}
+
+// Backend is one real server of a VIP.
+type Backend struct {
+	Address string `mapstructure:"address"`
+	Weight  *int64 `mapstructure:"weight"`
+	// Health overrides fields of the VIP's health check for this backend.
+	Health *Health `mapstructure:"health"`
+}
+
+// Health is a health check. In a backend, set fields override the VIP's.
+type Health struct {
+	Type               string        `mapstructure:"type"`
+	Port               int           `mapstructure:"port"`
+	Interval           time.Duration `mapstructure:"interval"`
+	Timeout            time.Duration `mapstructure:"timeout"`
+	Rise               int           `mapstructure:"rise"`
+	Fall               int           `mapstructure:"fall"`
+	Method             string        `mapstructure:"method"`
+	Path               string        `mapstructure:"path"`
+	ExpectStatus       int           `mapstructure:"expect_status"`
+	BodyMatch          string        `mapstructure:"body_match"`
+	Payload            string        `mapstructure:"payload"`
+	Expect             string        `mapstructure:"expect"`
+	InsecureSkipVerify bool          `mapstructure:"insecure_skip_verify"`
+}
+
+// Defaults for keys left out.
+const (
+	DefaultDataplane  = "xdp"
+	DefaultBPFFS      = "/sys/fs/bpf/l4lb"
+	DefaultStateFile  = "/var/lib/l4lb/state.json"
+	DefaultAdmin      = "127.0.0.1:9100"
+	DefaultDrainDelay = 5 * time.Second
+	DefaultResolve    = 10 * time.Second
+	DefaultWeight     = 1
+	MaxWeight         = 1 << 16
+)
+
+// defaults are set in viper so that environment variables can override every key.
+func defaults() map[string]any {
+	return map[string]any{
+		"interfaces":               []string{},
+		"dataplane":                DefaultDataplane,
+		"bpffs":                    DefaultBPFFS,
+		"state_file":               DefaultStateFile,
+		"drain_delay":              DefaultDrainDelay,
+		"nexthop.mac":              "",
+		"nexthop.resolve_interval": DefaultResolve,
+		"encap.source4":            "",
+		"encap.source6":            "",
+		"xdp.ring_size":            uint32(65537),
+		"xdp.conntrack_size":       uint32(262144),
+		"xdp.udp_timeout":          30 * time.Second,
+		"xdp.mtu":                  uint32(1500),
+		"admin.listen":             DefaultAdmin,
+		"admin.token_file":         "",
+		"bgp.enabled":              false,
+		"bgp.local_asn":            uint32(0),
+		"bgp.router_id":            "",
+		"bgp.listen_port":          int32(-1),
+	}
+}

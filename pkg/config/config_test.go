@@ -1,0 +1,116 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const base = `interfaces: [eth0]
+encap:
+  source4: 192.0.2.0/24
+  source6: 2001:db8:e::/64
+vips:
+  - name: web
+    address: 203.0.113.10
+    port: 80
+    protocol: tcp
+    backends:
+      - address: 198.51.100.11
+`
+
+func noEnv(string) (string, bool) { return "", false }
+
+func TestExampleConfigIsValid(t *testing.T) {
+	c, err := Load(filepath.Join("..", "..", "conf", "l4lb.yaml"))
+	if err != nil {
+		t.Fatalf("conf/l4lb.yaml: %v", err)
+	}
+	if len(c.VIPs) != 3 || c.VIPs[0].Health.Interval != 2*time.Second || *c.VIPs[0].Backends[2].Weight != 2 {
+		t.Errorf("unexpected parse: %+v", c.VIPs)
+	}
+}
+
+func TestDefaultsAndEnvironment(t *testing.T) {
+	env := map[string]string{"L4LB_ADMIN_LISTEN": "127.0.0.1:9200", "L4LB_XDP_MTU": "1600"}
+	c, err := Parse("t.yaml", []byte(base), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Admin.Listen != "127.0.0.1:9200" || c.XDP.MTU != 1600 {
+		t.Errorf("environment not applied: admin %q mtu %d", c.Admin.Listen, c.XDP.MTU)
+	}
+	if c.BPFFS != DefaultBPFFS || c.XDP.RingSize != 65537 || c.DrainDelay != DefaultDrainDelay || c.Dataplane != "xdp" {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+}
+
+// TestProblems: each bad input gives exactly the listed problems, with their lines.
+func TestProblems(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"unknown key", base + "bogus: 1\n", []string{"t.yaml:12: bogus: unknown key"}},
+		{"unknown nested key", strings.Replace(base, "    port: 80\n", "    port: 80\n    prot: 1\n", 1), []string{"t.yaml:9: vips[0].prot: unknown key"}},
+		{"yaml syntax", "interfaces: [eth0\n", []string{"t.yaml:1: yaml: line 1: did not find expected ',' or ']'"}},
+		{"no interfaces", strings.Replace(base, "interfaces: [eth0]\n", "", 1), []string{"t.yaml: interfaces: at least one interface is required"}},
+		{"bad dataplane", base + "dataplane: dpdk\n", []string{`t.yaml:12: dataplane: "dpdk": want xdp`}},
+		{"relative bpffs", base + "bpffs: fs/bpf\n", []string{`t.yaml:12: bpffs: "fs/bpf": want an absolute path`}},
+		{"bad mac", base + "nexthop:\n  mac: zz\n", []string{`t.yaml:13: nexthop.mac: "zz" is not an Ethernet MAC address`}},
+		{"bad prefix", strings.Replace(base, "192.0.2.0/24", "192.0.2.0/33", 1), []string{`t.yaml:3: encap.source4: "192.0.2.0/33" is not an ipv4 prefix`}},
+		{"v6 prefix for v4", strings.Replace(base, "192.0.2.0/24", "2001:db8::/64", 1), []string{`t.yaml:3: encap.source4: "2001:db8::/64" is not an ipv4 prefix`}},
+		{"ring size not prime", base + "xdp:\n  ring_size: 65536\n", []string{"t.yaml:13: xdp.ring_size: 65536: want a prime of at least 257 (default 65537)"}},
+		{"bad mtu", base + "xdp:\n  mtu: 100\n", []string{"t.yaml:13: xdp.mtu: 100: want 576 to 65535"}},
+		{"bad admin listen", base + "admin:\n  listen: nope\n", []string{`t.yaml:13: admin.listen: "nope": want host:port`}},
+		{"duplicate vip", base + "  - name: web2\n    address: 203.0.113.10\n    port: 80\n    protocol: tcp\n    backends:\n      - address: 198.51.100.12\n",
+			[]string{"t.yaml:12: vips[1]: duplicate vip 203.0.113.10:80/tcp (also vips[0])"}},
+		{"duplicate name", base + "  - name: web\n    address: 203.0.113.11\n    protocol: tcp\n    backends:\n      - address: 198.51.100.12\n",
+			[]string{`t.yaml:12: vips[1].name: "web" already names vips[0]`}},
+		{"missing name", strings.Replace(base, "  - name: web\n    address", "  - address", 1), []string{"t.yaml:6: vips[0].name: required"}},
+		{"bad vip address", strings.Replace(base, "203.0.113.10", "203.0.113.300", 1), []string{`t.yaml:7: vips[0].address: "203.0.113.300" is not an IP address`}},
+		{"bad protocol", strings.Replace(base, "protocol: tcp", "protocol: sctp", 1), []string{`t.yaml:9: vips[0].protocol: "sctp": want tcp or udp`}},
+		{"port out of range", strings.Replace(base, "port: 80", "port: 70000", 1), []string{"t.yaml:8: vips[0].port: 70000: want 0 (any port) to 65535"}},
+		{"no backends", strings.Replace(base, "    backends:\n      - address: 198.51.100.11\n", "", 1), []string{"t.yaml:6: vips[0].backends: at least one backend is required"}},
+		{"bad weight", base + "        weight: -1\n", []string{"t.yaml:12: vips[0].backends[0].weight: -1: want 0 (drained) to 65536"}},
+		{"weight not a number", base + "        weight: heavy\n", []string{`t.yaml:12: vips[0].backends[0].weight: cannot parse value as 'int64': strconv.ParseInt: invalid syntax`}},
+		{"duplicate backend", base + "      - address: 198.51.100.11\n", []string{"t.yaml:12: vips[0].backends[1].address: 198.51.100.11 already listed as backends[0]"}},
+		{"v4 backend for v6 vip", strings.Replace(base, "203.0.113.10", "2001:db8:f::10", 1),
+			[]string{"t.yaml:11: vips[0].backends[0].address: ipv4 backend 198.51.100.11 cannot carry ipv6 vip 2001:db8:f::10 (no 6in4 encapsulation)"}},
+		{"backend family without source prefix", strings.Replace(base, "  source6: 2001:db8:e::/64\n", "", 1) + "      - address: 2001:db8:b::1\n",
+			[]string{"t.yaml:11: vips[0].backends[1].address: ipv6 backend needs encap.source6"}},
+		{"bad health", base + "    health:\n      type: icmp\n      interval: 1s\n      timeout: 2s\n",
+			[]string{`t.yaml:13: vips[0].health.type: "icmp": want tcp, http, https or udp`, "t.yaml:15: vips[0].health.timeout: 2s is longer than the interval 1s"}},
+		{"udp health without payload", base + "    health:\n      type: udp\n", []string{"t.yaml:12: vips[0].health.payload: a udp check needs a payload to send"}},
+		{"bad bgp", base + "bgp:\n  enabled: true\n  router_id: 2001:db8::1\n  peers:\n    - address: x\n      hold_time: 1s\n",
+			[]string{"t.yaml:12: bgp.local_asn: required when bgp is enabled", `t.yaml:14: bgp.router_id: "2001:db8::1": want an ipv4 address`,
+				`t.yaml:16: bgp.peers[0].address: "x" is not an IP address`, "t.yaml:16: bgp.peers[0].asn: required", "t.yaml:17: bgp.peers[0].hold_time: 1s: want 0 or at least 3s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tc.yaml), noEnv)
+			var ps Problems
+			if !errors.As(err, &ps) || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v, want Problems", err)
+			}
+			var got []string
+			for _, p := range ps {
+				got = append(got, p.String())
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "none.yaml")); err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}

@@ -1,0 +1,214 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// ErrInvalid is wrapped by every load or validation failure.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Problem is one thing wrong with a configuration.
+type Problem struct {
+	File  string
+	Line  int // 0 when unknown
+	Field string
+	Msg   string
+}
+
+func (p Problem) String() string {
+	loc := p.File
+	if p.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", p.File, p.Line)
+	}
+	if p.Field == "" {
+		return fmt.Sprintf("%s: %s", loc, p.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, p.Field, p.Msg)
+}
+
+// Problems is every problem found; as an error it prints one per line.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (ps Problems) Unwrap() error { return ErrInvalid }
+
+// Load reads, overrides from the environment (L4LB_ + upper-cased key with _ for .,
+// e.g. L4LB_ADMIN_LISTEN) and validates a configuration file. On any problem it returns
+// Problems (errors.Is(err, ErrInvalid)) naming file, line and field.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data, os.LookupEnv)
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+// Parse is Load on bytes, with the environment given as a lookup function.
+func Parse(file string, data []byte, env func(string) (string, bool)) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		line := 0
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			line, _ = strconv.Atoi(m[1])
+		}
+		return nil, Problems{{File: file, Line: line, Msg: "yaml: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	lines := map[string]int{}
+	var probs Problems
+	if len(root.Content) > 0 {
+		walk(root.Content[0], "", reflect.TypeOf(Config{}), lines, func(field string, line int, msg string) {
+			probs = append(probs, Problem{File: file, Line: line, Field: field, Msg: msg})
+		})
+	}
+
+	v := viper.New()
+	v.SetConfigType("yaml")
+	for k, d := range defaults() {
+		v.SetDefault(k, d)
+	}
+	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+		return nil, Problems{{File: file, Msg: err.Error()}}
+	}
+	// Environment overrides for every scalar key viper knows (defaults and file).
+	for _, k := range v.AllKeys() {
+		name := "L4LB_" + strings.ToUpper(strings.NewReplacer(".", "_").Replace(k))
+		if val, ok := env(name); ok {
+			v.Set(k, val)
+		}
+	}
+	var cfg Config
+	hook := mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(","),
+	)
+	// A value of the wrong type is a problem of its own; the rest is still validated, so
+	// one run lists everything wrong.
+	undecoded := map[string]bool{}
+	if err := v.Unmarshal(&cfg, viper.DecodeHook(hook)); err != nil {
+		for _, p := range decodeProblems(file, err, lines) {
+			undecoded[p.Field] = true
+			probs = append(probs, p)
+		}
+	}
+	for _, p := range Validate(&cfg) {
+		if undecoded[p.Field] {
+			continue
+		}
+		p.File, p.Line = file, lineOf(lines, p.Field)
+		probs = append(probs, p)
+	}
+	if len(probs) > 0 {
+		return nil, sorted(probs)
+	}
+	return &cfg, nil
+}
+
+func sorted(ps Problems) Problems {
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].Line < ps[j].Line })
+	return ps
+}
+
+var decodeField = regexp.MustCompile(`'([^']*)'`)
+
+// decodeProblems turns mapstructure's type errors into problems with lines.
+func decodeProblems(file string, err error, lines map[string]int) Problems {
+	var out Problems
+	for _, msg := range strings.Split(err.Error(), "\n") {
+		msg = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(msg), "*"))
+		if msg == "" || strings.HasPrefix(msg, "decoding failed") || strings.HasSuffix(msg, "error(s) decoding:") {
+			continue
+		}
+		field := ""
+		if m := decodeField.FindStringSubmatch(msg); m != nil {
+			field = m[1]
+		}
+		msg = strings.TrimSpace(strings.TrimPrefix(msg, "'"+field+"'"))
+		out = append(out, Problem{File: file, Line: lineOf(lines, field), Field: field, Msg: msg})
+	}
+	if len(out) == 0 {
+		out = Problems{{File: file, Msg: err.Error()}}
+	}
+	return out
+}
+
+// lineOf finds the line of field, or of its nearest parent.
+func lineOf(lines map[string]int, field string) int {
+	for f := field; f != ""; {
+		if l, ok := lines[f]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(f, ".[")
+		if i < 0 {
+			break
+		}
+		f = f[:i]
+	}
+	return 0
+}
+
+// walk records the line of every key and reports keys that the type does not have.
+func walk(n *yaml.Node, path string, t reflect.Type, lines map[string]int, unknown func(string, int, string)) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		if t.Kind() != reflect.Struct {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			lines[p] = k.Line
+			ft, ok := fieldByTag(t, k.Value)
+			if !ok {
+				unknown(p, k.Line, "unknown key")
+				continue
+			}
+			walk(val, p, ft, lines, unknown)
+		}
+	case yaml.SequenceNode:
+		if t.Kind() != reflect.Slice {
+			return
+		}
+		for i, item := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			lines[p] = item.Line
+			walk(item, p, t.Elem(), lines, unknown)
+		}
+	}
+}
+
+func fieldByTag(t reflect.Type, key string) (reflect.Type, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if strings.Split(f.Tag.Get("mapstructure"), ",")[0] == key {
+			return f.Type, true
+		}
+	}
+	return nil, false
+}

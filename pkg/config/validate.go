@@ -1,0 +1,274 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/l4lb/l4lb/pkg/lb"
+)
+
+// Table limits of the XDP data plane (bpf/lb_consts.h).
+const (
+	MaxVIPs     = 1024
+	MaxBackends = 4095
+)
+
+// Validate checks a configuration without touching the system. It is pure: the same
+// input gives the same problems. Fields are dotted paths (vips[0].backends[1].weight);
+// Parse adds file and line.
+func Validate(c *Config) []Problem {
+	var ps []Problem
+	bad := func(field, format string, args ...any) {
+		ps = append(ps, Problem{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+
+	if len(c.Interfaces) == 0 {
+		bad("interfaces", "at least one interface is required")
+	}
+	for i, ifc := range c.Interfaces {
+		if ifc == "" || len(ifc) > 15 || strings.ContainsAny(ifc, "/ ") {
+			bad(fmt.Sprintf("interfaces[%d]", i), "%q is not an interface name", ifc)
+		}
+	}
+	switch c.Dataplane {
+	case "xdp":
+	case "nftables", "iptables", "ipvs", "auto":
+		bad("dataplane", "%q is not available yet (only xdp)", c.Dataplane)
+	default:
+		bad("dataplane", "%q: want xdp", c.Dataplane)
+	}
+	if !filepath.IsAbs(c.BPFFS) {
+		bad("bpffs", "%q: want an absolute path", c.BPFFS)
+	}
+	if c.StateFile != "" && !filepath.IsAbs(c.StateFile) {
+		bad("state_file", "%q: want an absolute path", c.StateFile)
+	}
+	if c.DrainDelay < 0 {
+		bad("drain_delay", "must not be negative")
+	}
+	if c.NextHop.MAC != "" {
+		if mac, err := net.ParseMAC(c.NextHop.MAC); err != nil || len(mac) != 6 {
+			bad("nexthop.mac", "%q is not an Ethernet MAC address", c.NextHop.MAC)
+		}
+	} else if c.NextHop.Resolve <= 0 {
+		bad("nexthop.resolve_interval", "must be positive when nexthop.mac is empty")
+	}
+	src4, src6 := checkPrefix(c.Encap.Source4, true, "encap.source4", bad), checkPrefix(c.Encap.Source6, false, "encap.source6", bad)
+
+	if !isPrime(c.XDP.RingSize) || c.XDP.RingSize < 257 {
+		bad("xdp.ring_size", "%d: want a prime of at least 257 (default 65537)", c.XDP.RingSize)
+	}
+	if c.XDP.ConntrackSize < 1024 {
+		bad("xdp.conntrack_size", "%d: want at least 1024", c.XDP.ConntrackSize)
+	}
+	if c.XDP.UDPTimeout <= 0 {
+		bad("xdp.udp_timeout", "must be positive")
+	}
+	if c.XDP.MTU < 576 || c.XDP.MTU > 65535 {
+		bad("xdp.mtu", "%d: want 576 to 65535", c.XDP.MTU)
+	}
+	if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+		bad("admin.listen", "%q: want host:port", c.Admin.Listen)
+	}
+	if c.Admin.TokenFile != "" && !filepath.IsAbs(c.Admin.TokenFile) {
+		bad("admin.token_file", "%q: want an absolute path", c.Admin.TokenFile)
+	}
+	validateBGP(&c.BGP, bad)
+
+	if len(c.VIPs) > MaxVIPs {
+		bad("vips", "%d vips: at most %d", len(c.VIPs), MaxVIPs)
+	}
+	names := map[string]int{}
+	keys := map[lb.VIPKey]int{}
+	backends := map[netip.Addr]bool{}
+	for i, v := range c.VIPs {
+		f := fmt.Sprintf("vips[%d]", i)
+		if v.Name == "" {
+			bad(f+".name", "required")
+		} else if j, dup := names[v.Name]; dup {
+			bad(f+".name", "%q already names vips[%d]", v.Name, j)
+		} else {
+			names[v.Name] = i
+		}
+		addr, err := netip.ParseAddr(v.Address)
+		if err != nil {
+			bad(f+".address", "%q is not an IP address", v.Address)
+		}
+		proto, err := lb.ParseProto(v.Protocol)
+		if err != nil {
+			bad(f+".protocol", "%q: want tcp or udp", v.Protocol)
+		}
+		if v.Port < 0 || v.Port > 65535 {
+			bad(f+".port", "%d: want 0 (any port) to 65535", v.Port)
+		} else if addr.IsValid() && proto != 0 {
+			k := lb.VIPKey{Addr: addr.Unmap(), Port: uint16(v.Port), Proto: proto}
+			if j, dup := keys[k]; dup {
+				bad(f, "duplicate vip %s (also vips[%d])", k, j)
+			}
+			keys[k] = i
+		}
+		if v.Health != nil {
+			validateHealth(f+".health", *v.Health, true, bad)
+		}
+		for j, cm := range v.Communities {
+			if !validCommunity(cm) {
+				bad(fmt.Sprintf("%s.communities[%d]", f, j), "%q: want ASN:VALUE", cm)
+			}
+		}
+		if len(v.Backends) == 0 {
+			bad(f+".backends", "at least one backend is required")
+		}
+		seen := map[netip.Addr]int{}
+		for j, b := range v.Backends {
+			bf := fmt.Sprintf("%s.backends[%d]", f, j)
+			ba, err := netip.ParseAddr(b.Address)
+			if err != nil {
+				bad(bf+".address", "%q is not an IP address", b.Address)
+				continue
+			}
+			ba = ba.Unmap()
+			if k, dup := seen[ba]; dup {
+				bad(bf+".address", "%s already listed as backends[%d]", ba, k)
+			}
+			seen[ba] = j
+			backends[ba] = true
+			if b.Weight != nil && (*b.Weight < 0 || *b.Weight > MaxWeight) {
+				bad(bf+".weight", "%d: want 0 (drained) to %d", *b.Weight, MaxWeight)
+			}
+			if addr.IsValid() && addr.Unmap().Is6() && ba.Is4() {
+				bad(bf+".address", "ipv4 backend %s cannot carry ipv6 vip %s (no 6in4 encapsulation)", ba, addr)
+			}
+			if ba.Is4() && !src4 && c.Encap.Source4 == "" {
+				bad(bf+".address", "ipv4 backend needs encap.source4")
+			}
+			if ba.Is6() && !src6 && c.Encap.Source6 == "" {
+				bad(bf+".address", "ipv6 backend needs encap.source6")
+			}
+			if b.Health != nil {
+				validateHealth(bf+".health", *b.Health, false, bad)
+			}
+		}
+	}
+	if len(backends) > MaxBackends {
+		bad("vips", "%d distinct backends: at most %d", len(backends), MaxBackends)
+	}
+	return ps
+}
+
+func checkPrefix(s string, v4 bool, field string, bad func(string, string, ...any)) bool {
+	if s == "" {
+		return false
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || p.Addr().Is4() != v4 || p.Addr().Is4In6() {
+		fam := "ipv6"
+		if v4 {
+			fam = "ipv4"
+		}
+		bad(field, "%q is not an %s prefix", s, fam)
+		return false
+	}
+	return true
+}
+
+func validateHealth(f string, h Health, full bool, bad func(string, string, ...any)) {
+	switch h.Type {
+	case "tcp", "http", "https", "udp":
+	case "":
+		if full {
+			bad(f+".type", "required: tcp, http, https or udp")
+		}
+	default:
+		bad(f+".type", "%q: want tcp, http, https or udp", h.Type)
+	}
+	if h.Interval < 0 || (h.Interval > 0 && h.Interval < 10*time.Millisecond) {
+		bad(f+".interval", "%s: want at least 10ms", h.Interval)
+	}
+	if h.Timeout < 0 {
+		bad(f+".timeout", "must not be negative")
+	}
+	if h.Interval > 0 && h.Timeout > h.Interval {
+		bad(f+".timeout", "%s is longer than the interval %s", h.Timeout, h.Interval)
+	}
+	if h.Port < 0 || h.Port > 65535 {
+		bad(f+".port", "%d: want 0 (the vip's port) to 65535", h.Port)
+	}
+	if h.Rise < 0 {
+		bad(f+".rise", "must not be negative")
+	}
+	if h.Fall < 0 {
+		bad(f+".fall", "must not be negative")
+	}
+	if h.ExpectStatus != 0 && (h.ExpectStatus < 100 || h.ExpectStatus > 599) {
+		bad(f+".expect_status", "%d is not an HTTP status", h.ExpectStatus)
+	}
+	if h.Type == "udp" && h.Payload == "" && full {
+		bad(f+".payload", "a udp check needs a payload to send")
+	}
+}
+
+func validateBGP(b *BGP, bad func(string, string, ...any)) {
+	if !b.Enabled {
+		return
+	}
+	if b.LocalASN == 0 {
+		bad("bgp.local_asn", "required when bgp is enabled")
+	}
+	if a, err := netip.ParseAddr(b.RouterID); err != nil || !a.Is4() {
+		bad("bgp.router_id", "%q: want an ipv4 address", b.RouterID)
+	}
+	if len(b.Peers) == 0 {
+		bad("bgp.peers", "at least one peer is required when bgp is enabled")
+	}
+	for i, p := range b.Peers {
+		f := fmt.Sprintf("bgp.peers[%d]", i)
+		if _, err := netip.ParseAddr(p.Address); err != nil {
+			bad(f+".address", "%q is not an IP address", p.Address)
+		}
+		if p.ASN == 0 {
+			bad(f+".asn", "required")
+		}
+		if p.Port < 0 || p.Port > 65535 {
+			bad(f+".port", "%d: want 1 to 65535 (0: 179)", p.Port)
+		}
+		if p.HoldTime != 0 && p.HoldTime < 3*time.Second {
+			bad(f+".hold_time", "%s: want 0 or at least 3s", p.HoldTime)
+		}
+		if p.Keepalive != 0 && p.HoldTime != 0 && p.Keepalive >= p.HoldTime {
+			bad(f+".keepalive", "%s must be shorter than the hold time %s", p.Keepalive, p.HoldTime)
+		}
+	}
+	for i, c := range b.Communities {
+		if !validCommunity(c) {
+			bad(fmt.Sprintf("bgp.communities[%d]", i), "%q: want ASN:VALUE", c)
+		}
+	}
+}
+
+func validCommunity(c string) bool {
+	a, v, ok := strings.Cut(c, ":")
+	if !ok {
+		return false
+	}
+	var x, y uint32
+	if _, err := fmt.Sscanf(a+" "+v, "%d %d", &x, &y); err != nil || x > 65535 || y > 65535 {
+		return false
+	}
+	return true
+}
+
+func isPrime(n uint32) bool {
+	if n < 2 {
+		return false
+	}
+	for i := uint32(2); i*i <= n; i++ {
+		if n%i == 0 {
+			return false
+		}
+	}
+	return true
+}
