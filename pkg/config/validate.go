@@ -7,9 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/l4lb/l4lb/pkg/lb"
 )
+
+type vipKey struct {
+	addr  netip.Addr
+	port  int
+	proto string
+}
 
 // Table limits of the XDP data plane (bpf/lb_consts.h).
 const (
@@ -83,7 +87,7 @@ func Validate(c *Config) []Problem {
 		bad("vips", "%d vips: at most %d", len(c.VIPs), MaxVIPs)
 	}
 	names := map[string]int{}
-	keys := map[lb.VIPKey]int{}
+	keys := map[vipKey]int{}
 	backends := map[netip.Addr]bool{}
 	for i, v := range c.VIPs {
 		f := fmt.Sprintf("vips[%d]", i)
@@ -98,16 +102,17 @@ func Validate(c *Config) []Problem {
 		if err != nil {
 			bad(f+".address", "%q is not an IP address", v.Address)
 		}
-		proto, err := lb.ParseProto(v.Protocol)
-		if err != nil {
+		proto := strings.ToLower(v.Protocol)
+		if proto != "tcp" && proto != "udp" {
 			bad(f+".protocol", "%q: want tcp or udp", v.Protocol)
+			proto = ""
 		}
 		if v.Port < 0 || v.Port > 65535 {
 			bad(f+".port", "%d: want 0 (any port) to 65535", v.Port)
-		} else if addr.IsValid() && proto != 0 {
-			k := lb.VIPKey{Addr: addr.Unmap(), Port: uint16(v.Port), Proto: proto}
+		} else if addr.IsValid() && proto != "" {
+			k := vipKey{addr.Unmap(), v.Port, proto}
 			if j, dup := keys[k]; dup {
-				bad(f, "duplicate vip %s (also vips[%d])", k, j)
+				bad(f, "duplicate vip %s (also vips[%d])", net.JoinHostPort(k.addr.String(), fmt.Sprint(k.port))+"/"+proto, j)
 			}
 			keys[k] = i
 		}
