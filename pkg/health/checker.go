@@ -1,0 +1,71 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// ErrUnhealthy is wrapped by every failed check.
+var ErrUnhealthy = errors.New("unhealthy")
+
+// Checker checks one target; nil means healthy.
+type Checker interface {
+	Check(ctx context.Context, target netip.AddrPort) error
+}
+
+// Config describes a check (the config file's health section).
+type Config struct {
+	Type               string // tcp, http, https, udp
+	Interval, Timeout  time.Duration
+	Rise, Fall         int
+	Method, Path       string
+	ExpectStatus       int
+	BodyMatch          string
+	Payload, Expect    string
+	InsecureSkipVerify bool
+}
+
+// WithDefaults fills in what is unset.
+func (c Config) WithDefaults() Config {
+	if c.Type == "" {
+		c.Type = "tcp"
+	}
+	if c.Interval == 0 {
+		c.Interval = 2 * time.Second
+	}
+	if c.Timeout == 0 {
+		c.Timeout = min(time.Second, c.Interval)
+	}
+	if c.Rise == 0 {
+		c.Rise = 2
+	}
+	if c.Fall == 0 {
+		c.Fall = 3
+	}
+	if c.Method == "" {
+		c.Method = "GET"
+	}
+	if c.Path == "" {
+		c.Path = "/"
+	}
+	if c.ExpectStatus == 0 {
+		c.ExpectStatus = 200
+	}
+	return c
+}
+
+// New returns the checker for c.Type.
+func New(c Config) (Checker, error) {
+	switch c.Type {
+	case "tcp":
+		return TCP{}, nil
+	case "http", "https":
+		return newHTTP(c), nil
+	case "udp":
+		return UDP{Payload: []byte(c.Payload), Expect: []byte(c.Expect)}, nil
+	}
+	return nil, fmt.Errorf("health check type %q: want tcp, http, https or udp", c.Type)
+}

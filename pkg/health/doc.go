@@ -1,0 +1,2 @@
+// Package health probes backends and reports their up/down transitions.
+package health

@@ -1,0 +1,212 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+func check(t *testing.T, c Config, target netip.AddrPort) error {
+	t.Helper()
+	ch, err := New(c.WithDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return ch.Check(ctx, target)
+}
+
+func listenTCP(t *testing.T) (net.Listener, netip.AddrPort) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln, netip.MustParseAddrPort(ln.Addr().String())
+}
+
+func TestTCP(t *testing.T) {
+	ln, ap := listenTCP(t)
+	if err := check(t, Config{Type: "tcp"}, ap); err != nil {
+		t.Errorf("listening port: %v", err)
+	}
+	ln.Close()
+	if err := check(t, Config{Type: "tcp"}, ap); !errors.Is(err, ErrUnhealthy) {
+		t.Errorf("closed port: %v", err)
+	}
+}
+
+func TestHTTP(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ok", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "backend be2 ready") })
+	mux.HandleFunc("/fail", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(503) })
+	mux.HandleFunc("/redirect", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/ok", http.StatusFound) })
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	tls := httptest.NewTLSServer(mux)
+	defer tls.Close()
+	ap := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	tap := netip.MustParseAddrPort(tls.Listener.Addr().String())
+	for _, tc := range []struct {
+		name   string
+		c      Config
+		target netip.AddrPort
+		ok     bool
+	}{
+		{"status 200", Config{Type: "http", Path: "/ok"}, ap, true},
+		{"status 503", Config{Type: "http", Path: "/fail"}, ap, false},
+		{"expected 503", Config{Type: "http", Path: "/fail", ExpectStatus: 503}, ap, true},
+		{"body match", Config{Type: "http", Path: "/ok", BodyMatch: "ready"}, ap, true},
+		{"body mismatch", Config{Type: "http", Path: "/ok", BodyMatch: "draining"}, ap, false},
+		{"redirect is not followed", Config{Type: "http", Path: "/redirect"}, ap, false},
+		{"https", Config{Type: "https", Path: "/ok", InsecureSkipVerify: true}, tap, true},
+		{"https with an untrusted certificate", Config{Type: "https", Path: "/ok"}, tap, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := check(t, tc.c, tc.target)
+			if (err == nil) != tc.ok {
+				t.Errorf("healthy=%v, want %v (err %v)", err == nil, tc.ok, err)
+			}
+		})
+	}
+}
+
+func TestUDP(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte("be1:"), buf[:n]...), from)
+		}
+	}()
+	ap := netip.MustParseAddrPort(pc.LocalAddr().String())
+	if err := check(t, Config{Type: "udp", Payload: "ping", Expect: "be1:ping"}, ap); err != nil {
+		t.Errorf("echo: %v", err)
+	}
+	if err := check(t, Config{Type: "udp", Payload: "ping", Expect: "pong"}, ap); !errors.Is(err, ErrUnhealthy) {
+		t.Errorf("wrong reply: %v", err)
+	}
+	closed, _ := net.ListenPacket("udp4", "127.0.0.1:0")
+	cap := netip.MustParseAddrPort(closed.LocalAddr().String())
+	closed.Close()
+	start := time.Now()
+	if err := check(t, Config{Type: "udp", Payload: "ping"}, cap); !errors.Is(err, ErrUnhealthy) {
+		t.Errorf("no server: %v", err)
+	}
+	if time.Since(start) > 500*time.Millisecond {
+		t.Errorf("port unreachable took %s to notice", time.Since(start))
+	}
+}
+
+func TestNewRejectsUnknownType(t *testing.T) {
+	if _, err := New(Config{Type: "icmp"}); err == nil {
+		t.Error("icmp accepted")
+	}
+}
+
+func TestStaggerDelay(t *testing.T) {
+	iv := time.Second
+	a, b := StaggerDelay("web/198.51.100.11", iv), StaggerDelay("web/198.51.100.12", iv)
+	if a < 0 || a >= iv || b < 0 || b >= iv || a == b {
+		t.Errorf("delays %s %s", a, b)
+	}
+	if StaggerDelay("web/198.51.100.11", iv) != a {
+		t.Error("delay not deterministic")
+	}
+}
+
+func TestProberTransitions(t *testing.T) {
+	ln, ap := listenTCP(t)
+	var mu sync.Mutex
+	var got []Transition
+	p := NewProber(slog.New(slog.NewTextHandler(io.Discard, nil)), func(tr Transition) {
+		mu.Lock()
+		got = append(got, tr)
+		mu.Unlock()
+	})
+	cfg := Config{Type: "tcp", Interval: 20 * time.Millisecond, Timeout: 20 * time.Millisecond, Rise: 2, Fall: 2}
+	p.Set([]Target{{Key: "web/a", Addr: ap, Checker: TCP{}, Config: cfg}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+
+	waitFor := func(n int) []Transition {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			c := append([]Transition(nil), got...)
+			mu.Unlock()
+			if len(c) >= n {
+				return c
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("waited for %d transitions, got %v", n, got)
+		return nil
+	}
+	time.Sleep(150 * time.Millisecond)
+	if up, known := p.State("web/a"); !up || !known || len(got) != 0 {
+		t.Fatalf("healthy target: up=%v known=%v transitions %v", up, known, got)
+	}
+	ln.Close()
+	tr := waitFor(1)
+	if tr[0].Up || tr[0].Key != "web/a" || tr[0].Err == nil {
+		t.Fatalf("first transition %+v, want down with an error", tr[0])
+	}
+	time.Sleep(100 * time.Millisecond) // more failures: no repeated notification
+	ln2, err := net.Listen("tcp4", ap.String())
+	if err != nil {
+		t.Skipf("port %s taken meanwhile: %v", ap, err)
+	}
+	defer ln2.Close()
+	go func() {
+		for {
+			c, err := ln2.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	tr = waitFor(2)
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || !got[1].Up {
+		t.Fatalf("transitions %+v, want exactly down then up", got)
+	}
+	if p.Transitions() != 2 {
+		t.Errorf("Transitions() = %d", p.Transitions())
+	}
+	p.Set(nil)
+	if _, known := p.State("web/a"); known {
+		t.Error("removed target still known")
+	}
+}

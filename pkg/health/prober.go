@@ -1,0 +1,186 @@
+package health
+
+import (
+	"context"
+	"hash/fnv"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Target is one thing to probe.
+type Target struct {
+	Key     string
+	Addr    netip.AddrPort
+	Checker Checker
+	Config  Config // Interval, Timeout, Rise, Fall are used here
+}
+
+// Transition is a change of a target's state.
+type Transition struct {
+	Key string
+	Up  bool
+	At  time.Time
+	Err error // the last error, when going down
+}
+
+// Prober runs the checks and reports transitions, and only transitions.
+//
+// Every target starts up: a restarted daemon must not empty rings that are carrying
+// traffic. It goes down after Fall consecutive failures and up after Rise consecutive
+// successes. First checks are staggered over one interval by a hash of the key.
+type Prober struct {
+	log    *slog.Logger
+	notify func(Transition)
+
+	mu      sync.Mutex
+	ctx     context.Context
+	running map[string]*probe
+	trans   atomic.Uint64
+}
+
+type probe struct {
+	t      Target
+	cancel context.CancelFunc
+	up     atomic.Bool
+}
+
+// NewProber returns a prober; nothing runs until Run.
+func NewProber(logger *slog.Logger, notify func(Transition)) *Prober {
+	return &Prober{log: logger.With("component", "health"), notify: notify, running: map[string]*probe{}}
+}
+
+// Set replaces the targets: new ones start, removed ones stop, unchanged ones keep their
+// state.
+func (p *Prober) Set(targets []Target) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keep := map[string]bool{}
+	for _, t := range targets {
+		keep[t.Key] = true
+		if old, ok := p.running[t.Key]; ok {
+			if old.t.Addr == t.Addr && old.t.Config == t.Config {
+				continue
+			}
+			if old.cancel != nil {
+				old.cancel()
+			}
+		}
+		pr := &probe{t: t}
+		pr.up.Store(true)
+		if old, ok := p.running[t.Key]; ok {
+			pr.up.Store(old.up.Load())
+		}
+		p.running[t.Key] = pr
+		if p.ctx != nil {
+			p.start(pr)
+		}
+	}
+	for k, pr := range p.running {
+		if !keep[k] {
+			if pr.cancel != nil {
+				pr.cancel()
+			}
+			delete(p.running, k)
+		}
+	}
+}
+
+// Run probes until ctx is done.
+func (p *Prober) Run(ctx context.Context) error {
+	p.mu.Lock()
+	p.ctx = ctx
+	for _, pr := range p.running {
+		p.start(pr)
+	}
+	p.mu.Unlock()
+	<-ctx.Done()
+	return nil
+}
+
+// start runs pr's loop; p.mu held.
+func (p *Prober) start(pr *probe) {
+	ctx, cancel := context.WithCancel(p.ctx)
+	pr.cancel = cancel
+	go p.loop(ctx, pr)
+}
+
+// StaggerDelay is the delay before key's first check: in [0, interval).
+func StaggerDelay(key string, interval time.Duration) time.Duration {
+	if interval <= 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return time.Duration(h.Sum64() % uint64(interval))
+}
+
+func (p *Prober) loop(ctx context.Context, pr *probe) {
+	cfg := pr.t.Config.WithDefaults()
+	timer := time.NewTimer(StaggerDelay(pr.t.Key, cfg.Interval))
+	defer timer.Stop()
+	ok, bad := 0, 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		err := pr.t.Checker.Check(cctx, pr.t.Addr)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			ok, bad = ok+1, 0
+			if !pr.up.Load() && ok >= cfg.Rise {
+				p.transition(pr, true, nil)
+			}
+		} else {
+			ok, bad = 0, bad+1
+			if pr.up.Load() && bad >= cfg.Fall {
+				p.transition(pr, false, err)
+			}
+		}
+		timer.Reset(cfg.Interval)
+	}
+}
+
+func (p *Prober) transition(pr *probe, up bool, err error) {
+	pr.up.Store(up)
+	p.trans.Add(1)
+	if up {
+		p.log.Info("backend up", "key", pr.t.Key, "addr", pr.t.Addr)
+	} else {
+		p.log.Info("backend down", "key", pr.t.Key, "addr", pr.t.Addr, "error", err)
+	}
+	p.notify(Transition{Key: pr.t.Key, Up: up, At: time.Now(), Err: err})
+}
+
+// State returns a target's state.
+func (p *Prober) State(key string) (up, known bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pr, ok := p.running[key]
+	if !ok {
+		return false, false
+	}
+	return pr.up.Load(), true
+}
+
+// Snapshot returns every target's state.
+func (p *Prober) Snapshot() map[string]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]bool, len(p.running))
+	for k, pr := range p.running {
+		out[k] = pr.up.Load()
+	}
+	return out
+}
+
+// Transitions counts transitions since start.
+func (p *Prober) Transitions() uint64 { return p.trans.Load() }
