@@ -20,7 +20,11 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	root.AddCommand(newVersionCmd(), newDecapCmd(logger))
+	var cf clientFlags
+	cf.register(root)
+	root.AddCommand(newVersionCmd(), newDecapCmd(logger), newRunCmd(logger), newCheckCmd(), newCleanupCmd(logger))
+	root.AddCommand(newStatusCmds(&cf)...)
+	root.AddCommand(newMutateCmds(&cf)...)
 	return root
 }
 

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/l4lb/l4lb/pkg/admin"
+	"github.com/l4lb/l4lb/pkg/daemon"
+)
+
+type clientFlags struct {
+	addr, tokenFile, output string
+}
+
+func (f *clientFlags) register(cmd *cobra.Command) {
+	def := os.Getenv("L4LB_ADMIN")
+	if def == "" {
+		def = "127.0.0.1:9100"
+	}
+	cmd.PersistentFlags().StringVar(&f.addr, "admin", def, "admin API address (env L4LB_ADMIN)")
+	cmd.PersistentFlags().StringVar(&f.tokenFile, "token-file", os.Getenv("L4LB_TOKEN_FILE"), "bearer token file for changes (env L4LB_TOKEN_FILE)")
+	cmd.PersistentFlags().StringVarP(&f.output, "output", "o", "table", "output: table or json")
+}
+
+func (f *clientFlags) do(method, path string, body any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://"+f.addr+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if method != http.MethodGet {
+		if f.tokenFile == "" {
+			return nil, fmt.Errorf("changes need --token-file (or L4LB_TOKEN_FILE)")
+		}
+		tok, err := admin.ReadToken(f.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("admin api: %w", err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(out, &e) == nil && e.Error != "" {
+			return nil, fmt.Errorf("%s", e.Error)
+		}
+		return nil, fmt.Errorf("admin api: %s", resp.Status)
+	}
+	return out, nil
+}
+
+func (f *clientFlags) state() (daemon.View, []byte, error) {
+	raw, err := f.do(http.MethodGet, "/v1/state", nil)
+	if err != nil {
+		return daemon.View{}, nil, err
+	}
+	var v daemon.View
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return daemon.View{}, nil, fmt.Errorf("admin api: %w", err)
+	}
+	return v, raw, nil
+}
+
+func newStatusCmds(f *clientFlags) []*cobra.Command {
+	show := func(use, short string, print func(w *tabwriter.Writer, v daemon.View)) *cobra.Command {
+		return &cobra.Command{
+			Use: use, Short: short, Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				v, raw, err := f.state()
+				if err != nil {
+					return err
+				}
+				if f.output == "json" {
+					_, err := cmd.OutOrStdout().Write(raw)
+					return err
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+				print(w, v)
+				return w.Flush()
+			},
+		}
+	}
+	status := show("status", "Show the node: mode, interfaces, VIPs and backends", func(w *tabwriter.Writer, v daemon.View) {
+		ifs := []string{}
+		for k, m := range v.Interfaces {
+			ifs = append(ifs, k+" ("+m+")")
+		}
+		fmt.Fprintf(w, "mode %s, interfaces %s, next hop %s, ready %v\n", v.Mode, strings.Join(ifs, ", "), v.NextHop, v.Ready)
+		fmt.Fprintf(w, "last apply %s (%.1f ms) %s\n", v.LastApply.At.Format(time.RFC3339), v.LastApply.DurationMS, v.LastApply.Error)
+		if v.LastReload != nil {
+			fmt.Fprintf(w, "last reload %s ok=%v %s\n", v.LastReload.At.Format(time.RFC3339), v.LastReload.OK, v.LastReload.Error)
+		}
+		printVIPs(w, v, true)
+	})
+	vips := show("vips", "List VIPs", func(w *tabwriter.Writer, v daemon.View) { printVIPs(w, v, false) })
+	backends := show("backends", "List backends of every VIP", func(w *tabwriter.Writer, v daemon.View) {
+		fmt.Fprintln(w, "VIP\tBACKEND\tID\tWEIGHT\tCONFIG\tHEALTH\tDRAINED\tPACKETS\tBYTES")
+		for _, vip := range v.VIPs {
+			for _, b := range vip.Backends {
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%v\t%d\t%d\n", vip.Name, b.Address, b.ID, b.Weight, b.ConfigWeight, upDown(b.Healthy), b.Drained, b.Packets, b.Bytes)
+			}
+		}
+	})
+	return []*cobra.Command{status, vips, backends}
+}
+
+func upDown(up bool) string {
+	if up {
+		return "up"
+	}
+	return "down"
+}
+
+// printVIPs prints an ipvsadm-like table.
+func printVIPs(w *tabwriter.Writer, v daemon.View, withBackends bool) {
+	fmt.Fprintln(w, "VIP\tNAME\tSTATE\tPACKETS\tBYTES\tNEW FLOWS")
+	for _, vip := range v.VIPs {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\n", vip.Key, vip.Name, upDown(vip.Up), vip.Packets, vip.Bytes, vip.NewFlows)
+		if withBackends {
+			for _, b := range vip.Backends {
+				state := upDown(b.Healthy)
+				if b.Drained {
+					state += ",drained"
+				}
+				fmt.Fprintf(w, "  -> %s\tweight %d\t%s\t%d\t%d\t\n", b.Address, b.Weight, state, b.Packets, b.Bytes)
+			}
+		}
+	}
+}
+
+func newMutateCmds(f *clientFlags) []*cobra.Command {
+	path := func(vip, be, verb string) string {
+		return "/v1/vips/" + url.PathEscape(vip) + "/backends/" + url.PathEscape(be) + "/" + verb
+	}
+	ok := func(cmd *cobra.Command, _ []byte) { fmt.Fprintln(cmd.OutOrStdout(), "ok") }
+	drain := &cobra.Command{
+		Use: "drain VIP BACKEND", Short: "Send a backend no new flows; its established flows stay", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			out, err := f.do(http.MethodPost, path(a[0], a[1], "drain"), nil)
+			if err == nil {
+				ok(cmd, out)
+			}
+			return err
+		},
+	}
+	undrain := &cobra.Command{
+		Use: "undrain VIP BACKEND", Short: "Undo drain", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			out, err := f.do(http.MethodPost, path(a[0], a[1], "undrain"), nil)
+			if err == nil {
+				ok(cmd, out)
+			}
+			return err
+		},
+	}
+	weight := &cobra.Command{
+		Use: "weight VIP BACKEND WEIGHT|config", Short: "Override a backend's weight ('config' goes back to the file's)", Args: cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			body := map[string]any{"weight": nil}
+			if a[2] != "config" {
+				n, err := strconv.ParseInt(a[2], 10, 64)
+				if err != nil {
+					return fmt.Errorf("weight %q: want a number or 'config'", a[2])
+				}
+				body["weight"] = n
+			}
+			out, err := f.do(http.MethodPut, path(a[0], a[1], "weight"), body)
+			if err == nil {
+				ok(cmd, out)
+			}
+			return err
+		},
+	}
+	reload := &cobra.Command{
+		Use: "reload", Short: "Reload the node's configuration file", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out, err := f.do(http.MethodPost, "/v1/reload", nil)
+			if err == nil {
+				ok(cmd, out)
+			}
+			return err
+		},
+	}
+	return []*cobra.Command{drain, undrain, weight, reload}
+}

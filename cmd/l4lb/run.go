@@ -1,0 +1,80 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/l4lb/l4lb/pkg/config"
+	"github.com/l4lb/l4lb/pkg/daemon"
+)
+
+func newRunCmd(logger *slog.Logger) *cobra.Command {
+	var path string
+	var cleanup bool
+	cmd := &cobra.Command{
+		Use:   "run --config FILE",
+		Short: "Run the load balancer node (until SIGINT/SIGTERM; SIGHUP reloads the config)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := daemon.New(daemon.Options{ConfigPath: path, CleanupOnExit: cleanup, Logger: logger})
+			if err != nil {
+				return err
+			}
+			return d.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "/etc/l4lb/l4lb.yaml", "configuration file")
+	cmd.Flags().BoolVar(&cleanup, "cleanup-on-exit", false, "detach and unpin everything on exit (default: keep forwarding)")
+	return cmd
+}
+
+func newCheckCmd() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "check --config FILE",
+		Short: "Validate a configuration without touching the system",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(path)
+			var ps config.Problems
+			if errors.As(err, &ps) {
+				for _, p := range ps {
+					fmt.Fprintln(cmd.OutOrStdout(), p.String())
+				}
+				return fmt.Errorf("%s: %d problem(s)", path, len(ps))
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d vips)\n", path, len(cfg.VIPs))
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "/etc/l4lb/l4lb.yaml", "configuration file")
+	return cmd
+}
+
+func newCleanupCmd(logger *slog.Logger) *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "cleanup --config FILE",
+		Short: "Detach the XDP program and remove its pinned maps (forwarding stops)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(path)
+			if err != nil {
+				return err
+			}
+			if err := daemon.Cleanup(cfg, logger); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", cfg.BPFFS)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "/etc/l4lb/l4lb.yaml", "configuration file")
+	return cmd
+}

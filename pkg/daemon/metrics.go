@@ -1,0 +1,80 @@
+package daemon
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	d                 *Daemon
+	healthTransitions prometheus.Counter
+	reloads           *prometheus.CounterVec
+	applyDuration     prometheus.Histogram
+	applyErrors       prometheus.Counter
+
+	vipPackets, vipBytes, vipNewFlows *prometheus.Desc
+	bePackets, beBytes, beUp, beWeight *prometheus.Desc
+	events, drops, conntrack, mode     *prometheus.Desc
+}
+
+func newMetrics(reg *prometheus.Registry, d *Daemon) *metrics {
+	m := &metrics{
+		d:                 d,
+		healthTransitions: prometheus.NewCounter(prometheus.CounterOpts{Name: "l4lb_health_transitions_total", Help: "Backend health transitions (up or down)."}),
+		reloads:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "l4lb_reloads_total", Help: "Configuration reloads by result (applied, rejected)."}, []string{"result"}),
+		applyDuration:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "l4lb_apply_duration_seconds", Help: "Controller pass duration.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}),
+		applyErrors:       prometheus.NewCounter(prometheus.CounterOpts{Name: "l4lb_apply_errors_total", Help: "Controller passes that failed (retried with backoff)."}),
+		vipPackets:        prometheus.NewDesc("l4lb_vip_packets_total", "Packets forwarded for a VIP.", []string{"vip"}, nil),
+		vipBytes:          prometheus.NewDesc("l4lb_vip_bytes_total", "IP bytes forwarded for a VIP.", []string{"vip"}, nil),
+		vipNewFlows:       prometheus.NewDesc("l4lb_vip_new_flows_total", "New flows (conntrack entries made) for a VIP.", []string{"vip"}, nil),
+		bePackets:         prometheus.NewDesc("l4lb_backend_packets_total", "Packets sent to a backend.", []string{"backend"}, nil),
+		beBytes:           prometheus.NewDesc("l4lb_backend_bytes_total", "IP bytes sent to a backend.", []string{"backend"}, nil),
+		beUp:              prometheus.NewDesc("l4lb_backend_up", "1 if the backend passes its health check for the VIP.", []string{"vip", "backend"}, nil),
+		beWeight:          prometheus.NewDesc("l4lb_backend_weight", "Effective weight of the backend in the VIP's ring (0: drained or down).", []string{"vip", "backend"}, nil),
+		events:            prometheus.NewDesc("l4lb_xdp_packets_total", "XDP program outcomes by counter name.", []string{"counter"}, nil),
+		drops:             prometheus.NewDesc("l4lb_drops_total", "Packets dropped by reason.", []string{"reason"}, nil),
+		conntrack:         prometheus.NewDesc("l4lb_conntrack_lookups_total", "Conntrack lookups by result (hit, miss, rehash, udp_expired).", []string{"result"}, nil),
+		mode:              prometheus.NewDesc("l4lb_dataplane_info", "The data plane mode in use (1).", []string{"mode"}, nil),
+	}
+	m.reloads.WithLabelValues("applied")
+	m.reloads.WithLabelValues("rejected")
+	reg.MustRegister(m.healthTransitions, m.reloads, m.applyDuration, m.applyErrors, m)
+	return m
+}
+
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(m, ch) }
+
+// Collect reads the per-CPU maps at scrape time.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	v := m.d.view()
+	ch <- prometheus.MustNewConstMetric(m.mode, prometheus.GaugeValue, 1, v.Mode)
+	seen := map[string]bool{}
+	for _, vip := range v.VIPs {
+		ch <- prometheus.MustNewConstMetric(m.vipPackets, prometheus.CounterValue, float64(vip.Packets), vip.Name)
+		ch <- prometheus.MustNewConstMetric(m.vipBytes, prometheus.CounterValue, float64(vip.Bytes), vip.Name)
+		ch <- prometheus.MustNewConstMetric(m.vipNewFlows, prometheus.CounterValue, float64(vip.NewFlows), vip.Name)
+		for _, b := range vip.Backends {
+			up := 0.0
+			if b.Healthy {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(m.beUp, prometheus.GaugeValue, up, vip.Name, b.Address)
+			ch <- prometheus.MustNewConstMetric(m.beWeight, prometheus.GaugeValue, float64(b.Weight), vip.Name, b.Address)
+			if !seen[b.Address] {
+				seen[b.Address] = true
+				ch <- prometheus.MustNewConstMetric(m.bePackets, prometheus.CounterValue, float64(b.Packets), b.Address)
+				ch <- prometheus.MustNewConstMetric(m.beBytes, prometheus.CounterValue, float64(b.Bytes), b.Address)
+			}
+		}
+	}
+	for name, n := range v.Counters {
+		ch <- prometheus.MustNewConstMetric(m.events, prometheus.CounterValue, float64(n), name)
+		if r, ok := strings.CutPrefix(name, "drop_"); ok {
+			ch <- prometheus.MustNewConstMetric(m.drops, prometheus.CounterValue, float64(n), r)
+		}
+		if r, ok := strings.CutPrefix(name, "ct_"); ok && r != "skip_rst" {
+			ch <- prometheus.MustNewConstMetric(m.conntrack, prometheus.CounterValue, float64(n), r)
+		}
+	}
+}
