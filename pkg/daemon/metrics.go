@@ -43,7 +43,11 @@ func newMetrics(reg *prometheus.Registry, d *Daemon) *metrics {
 	return m
 }
 
-func (m *metrics) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(m, ch) }
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.vipPackets, m.vipBytes, m.vipNewFlows, m.bePackets, m.beBytes, m.beUp, m.beWeight, m.events, m.drops, m.conntrack, m.mode} {
+		ch <- d
+	}
+}
 
 // Collect reads the per-CPU maps at scrape time.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
