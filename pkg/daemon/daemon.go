@@ -29,9 +29,9 @@ import (
 
 // Options are the command line's.
 type Options struct {
-	ConfigPath     string
-	CleanupOnExit  bool
-	Logger         *slog.Logger
+	ConfigPath    string
+	CleanupOnExit bool
+	Logger        *slog.Logger
 }
 
 // Daemon is one l4lb node.

@@ -483,4 +483,3 @@ func grep(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
-

@@ -13,7 +13,7 @@ type metrics struct {
 	applyDuration     prometheus.Histogram
 	applyErrors       prometheus.Counter
 
-	vipPackets, vipBytes, vipNewFlows *prometheus.Desc
+	vipPackets, vipBytes, vipNewFlows  *prometheus.Desc
 	bePackets, beBytes, beUp, beWeight *prometheus.Desc
 	events, drops, conntrack, mode     *prometheus.Desc
 }

@@ -97,7 +97,7 @@ func BenchmarkXDP(b *testing.B) {
 		seq := uint32(0)
 		measure(b, r.d.Program(), func(int) []byte {
 			seq++
-			binary.BigEndian.PutUint16(frame[14+20:], uint16(seq))           // TCP source port
+			binary.BigEndian.PutUint16(frame[14+20:], uint16(seq))            // TCP source port
 			binary.BigEndian.PutUint16(frame[14+14:], uint16(seq>>16)|0x8000) // low half of the source address
 			return frame
 		}, xdpTx)

@@ -361,9 +361,11 @@ func TestPrivilegedPacketTable(t *testing.T) {
 		{name: "icmpv6 packet-too-big about a vip flow goes to the flow's backend", in: func(t *testing.T) []byte { return icmpTooBig(t, syn6.flow(), router6) },
 			verdict: xdpTx, want: toRing(web6.Key, syn6), stats: map[string]uint64{"ct_hit": 1, "icmp_too_big_fwd": 1, "tx_encap6": 1}},
 		{name: "icmp frag-needed about an unknown flow is hashed and creates no entry",
-			in:      func(t *testing.T) []byte { return icmpTooBig(t, with(syn4, func(p *pkt) { p.sport = 49999 }).flow(), router4) },
+			in: func(t *testing.T) []byte {
+				return icmpTooBig(t, with(syn4, func(p *pkt) { p.sport = 49999 }).flow(), router4)
+			},
 			verdict: xdpTx, want: toRing(web4.Key, with(syn4, func(p *pkt) { p.sport = 49999 })),
-			stats:   map[string]uint64{"icmp_too_big_fwd": 1, "tx_encap4": 1}, check: ctIs(with(syn4, func(p *pkt) { p.sport = 49999 }), absent)},
+			stats: map[string]uint64{"icmp_too_big_fwd": 1, "tx_encap4": 1}, check: ctIs(with(syn4, func(p *pkt) { p.sport = 49999 }), absent)},
 		{name: "icmp frag-needed quoting a cut-short packet", in: func(t *testing.T) []byte {
 			b := icmpTooBig(t, syn4.flow(), router4)
 			binary.BigEndian.PutUint16(b[16:], 20+8+10)
