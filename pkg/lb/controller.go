@@ -10,13 +10,19 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/l4lb/l4lb/pkg/config"
 )
+
+// applyParallelism bounds the VIPs a pass writes at once.
+const applyParallelism = 32
 
 // Dataplane is what the controller programs. pkg/lb/xdp implements it; the fallback data
 // planes will too.
 type Dataplane interface {
 	// SetVIP writes the VIP's backends, swaps in its ring whole, then writes the VIP.
+	// The controller calls it concurrently for different VIPs.
 	SetVIP(VIP) (uint32, error)
 	// DeleteVIP removes the VIP entry, then its ring.
 	DeleteVIP(VIPKey) error
@@ -230,15 +236,24 @@ func (c *Controller) apply(ctx context.Context, cfg *config.Config, ov Overrides
 			prevByKey[v.VIP.Key] = v
 		}
 	}
+	// Each ring swap waits for an RCU grace period (tens of milliseconds), so changed
+	// VIPs are written in parallel: a health change touching many VIPs, or a restart
+	// with hundreds, costs a few grace periods rather than one per VIP.
+	g := new(errgroup.Group)
+	g.SetLimit(applyParallelism)
 	for _, v := range want.VIPs {
 		if p, ok := prevByKey[v.VIP.Key]; ok && reflect.DeepEqual(p.VIP, v.VIP) {
 			if _, present := haveV[v.VIP.Key]; present {
 				continue
 			}
 		}
-		if _, err := c.dp.SetVIP(v.VIP); err != nil {
-			return State{}, true, err
-		}
+		g.Go(func() error {
+			_, err := c.dp.SetVIP(v.VIP)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return State{}, true, err
 	}
 	for id, a := range haveB {
 		if ids[a] != id {

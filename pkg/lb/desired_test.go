@@ -7,6 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"sort"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -16,7 +19,7 @@ import (
 
 var a = netip.MustParseAddr
 
-func w(n int64) *int64 { return &n }
+func w(n int64) *int64   { return &n }
 func u(n uint32) *uint32 { return &n }
 
 func testConfig() *config.Config {
@@ -113,6 +116,7 @@ func TestAssignIDs(t *testing.T) {
 // memDataplane records calls in order; the real data plane is tested in pkg/lb/xdp and
 // through the daemon.
 type memDataplane struct {
+	mu       sync.Mutex // SetVIP runs concurrently
 	calls    []string
 	vips     map[VIPKey]VIP
 	backends map[uint32]netip.Addr
@@ -124,6 +128,8 @@ func newMem() *memDataplane {
 }
 
 func (m *memDataplane) SetVIP(v VIP) (uint32, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.fail != nil {
 		return 0, m.fail
 	}
@@ -184,7 +190,7 @@ func TestControllerOrderAndSkips(t *testing.T) {
 		t.Fatalf("first pass: %+v", res)
 	}
 	want := []string{"set 203.0.113.10:53/udp", "set 203.0.113.10:80/tcp", "announce [dns web]"}
-	if diff := cmp.Diff(want, dp.calls); diff != "" {
+	if diff := cmp.Diff(want, sortedRuns(dp.calls)); diff != "" {
 		t.Errorf("first pass calls (-want +got):\n%s", diff)
 	}
 	dp.calls = nil
@@ -206,7 +212,7 @@ func TestControllerOrderAndSkips(t *testing.T) {
 	c.SetConfig(cfg)
 	c.Apply(ctx)
 	want = []string{"announce [dns]", "delete 203.0.113.10:80/tcp", "delete backend 2", "delete backend 3", "announce [dns]"}
-	if diff := cmp.Diff(want, sortedDeletes(dp.calls)); diff != "" {
+	if diff := cmp.Diff(want, sortedRuns(dp.calls)); diff != "" {
 		t.Errorf("removal calls (-want +got):\n%s", diff)
 	}
 
@@ -221,15 +227,27 @@ func TestControllerOrderAndSkips(t *testing.T) {
 	}
 }
 
-// sortedDeletes orders the backend deletions, which come from a map.
-func sortedDeletes(calls []string) []string {
-	out := append([]string(nil), calls...)
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if len(out[i]) > 14 && len(out[j]) > 14 && out[i][:14] == "delete backend" && out[j][:14] == "delete backend" && out[j] < out[i] {
-				out[i], out[j] = out[j], out[i]
-			}
+// sortedRuns sorts each run of consecutive calls of one kind ("set", "delete backend"):
+// VIPs are written concurrently and backends deleted in map order, so only the order
+// between kinds is defined.
+func sortedRuns(calls []string) []string {
+	kind := func(c string) string {
+		if strings.HasPrefix(c, "delete backend") {
+			return "delete backend"
 		}
+		return strings.SplitN(c, " ", 2)[0]
+	}
+	out := append([]string(nil), calls...)
+	for i := 0; i < len(out); {
+		j := i
+		for j < len(out) && kind(out[j]) == kind(out[i]) && kind(out[i]) != "announce" {
+			j++
+		}
+		if j == i {
+			j = i + 1
+		}
+		sort.Strings(out[i:j])
+		i = j
 	}
 	return out
 }

@@ -91,8 +91,9 @@ type Dataplane struct {
 	objs     xdplbObjects
 	ringSpec *ebpf.MapSpec // template of one VIP's ring (inner map of rings)
 
-	mu    sync.Mutex
-	links map[string]link.Link
+	mu      sync.Mutex
+	links   map[string]link.Link
+	pending map[uint32]bool // VIP ids handed out by SetVIP calls still swapping their ring
 }
 
 // Load loads the program and its maps (adopting pinned maps when opts.PinPath holds them).
@@ -261,23 +262,30 @@ func (d *Dataplane) DeleteBackend(id uint32) error {
 	return nil
 }
 
-// Backends returns the backends present in the map, by id.
+// Backends returns the backends present in the map, by id. One batch read: the array
+// has MaxBackends slots and a lookup per slot would cost a syscall each.
 func (d *Dataplane) Backends() (map[uint32]netip.Addr, error) {
 	out := map[uint32]netip.Addr{}
-	var (
-		k uint32
-		v xdplbBackend
-	)
-	it := d.objs.Backends.Iterate()
-	for it.Next(&k, &v) {
-		if v.Flags&1 != 0 {
-			out[k] = addrFrom16(v.Addr, v.Family)
+	keys := make([]uint32, MaxBackends)
+	vals := make([]xdplbBackend, MaxBackends)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.objs.Backends.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			if vals[i].Flags&1 != 0 {
+				out[keys[i]] = addrFrom16(vals[i].Addr, vals[i].Family)
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read backends: %w", err)
+		}
+		if n == 0 {
+			return out, nil
 		}
 	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read backends: %w", err)
-	}
-	return out, nil
 }
 
 func vipKey(k lb.VIPKey) xdplbVipKey {
@@ -310,49 +318,35 @@ func (d *Dataplane) vipEntries() (map[xdplbVipKey]xdplbVipMeta, error) {
 // SetVIP programs a VIP: its backends, then a freshly built Maglev ring swapped in whole,
 // then the VIP entry. Backends with weight 0 stay in the backends map (their established
 // flows continue) but get no ring slot. It returns the VIP's id (the index of its counters).
+// Calls for different VIPs may run concurrently; calls for the same VIP must not.
 func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
 	if err := v.Validate(); err != nil {
 		return 0, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-
 	table, err := lb.MaglevTable(v.Backends, d.opts.RingSize)
 	if err != nil {
 		return 0, fmt.Errorf("build ring for %s: %w", v.Key, err)
 	}
-	entries, err := d.vipEntries()
+	key := vipKey(v.Key)
+	meta, fresh, err := d.reserveVIP(key, v)
 	if err != nil {
 		return 0, err
 	}
-	key := vipKey(v.Key)
-	meta, exists := entries[key]
-	if !exists {
-		used := make(map[uint32]bool, len(entries))
-		for _, m := range entries {
-			used[m.Id] = true
-		}
-		id := uint32(0)
-		for ; id < MaxVIPs && used[id]; id++ {
-		}
-		if id == MaxVIPs {
-			return 0, fmt.Errorf("add %s: %w (%d vips)", v.Key, ErrFull, MaxVIPs)
-		}
-		meta.Id = id
-		if err := d.zeroVIPCounters(id); err != nil {
-			return 0, err
-		}
+	if fresh {
+		defer func() {
+			d.mu.Lock()
+			delete(d.pending, meta.Id)
+			d.mu.Unlock()
+		}()
 	}
-	meta.Flags = uint32(v.Flags)
-
-	for _, b := range v.Backends {
-		if err := d.SetBackend(b.ID, b.Addr); err != nil {
-			return 0, fmt.Errorf("vip %s: %w", v.Key, err)
-		}
-	}
+	// The swap waits for an RCU grace period (the kernel synchronises after every
+	// update of a map-in-map from user space); it runs unlocked so that SetVIP calls
+	// for different VIPs wait for their grace periods together.
 	if err := d.swapRing(meta.Id, table); err != nil {
 		return 0, fmt.Errorf("vip %s: %w", v.Key, err)
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if err := d.objs.Vips.Put(&key, &meta); err != nil {
 		return 0, fmt.Errorf("write vip %s: %w", v.Key, err)
 	}
@@ -361,6 +355,47 @@ func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
 		return 0, fmt.Errorf("write vip address %s: %w", v.Key.Addr, err)
 	}
 	return meta.Id, nil
+}
+
+// reserveVIP finds the VIP's id (allocating and reserving a free one for a new VIP,
+// whose counters it zeroes) and writes its backends.
+func (d *Dataplane) reserveVIP(key xdplbVipKey, v lb.VIP) (xdplbVipMeta, bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	entries, err := d.vipEntries()
+	if err != nil {
+		return xdplbVipMeta{}, false, err
+	}
+	meta, exists := entries[key]
+	if !exists {
+		used := make(map[uint32]bool, len(entries))
+		for _, m := range entries {
+			used[m.Id] = true
+		}
+		id := uint32(0)
+		for ; id < MaxVIPs && (used[id] || d.pending[id]); id++ {
+		}
+		if id == MaxVIPs {
+			return meta, false, fmt.Errorf("add %s: %w (%d vips)", v.Key, ErrFull, MaxVIPs)
+		}
+		meta.Id = id
+		if err := d.zeroVIPCounters(id); err != nil {
+			return meta, false, err
+		}
+	}
+	meta.Flags = uint32(v.Flags)
+	for _, b := range v.Backends {
+		if err := d.SetBackend(b.ID, b.Addr); err != nil {
+			return meta, false, fmt.Errorf("vip %s: %w", v.Key, err)
+		}
+	}
+	if !exists {
+		if d.pending == nil {
+			d.pending = map[uint32]bool{}
+		}
+		d.pending[meta.Id] = true
+	}
+	return meta, !exists, nil
 }
 
 // swapRing fills a new inner map and replaces the VIP's ring with it in one update.
