@@ -116,6 +116,9 @@ func newStatusCmds(f *clientFlags) []*cobra.Command {
 			fmt.Fprintf(w, "last reload %s ok=%v %s\n", v.LastReload.At.Format(time.RFC3339), v.LastReload.OK, v.LastReload.Error)
 		}
 		printVIPs(w, v, true)
+		if v.BGP != nil {
+			printBGP(w, v.BGP)
+		}
 	})
 	vips := show("vips", "List VIPs", func(w *tabwriter.Writer, v daemon.View) { printVIPs(w, v, false) })
 	backends := show("backends", "List backends of every VIP", func(w *tabwriter.Writer, v daemon.View) {
@@ -126,7 +129,29 @@ func newStatusCmds(f *clientFlags) []*cobra.Command {
 			}
 		}
 	})
-	return []*cobra.Command{status, vips, backends}
+	bgpCmd := show("bgp", "Show BGP sessions and announced prefixes", func(w *tabwriter.Writer, v daemon.View) {
+		if v.BGP == nil {
+			fmt.Fprintln(w, "bgp: not running (bgp.enabled is false, or the node is stopping)")
+			return
+		}
+		printBGP(w, v.BGP)
+	})
+	return []*cobra.Command{status, vips, backends, bgpCmd}
+}
+
+func printBGP(w *tabwriter.Writer, b *daemon.BGPView) {
+	fmt.Fprintln(w, "PEER	ASN	STATE	SINCE	ADVERTISED")
+	for _, p := range b.Peers {
+		since := "-"
+		if !p.Since.IsZero() {
+			since = time.Since(p.Since).Truncate(time.Second).String()
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\n", p.Address, p.ASN, p.State, since, p.Advertised)
+	}
+	fmt.Fprintf(w, "announced: %s\n", strings.Join(b.Announced, " "))
+	if b.Error != "" {
+		fmt.Fprintf(w, "error: %s\n", b.Error)
+	}
 }
 
 func upDown(up bool) string {

@@ -48,6 +48,7 @@ type Daemon struct {
 
 	dp     *xdp.Dataplane
 	ctrl   *lb.Controller
+	ann    *announcer
 	prober *health.Prober
 	m      *metrics
 	ready  bool
@@ -101,7 +102,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	d.m = newMetrics(reg, d)
-	d.ctrl = lb.NewController(d.log, d.dp, nil, d.onApply)
+	d.ann = &announcer{d: d}
+	d.ctrl = lb.NewController(d.log, d.dp, d.ann, d.onApply)
 	d.prober = health.NewProber(d.log, d.onHealth)
 	d.ctrl.SetOverrides(ov)
 	d.ctrl.SetConfig(cfg)
@@ -120,6 +122,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.mu.Lock()
 		d.links[ifc] = mode
 		d.mu.Unlock()
+	}
+	// Announce only once the program is attached: a route must never lead to a node that
+	// cannot forward.
+	if cfg.BGP.Enabled {
+		if err := d.ann.start(ctx, cfg); err != nil {
+			return err
+		}
+		d.ctrl.Reannounce()
 	}
 
 	ln, err := net.Listen("tcp", cfg.Admin.Listen)
@@ -168,15 +178,27 @@ func (d *Daemon) shutdown() error {
 	d.mu.Lock()
 	cfg := d.cfg
 	d.mu.Unlock()
-	if cfg.BGP.Enabled && cfg.DrainDelay > 0 {
-		d.log.Info("draining before stop", "delay", cfg.DrainDelay)
-		time.Sleep(cfg.DrainDelay)
+	var errs []error
+	if cfg.BGP.Enabled {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := d.ann.withdraw(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("withdraw: %w", err))
+		}
+		cancel()
+		if cfg.DrainDelay > 0 {
+			d.log.Info("withdrawn; draining before stop", "delay", cfg.DrainDelay)
+			time.Sleep(cfg.DrainDelay)
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		if err := d.ann.stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("bgp stop: %w", err))
+		}
+		cancel()
 	}
 	if !d.opts.CleanupOnExit {
 		d.log.Info("stopped; the pinned xdp program keeps forwarding", "bpffs", cfg.BPFFS)
-		return nil
+		return errors.Join(errs...)
 	}
-	var errs []error
 	for _, ifc := range cfg.Interfaces {
 		if err := d.dp.Detach(ifc); err != nil {
 			errs = append(errs, err)
@@ -371,6 +393,11 @@ func needsRestart(old, cur *config.Config) error {
 	}
 	if old.XDP != cur.XDP {
 		errs = append(errs, fmt.Errorf("xdp: changed from %+v to %+v: needs a restart", old.XDP, cur.XDP))
+	}
+	ob, cb := old.BGP, cur.BGP
+	ob.Communities, cb.Communities = nil, nil
+	if !reflect.DeepEqual(ob, cb) {
+		errs = append(errs, errors.New("bgp: changes other than communities need a restart"))
 	}
 	if old.BPFFS != cur.BPFFS || old.Dataplane != cur.Dataplane || old.Admin != cur.Admin || old.StateFile != cur.StateFile {
 		errs = append(errs, errors.New("bpffs, dataplane, admin and state_file: changes need a restart"))

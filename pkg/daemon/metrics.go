@@ -16,6 +16,7 @@ type metrics struct {
 	vipPackets, vipBytes, vipNewFlows  *prometheus.Desc
 	bePackets, beBytes, beUp, beWeight *prometheus.Desc
 	events, drops, conntrack, mode     *prometheus.Desc
+	bgpUp, bgpChanges, bgpAnnounced    *prometheus.Desc
 }
 
 func newMetrics(reg *prometheus.Registry, d *Daemon) *metrics {
@@ -36,6 +37,9 @@ func newMetrics(reg *prometheus.Registry, d *Daemon) *metrics {
 		drops:             prometheus.NewDesc("l4lb_drops_total", "Packets dropped by reason.", []string{"reason"}, nil),
 		conntrack:         prometheus.NewDesc("l4lb_conntrack_lookups_total", "Conntrack lookups by result (hit, miss, rehash, udp_expired).", []string{"result"}, nil),
 		mode:              prometheus.NewDesc("l4lb_dataplane_info", "The data plane mode in use (1).", []string{"mode"}, nil),
+		bgpUp:             prometheus.NewDesc("l4lb_bgp_session_up", "1 while the BGP session to the peer is established.", []string{"peer"}, nil),
+		bgpChanges:        prometheus.NewDesc("l4lb_bgp_session_changes_total", "BGP session state changes per peer.", []string{"peer"}, nil),
+		bgpAnnounced:      prometheus.NewDesc("l4lb_bgp_announced_prefixes", "VIP prefixes announced now.", nil, nil),
 	}
 	m.reloads.WithLabelValues("applied")
 	m.reloads.WithLabelValues("rejected")
@@ -44,7 +48,7 @@ func newMetrics(reg *prometheus.Registry, d *Daemon) *metrics {
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.vipPackets, m.vipBytes, m.vipNewFlows, m.bePackets, m.beBytes, m.beUp, m.beWeight, m.events, m.drops, m.conntrack, m.mode} {
+	for _, d := range []*prometheus.Desc{m.vipPackets, m.vipBytes, m.vipNewFlows, m.bePackets, m.beBytes, m.beUp, m.beWeight, m.events, m.drops, m.conntrack, m.mode, m.bgpUp, m.bgpChanges, m.bgpAnnounced} {
 		ch <- d
 	}
 }
@@ -70,6 +74,17 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(m.bePackets, prometheus.CounterValue, float64(b.Packets), b.Address)
 				ch <- prometheus.MustNewConstMetric(m.beBytes, prometheus.CounterValue, float64(b.Bytes), b.Address)
 			}
+		}
+	}
+	if b := v.BGP; b != nil {
+		ch <- prometheus.MustNewConstMetric(m.bgpAnnounced, prometheus.GaugeValue, float64(len(b.Announced)))
+		for _, p := range b.Peers {
+			up := 0.0
+			if p.Established {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(m.bgpUp, prometheus.GaugeValue, up, p.Address)
+			ch <- prometheus.MustNewConstMetric(m.bgpChanges, prometheus.CounterValue, float64(b.changes[p.Address]), p.Address)
 		}
 	}
 	for name, n := range v.Counters {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"time"
 
 	"github.com/l4lb/l4lb/pkg/lb"
@@ -15,6 +16,7 @@ type View struct {
 	LastApply  ApplyView         `json:"last_apply"`
 	LastReload *reloadResult     `json:"last_reload,omitempty"`
 	VIPs       []VIPView         `json:"vips"`
+	BGP        *BGPView          `json:"bgp,omitempty"`
 	Counters   map[string]uint64 `json:"counters"`
 }
 
@@ -88,6 +90,11 @@ func (d *Daemon) view() View {
 		v.VIPs = append(v.VIPs, vv)
 	}
 	v.Counters, _ = d.dp.Stats()
+	if d.ann != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		v.BGP = d.ann.status(ctx)
+	}
 	return v
 }
 

@@ -63,7 +63,9 @@ type Controller struct {
 	health    map[BackendKey]bool
 	state     State // last applied
 	applied   bool
-	last      ApplyResult
+	// reannounce: the next pass calls the Announcer even if nothing else changed.
+	reannounce bool
+	last       ApplyResult
 }
 
 // NewController returns a controller; nothing runs until Run.
@@ -115,6 +117,15 @@ func (c *Controller) State() (State, ApplyResult, bool) {
 	return c.state, c.last, c.applied
 }
 
+// Reannounce asks for a pass that calls the Announcer even when the maps are in sync
+// (the BGP speaker has just started).
+func (c *Controller) Reannounce() {
+	c.mu.Lock()
+	c.reannounce = true
+	c.mu.Unlock()
+	c.kick()
+}
+
 // Kick asks for a pass (e.g. after the data plane was reloaded).
 func (c *Controller) Kick() { c.kick() }
 
@@ -158,17 +169,20 @@ func (c *Controller) pass(ctx context.Context) ApplyResult {
 	for k, v := range c.health {
 		health[k] = v
 	}
-	prev, applied := c.state, c.applied
+	prev, applied, reannounce := c.state, c.applied, c.reannounce
 	c.mu.Unlock()
 	if cfg == nil {
 		return ApplyResult{At: start, Err: errors.New("no configuration")}
 	}
 	res := ApplyResult{At: start}
-	st, changed, err := c.apply(ctx, cfg, ov, health, prev, applied)
+	st, changed, err := c.apply(ctx, cfg, ov, health, prev, applied, reannounce)
 	res.Duration, res.Err, res.Changed = time.Since(start), err, changed
 	c.mu.Lock()
 	if err == nil {
 		c.state, c.applied = st, true
+		if reannounce {
+			c.reannounce = false
+		}
 	}
 	c.last = res
 	c.mu.Unlock()
@@ -178,7 +192,7 @@ func (c *Controller) pass(ctx context.Context) ApplyResult {
 	return res
 }
 
-func (c *Controller) apply(ctx context.Context, cfg *config.Config, ov Overrides, health map[BackendKey]bool, prev State, applied bool) (State, bool, error) {
+func (c *Controller) apply(ctx context.Context, cfg *config.Config, ov Overrides, health map[BackendKey]bool, prev State, applied, reannounce bool) (State, bool, error) {
 	haveB, err := c.dp.Backends()
 	if err != nil {
 		return State{}, false, err
@@ -208,6 +222,11 @@ func (c *Controller) apply(ctx context.Context, cfg *config.Config, ov Overrides
 		inSync = inSync && wantKeys[k]
 	}
 	if inSync {
+		if reannounce && c.announce != nil {
+			if err := c.announce.Announce(ctx, want.VIPs); err != nil {
+				return want, false, fmt.Errorf("announce: %w", err)
+			}
+		}
 		return want, false, nil
 	}
 

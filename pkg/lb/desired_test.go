@@ -251,3 +251,24 @@ func sortedRuns(calls []string) []string {
 	}
 	return out
 }
+
+func TestControllerReannounce(t *testing.T) {
+	dp := newMem()
+	ann := &recAnnouncer{dp: dp}
+	c := NewController(slog.New(slog.NewTextHandler(io.Discard, nil)), dp, ann, nil)
+	ctx := context.Background()
+	c.SetConfig(testConfig())
+	c.Apply(ctx)
+	dp.calls = nil
+	c.Reannounce()
+	if res := c.Apply(ctx); res.Err != nil || res.Changed {
+		t.Fatalf("reannounce pass: %+v", res)
+	}
+	if diff := cmp.Diff([]string{"announce [dns web]"}, dp.calls); diff != "" {
+		t.Errorf("reannounce pass calls (-want +got):\n%s", diff)
+	}
+	dp.calls = nil
+	if c.Apply(ctx); len(dp.calls) != 0 {
+		t.Errorf("the pass after a reannounce did something: %v", dp.calls)
+	}
+}
