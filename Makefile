@@ -4,9 +4,9 @@ GO ?= go
 export GOFLAGS ?= -mod=mod
 
 # Debian packages the build, the tests and the testbed need.
-DEB_PACKAGES := clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool iproute2 ethtool iputils-ping procps tcpdump iperf3 curl
+DEB_PACKAGES := clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool iproute2 ethtool iputils-ping procps tcpdump iperf3 curl bird2
 
-.PHONY: all deps build generate check-generated test test-unit test-privileged bench fuzz demo vet clean
+.PHONY: all deps build generate check-generated test test-unit test-privileged bench fuzz demo demo-down vet clean
 
 all: build
 
@@ -21,6 +21,7 @@ deps:
 
 build: deps
 	$(GO) build -o bin/l4lb ./cmd/l4lb
+	$(GO) build -o bin/testbed ./testbed/cmd/testbed
 
 # generate rebuilds the committed bpf2go output with the pinned clang.
 generate: deps
@@ -51,8 +52,12 @@ bench: deps
 fuzz: deps
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -fuzz FuzzXDP -fuzztime 60s ./pkg/lb/xdp/
 
-demo:
-	@echo "make demo arrives with the testbed (issue: BGP announcement, the testbed and make demo)."; exit 1
+# demo brings the testbed up (root) and shows the system work; the testbed stays up.
+demo: build
+	scripts/demo.sh
+
+demo-down:
+	@if [ -x bin/testbed ]; then bin/testbed down; else $(GO) run ./testbed/cmd/testbed down; fi
 
 clean:
 	rm -rf bin
