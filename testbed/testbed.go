@@ -86,6 +86,12 @@ type Bed struct{ cfg Config }
 // New returns the testbed of cfg; it touches nothing.
 func New(cfg Config) *Bed { return &Bed{cfg: cfg} }
 
+// L4LB is the l4lb binary the testbed runs.
+func (b *Bed) L4LB() string { return b.cfg.L4LB }
+
+// Self is the testbed binary (its udp command is a UDP client).
+func (b *Bed) Self() string { return b.cfg.Self }
+
 // NS is a node's namespace name.
 func (b *Bed) NS(node string) string { return b.cfg.Prefix + node }
 

@@ -1,0 +1,310 @@
+package testbed_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/l4lb/l4lb/internal/testutil"
+	"github.com/l4lb/l4lb/testbed"
+)
+
+// newBed builds the binaries and brings a testbed with unique namespace names up; it is
+// removed when the test ends.
+func newBed(t *testing.T) *testbed.Bed {
+	testutil.RequirePrivileged(t)
+	testutil.RequireCommands(t, "ip", "ethtool", "sysctl", "bird", "birdc", "curl", "go")
+	dir := t.TempDir()
+	for _, c := range []string{"cmd/l4lb", "testbed/cmd/testbed"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, filepath.Base(c)), "github.com/l4lb/l4lb/"+c).CombinedOutput()
+		if err != nil {
+			t.Fatalf("build %s: %v\n%s", c, err, out)
+		}
+	}
+	conf, err := filepath.Abs("../conf/testbed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r [3]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		t.Fatal(err)
+	}
+	b := testbed.New(testbed.Config{
+		Prefix: "l4lbt" + hex.EncodeToString(r[:]) + "-",
+		Dir:    filepath.Join(dir, "bed"),
+		L4LB:   filepath.Join(dir, "l4lb"), Self: filepath.Join(dir, "testbed"),
+		LBConfig: func(lb string) (string, []string) { return filepath.Join(conf, lb+".yaml"), nil },
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs(t, filepath.Join(dir, "bed", "logs"))
+		}
+		if err := b.Down(); err != nil {
+			t.Errorf("testbed down: %v", err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := b.Up(ctx); err != nil {
+		t.Fatalf("testbed up: %v", err)
+	}
+	waitHops(t, b, 2, 60*time.Second)
+	return b
+}
+
+func dumpLogs(t *testing.T, dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		raw, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+		if len(lines) > 40 {
+			lines = lines[len(lines)-40:]
+		}
+		t.Logf("--- %s (last lines)\n%s", e.Name(), strings.Join(lines, "\n"))
+	}
+}
+
+// waitHops waits until the router's routes to both VIPs have hops next hops.
+func waitHops(t *testing.T, b *testbed.Bed, hops int, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last string
+	if !testbed.Eventually(ctx, func() bool {
+		var err error
+		last, err = b.Ready(ctx, hops)
+		return err == nil && last == ""
+	}) {
+		t.Fatalf("routes not at %d next hop(s) after %s: %s", hops, timeout, last)
+	}
+	return time.Since(start)
+}
+
+// dial opens a TCP connection from a node's namespace.
+func dial(b *testbed.Bed, node, addr string) (net.Conn, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromName(b.NS(node))
+	if err != nil {
+		return nil, err
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return nil, err
+	}
+	// The socket is created in this thread's namespace and stays there.
+	c, derr := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err := netns.Set(orig); err != nil {
+		panic(fmt.Sprintf("cannot return to the original network namespace: %v", err))
+	}
+	return c, derr
+}
+
+// get sends one HTTP request on a kept-alive connection and returns the body (the
+// backend's name).
+func get(c net.Conn, r *bufio.Reader, host string) (string, error) {
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", host); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var sb strings.Builder
+	if _, err := bufio.NewReader(resp.Body).WriteTo(&sb); err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(sb.String()), nil
+}
+
+func curlCounts(t *testing.T, b *testbed.Bed, url string, n int) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := b.Output(ctx, "client", "sh", "-c", fmt.Sprintf("for i in $(seq %d); do curl -s -m 2 '%s' || echo FAILED; done", n, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for _, l := range strings.Fields(out) {
+		counts[l]++
+	}
+	return counts
+}
+
+func TestPrivilegedTestbed(t *testing.T) {
+	b := newBed(t)
+	ctx := context.Background()
+
+	t.Run("bgp sessions with bird are established", func(t *testing.T) {
+		st, err := b.Sessions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st) != 4 {
+			t.Errorf("router has %d BGP protocols, want 4 (2 nodes x 2 families): %v", len(st), st)
+		}
+		for p, up := range st {
+			if !up {
+				t.Errorf("session %s is not established", p)
+			}
+		}
+	})
+
+	t.Run("ipv4 and ipv6 http spread over the three backends", func(t *testing.T) {
+		for _, url := range []string{"http://" + testbed.VIP4 + "/", "http://[" + testbed.VIP6 + "]/"} {
+			counts := curlCounts(t, b, url, 60)
+			if counts["FAILED"] > 0 {
+				t.Errorf("%s: %d of 60 requests failed: %v", url, counts["FAILED"], counts)
+			}
+			for _, be := range testbed.BackendNodes {
+				if counts[be] < 5 {
+					t.Errorf("%s: backend %s got %d of 60 requests: %v", url, be, counts[be], counts)
+				}
+			}
+		}
+	})
+
+	t.Run("udp over ipv4 and ipv6 is answered by a backend from the vip", func(t *testing.T) {
+		for _, addr := range []string{net.JoinHostPort(testbed.VIP4, "53"), net.JoinHostPort(testbed.VIP6, "53")} {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			out, err := b.Output(cctx, "client", b.Self(), "udp", addr, "--count", "30")
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			counts := map[string]int{}
+			for _, l := range strings.Fields(out) {
+				counts[l]++
+			}
+			if counts["timeout"] > 0 || counts["be1"]+counts["be2"]+counts["be3"] != 30 || len(counts) < 2 {
+				t.Errorf("%s, 30 datagrams each from a new port: %v", addr, counts)
+			}
+		}
+	})
+
+	t.Run("a vip with no healthy backend is withdrawn and comes back with one", func(t *testing.T) {
+		for _, be := range testbed.BackendNodes {
+			if err := b.Signal(be, "serve", syscall.SIGTERM, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		took := waitHops(t, b, 0, 30*time.Second)
+		t.Logf("all backends down: both VIP routes gone from the router after %s (fall 2 x 500ms + BGP)", took.Round(10*time.Millisecond))
+		if err := b.StartBackend("be1"); err != nil {
+			t.Fatal(err)
+		}
+		took = waitHops(t, b, 2, 30*time.Second)
+		t.Logf("be1 back: routes via both nodes again after %s (rise 2 x 500ms + BGP)", took.Round(10*time.Millisecond))
+		if c := curlCounts(t, b, "http://"+testbed.VIP4+"/", 10); c["be1"] != 10 {
+			t.Errorf("with only be1 up, 10 requests went %v", c)
+		}
+		for _, be := range testbed.BackendNodes[1:] {
+			if err := b.StartBackend(be); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Every backend healthy again on both nodes (rise 2 x 500ms).
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if !testbed.Eventually(cctx, func() bool {
+			c := curlCounts(t, b, "http://"+testbed.VIP4+"/", 30)
+			return c["be1"] > 0 && c["be2"] > 0 && c["be3"] > 0
+		}) {
+			t.Fatal("the restarted backends did not come back")
+		}
+	})
+
+	t.Run("50 tcp connections survive killing one lb node", func(t *testing.T) {
+		const n = 50
+		type conn struct {
+			c       net.Conn
+			r       *bufio.Reader
+			backend string
+		}
+		flows := func(lb string) int {
+			out, err := b.Output(ctx, lb, b.L4LB(), "vips")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range strings.Split(out, "\n") {
+				if f := strings.Fields(l); len(f) >= 6 && f[1] == "web" {
+					var v int
+					fmt.Sscan(f[5], &v)
+					return v
+				}
+			}
+			return 0
+		}
+		before1, before2 := flows("lb1"), flows("lb2")
+		var conns []conn
+		for i := 0; i < n; i++ {
+			c, err := dial(b, "client", net.JoinHostPort(testbed.VIP4, "80"))
+			if err != nil {
+				t.Fatalf("connection %d: %v", i, err)
+			}
+			defer c.Close()
+			r := bufio.NewReader(c)
+			be, err := get(c, r, testbed.VIP4)
+			if err != nil {
+				t.Fatalf("connection %d, first request: %v", i, err)
+			}
+			conns = append(conns, conn{c, r, be})
+		}
+		via1, via2 := flows("lb1")-before1, flows("lb2")-before2
+		t.Logf("the %d connections came in through lb1: %d, lb2: %d", n, via1, via2)
+		if via1 == 0 {
+			t.Fatal("no connection went through lb1: killing it would test nothing")
+		}
+
+		if err := b.Signal("lb1", "l4lb", syscall.SIGKILL, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		took := waitHops(t, b, 1, 30*time.Second)
+		t.Logf("lb1 killed: the router moved the VIP routes to lb2 after %s", took.Round(10*time.Millisecond))
+		route, _, _ := b.Route(ctx, testbed.VIP4)
+		if !strings.Contains(route, testbed.LBAddr4("lb2")) {
+			t.Errorf("route after the kill: %q, want via lb2 (%s)", route, testbed.LBAddr4("lb2"))
+		}
+
+		survived, moved := 0, 0
+		for i, c := range conns {
+			be, err := get(c.c, c.r, testbed.VIP4)
+			switch {
+			case err != nil:
+				t.Errorf("connection %d (to %s) broke: %v", i, c.backend, err)
+			case be != c.backend:
+				moved++
+				t.Errorf("connection %d answered by %s, was %s", i, be, c.backend)
+			default:
+				survived++
+			}
+		}
+		t.Logf("%d of %d connections survived killing lb1 (%d answered by another backend)", survived, n, moved)
+		if f := flows("lb2"); f == 0 {
+			t.Error("lb2 saw no new flows")
+		}
+	})
+}
