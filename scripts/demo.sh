@@ -25,6 +25,7 @@ say "BIRD on the router: one session per LB node and address family"
 $T exec router -- birdc -s /run/l4lb-testbed/router/bird.ctl show protocols | grep -E 'BGP|Name'
 
 say "The router's routes to the VIPs: ECMP over lb1 and lb2"
+$T exec router -- birdc -s /run/l4lb-testbed/router/bird.ctl show route for 203.0.113.10
 $T exec router -- ip route show 203.0.113.10
 $T exec router -- ip -6 route show 2001:db8:f::10
 
@@ -35,6 +36,9 @@ requests 100 'http://[2001:db8:f::10]/'
 say "30 UDP datagrams to 203.0.113.10:53"
 $T exec client -- "$PWD/$T" udp 203.0.113.10:53 --count 30 | sort | uniq -c | sed 's/^/   /'
 
+say "iperf3 through the VIP (2 s; the iperf VIP hashes without the source port)"
+$T exec client -- iperf3 -c 203.0.113.10 -t 2 -f m | grep -E 'sender|receiver'
+
 for lb in lb1 lb2; do
 	say "l4lb status on $lb"
 	$T exec $lb -- "$L" status
@@ -43,7 +47,7 @@ done
 say "Metrics excerpt (lb1, curl 127.0.0.1:9100/metrics)"
 $T exec lb1 -- curl -s http://127.0.0.1:9100/metrics | grep -E '^l4lb_(vip_packets_total|backend_up\{vip="web"|bgp_session_up|bgp_announced|conntrack_lookups_total|apply_duration_seconds_count)'
 
-say "Stopping be2's web server: health checks take it out (fall 2 x 500ms)"
+say "Stopping be2's servers: health checks take it out (fall 2 x 500ms)"
 $T stop be2
 for _ in $(seq 50); do
 	$T exec lb1 -- "$L" backends | grep -q 'web .*203.0.113.34 .*down' &&

@@ -314,10 +314,11 @@ func mountsUnder(dir string) ([]string, error) {
 	return out, sc.Err()
 }
 
-// veth connects two nodes, both ends up, MTU 1600 (room for encapsulation) and tx checksum
-// offload off (native XDP on a veth loses the sender's partial checksum, DESIGN.md §6).
-func (b *Bed) veth(a, aIf, z, zIf string) error {
-	if err := b.In(a, "ip", "link", "add", aIf, "mtu", "1600", "type", "veth", "peer", "name", zIf, "mtu", "1600", "netns", b.NS(z)); err != nil {
+// veth connects two nodes, both ends up, with tx checksum offload off (native XDP on a veth
+// loses the sender's partial checksum, DESIGN.md §6).
+func (b *Bed) veth(a, aIf, z, zIf string, mtu int) error {
+	m := strconv.Itoa(mtu)
+	if err := b.In(a, "ip", "link", "add", aIf, "mtu", m, "type", "veth", "peer", "name", zIf, "mtu", m, "netns", b.NS(z)); err != nil {
 		return err
 	}
 	for _, end := range [][2]string{{a, aIf}, {z, zIf}} {
@@ -364,7 +365,9 @@ func (b *Bed) Up(ctx context.Context) error {
 	add := func(n string, s ...string) { steps[n] = append(steps[n], s) }
 
 	// client <-> router
-	if err := b.veth("client", "c0", "router", "rc"); err != nil {
+	// The client's link has the usual MTU; the links that carry encapsulated packets have
+	// room for the outer header (DESIGN.md §6).
+	if err := b.veth("client", "c0", "router", "rc", 1500); err != nil {
 		return err
 	}
 	add("client", "ip", "addr", "add", Client4+"/24", "dev", "c0")
@@ -379,7 +382,7 @@ func (b *Bed) Up(ctx context.Context) error {
 
 	for _, lb := range LBNodes {
 		rIf := "r" + lb
-		if err := b.veth("router", rIf, lb, "l0"); err != nil {
+		if err := b.veth("router", rIf, lb, "l0", 1600); err != nil {
 			return err
 		}
 		add("router", "ip", "addr", "add", RouterLBAddr4(lb)+"/29", "dev", rIf)
@@ -391,7 +394,7 @@ func (b *Bed) Up(ctx context.Context) error {
 	}
 	for _, be := range BackendNodes {
 		i, rIf := beIndex(be), "r"+be
-		if err := b.veth("router", rIf, be, "b0"); err != nil {
+		if err := b.veth("router", rIf, be, "b0", 1600); err != nil {
 			return err
 		}
 		add("router", "ip", "addr", "add", fmt.Sprintf("203.0.113.%d/28", 16*i+1), "dev", rIf)
@@ -444,9 +447,32 @@ func (b *Bed) Up(ctx context.Context) error {
 	return nil
 }
 
-// StartBackend starts a backend's servers (http :80 and udp :53, answering with its name).
+// StartBackend starts a backend's servers (http :80 and udp :53, answering with its name)
+// and, where iperf3 is installed, an iperf3 server (:5201); those already running stay.
 func (b *Bed) StartBackend(be string) error {
-	return b.Start(be, "serve", nil, b.cfg.Self, "serve", "--name", be)
+	if _, alive := b.PID(be, "serve"); !alive {
+		if err := b.Start(be, "serve", nil, b.cfg.Self, "serve", "--name", be); err != nil {
+			return err
+		}
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		return nil
+	}
+	if _, alive := b.PID(be, "iperf3"); alive {
+		return nil
+	}
+	return b.Start(be, "iperf3", nil, "iperf3", "--server", "--bind", "0.0.0.0")
+}
+
+// StopBackend stops a backend's servers (SIGTERM).
+func (b *Bed) StopBackend(be string) error {
+	var errs []error
+	for _, p := range []string{"serve", "iperf3"} {
+		if _, alive := b.PID(be, p); alive {
+			errs = append(errs, b.Signal(be, p, syscall.SIGTERM, 5*time.Second))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // StartLB starts l4lb on an LB node with its config.
@@ -474,7 +500,7 @@ func (b *Bed) Status() (string, error) {
 		procs[lb] = []string{"l4lb"}
 	}
 	for _, be := range BackendNodes {
-		procs[be] = []string{"decap", "serve"}
+		procs[be] = []string{"decap", "serve", "iperf3"}
 	}
 	for _, n := range Nodes {
 		if !slices.Contains(have, n) {

@@ -158,7 +158,7 @@ func newRoot() *cobra.Command {
 		case slices.Contains(testbed.LBNodes, n):
 			return b.Signal(n, "l4lb", syscall.SIGTERM, 15*time.Second)
 		case slices.Contains(testbed.BackendNodes, n):
-			return b.Signal(n, "serve", syscall.SIGTERM, 5*time.Second)
+			return b.StopBackend(n)
 		}
 		return fmt.Errorf("%s: only LB nodes and backends can be stopped", n)
 	})
@@ -176,9 +176,6 @@ func newRoot() *cobra.Command {
 			}
 			return b.StartLB(n)
 		case slices.Contains(testbed.BackendNodes, n):
-			if _, alive := b.PID(n, "serve"); alive {
-				return fmt.Errorf("the servers of %s are already running", n)
-			}
 			return b.StartBackend(n)
 		}
 		return fmt.Errorf("%s: only LB nodes and backends can be started", n)
