@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -66,20 +65,6 @@ type PeerStatus struct {
 	Since       time.Time `json:"since,omitzero"`
 	Advertised  uint64    `json:"advertised"`
 	Established bool      `json:"established"`
-}
-
-// ParseCommunity parses "ASN:VALUE".
-func ParseCommunity(s string) (uint32, error) {
-	a, v, ok := strings.Cut(s, ":")
-	if !ok {
-		return 0, fmt.Errorf("community %q: want ASN:VALUE", s)
-	}
-	hi, err1 := strconv.ParseUint(a, 10, 16)
-	lo, err2 := strconv.ParseUint(v, 10, 16)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("community %q: want ASN:VALUE with both parts in 0..65535", s)
-	}
-	return uint32(hi)<<16 | uint32(lo), nil
 }
 
 // Speaker is a running GoBGP server.

@@ -230,16 +230,3 @@ func TestStartRejectsBadConfig(t *testing.T) {
 		t.Error("ipv6 router id: no error")
 	}
 }
-
-func TestParseCommunity(t *testing.T) {
-	for in, want := range map[string]uint32{"65001:100": 65001<<16 | 100, "0:0": 0, "65535:65535": 0xffffffff} {
-		if got, err := ParseCommunity(in); err != nil || got != want {
-			t.Errorf("ParseCommunity(%q) = %#x, %v; want %#x", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "65001", "65536:1", "1:65536", "a:b", "-1:2"} {
-		if _, err := ParseCommunity(in); err == nil {
-			t.Errorf("ParseCommunity(%q): no error", in)
-		}
-	}
-}

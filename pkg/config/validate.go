@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -255,15 +256,22 @@ func validateBGP(b *BGP, bad func(string, string, ...any)) {
 }
 
 func validCommunity(c string) bool {
-	a, v, ok := strings.Cut(c, ":")
+	_, err := ParseCommunity(c)
+	return err == nil
+}
+
+// ParseCommunity parses a BGP community "ASN:VALUE" (both 0..65535) into ASN<<16 | VALUE.
+func ParseCommunity(s string) (uint32, error) {
+	a, v, ok := strings.Cut(s, ":")
 	if !ok {
-		return false
+		return 0, fmt.Errorf("community %q: want ASN:VALUE", s)
 	}
-	var x, y uint32
-	if _, err := fmt.Sscanf(a+" "+v, "%d %d", &x, &y); err != nil || x > 65535 || y > 65535 {
-		return false
+	hi, err1 := strconv.ParseUint(a, 10, 16)
+	lo, err2 := strconv.ParseUint(v, 10, 16)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("community %q: want ASN:VALUE with both parts in 0..65535", s)
 	}
-	return true
+	return uint32(hi)<<16 | uint32(lo), nil
 }
 
 func isPrime(n uint32) bool {

@@ -181,7 +181,7 @@ func announcements(cfg *config.Config, vips []lb.VIPState) ([]bgp.Announcement, 
 func communities(in []string) ([]uint32, error) {
 	out := make([]uint32, 0, len(in))
 	for _, s := range in {
-		c, err := bgp.ParseCommunity(s)
+		c, err := config.ParseCommunity(s)
 		if err != nil {
 			return nil, err
 		}
