@@ -341,6 +341,15 @@ func (b *Bed) Up(ctx context.Context) error {
 	if b.cfg.Prefix == "" || b.cfg.Dir == "" || b.cfg.L4LB == "" || b.cfg.Self == "" || b.cfg.LBConfig == nil {
 		return errors.New("testbed: Prefix, Dir, L4LB, Self and LBConfig are required")
 	}
+	var missing []string
+	for _, c := range []string{"ip", "ethtool", "sysctl", "bird", "birdc", b.cfg.L4LB, b.cfg.Self} {
+		if _, err := exec.LookPath(c); err != nil {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %s (make deps installs the packages, make build the binaries)", strings.Join(missing, ", "))
+	}
 	if err := b.Down(); err != nil {
 		return fmt.Errorf("remove the stale testbed: %w", err)
 	}
