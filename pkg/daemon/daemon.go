@@ -382,6 +382,10 @@ func (d *Daemon) Reload() error {
 	}
 	d.m.reloads.WithLabelValues("applied").Inc()
 	d.ctrl.SetConfig(cfg)
+	if cfg.BGP.Enabled {
+		// bgp.communities is not part of the desired state: announce again to apply it.
+		d.ctrl.Reannounce()
+	}
 	d.log.Info("configuration reloaded", "vips", len(cfg.VIPs))
 	return nil
 }
