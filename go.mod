@@ -2,6 +2,10 @@ module github.com/l4lb/l4lb
 
 go 1.26.8
 
+// Go listeners use Multipath TCP by default since 1.24; an MPTCP socket refuses TCP_MD5SIG,
+// so GoBGP could not set a peer's TCP-MD5 password. BGP and our other listeners want TCP.
+godebug multipathtcp=0
+
 require (
 	github.com/cilium/ebpf v0.22.0
 	github.com/go-viper/mapstructure/v2 v2.4.0

@@ -35,6 +35,10 @@ type router struct {
 }
 
 func newRouter(t *testing.T, peerASN uint32) *router {
+	return newRouterWith(t, Peer{Address: netip.MustParseAddr("127.0.0.1"), ASN: peerASN, Passive: true, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second})
+}
+
+func newRouterWith(t *testing.T, peer Peer) *router {
 	t.Helper()
 	r := &router{srv: server.NewBgpServer(server.LoggerOption(newLogAdapter(quiet))), port: freePort(t)}
 	go r.srv.Serve()
@@ -44,7 +48,7 @@ func newRouter(t *testing.T, peerASN uint32) *router {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	p := apiPeer(Peer{Address: netip.MustParseAddr("127.0.0.1"), ASN: peerASN, Passive: true, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second})
+	p := apiPeer(peer)
 	if err := r.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: p}); err != nil {
 		t.Fatal(err)
 	}
@@ -228,5 +232,38 @@ func TestStartRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := Start(context.Background(), Config{RouterID: netip.MustParseAddr("2001:db8::1"), LocalASN: 1}, quiet); err == nil {
 		t.Error("ipv6 router id: no error")
+	}
+}
+
+func TestTCPMD5Password(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		theirs      string
+		established bool
+	}{{"same password", "s3cret", true}, {"wrong password", "other", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRouterWith(t, Peer{Address: netip.MustParseAddr("127.0.0.1"), ASN: 65001, Passive: true, Password: tc.theirs})
+			ctx := context.Background()
+			s, err := Start(ctx, Config{
+				LocalASN: 65001, RouterID: netip.MustParseAddr("192.0.2.2"), ListenPort: -1,
+				Peers: []Peer{{Address: netip.MustParseAddr("127.0.0.1"), ASN: 65000, Port: r.port, Password: "s3cret", ConnectRetry: time.Second}},
+			}, quiet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Stop(ctx)
+			up := func() bool {
+				ps, err := s.Peers(ctx)
+				return err == nil && len(ps) == 1 && ps[0].Established
+			}
+			if tc.established {
+				eventually(t, "the session with matching passwords", up)
+				return
+			}
+			time.Sleep(3 * time.Second) // three connect attempts
+			if up() {
+				t.Error("the session came up with different TCP-MD5 passwords")
+			}
+		})
 	}
 }
