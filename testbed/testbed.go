@@ -177,7 +177,18 @@ func (b *Bed) PID(node, name string) (int, bool) {
 	if f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:])); len(f) > 0 && f[0] == "Z" {
 		return pid, false
 	}
+	// A PID from an old pid file may belong to another process by now: it counts only if
+	// it lives in the node's namespace.
+	if !sameFile(fmt.Sprintf("/proc/%d/ns/net", pid), filepath.Join("/run/netns", b.NS(node))) {
+		return pid, false
+	}
 	return pid, true
+}
+
+func sameFile(a, b string) bool {
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
 // Signal sends sig to a process Start started and, for SIGTERM and SIGKILL, waits up to
