@@ -58,6 +58,16 @@ func (f *flags) bed() (*testbed.Bed, error) {
 	}), nil
 }
 
+// bedAndNode returns the testbed and the node an argument names.
+func (f *flags) bedAndNode(arg string) (*testbed.Bed, string, error) {
+	b, err := f.bed()
+	if err != nil {
+		return nil, "", err
+	}
+	n, err := f.node(arg)
+	return b, n, err
+}
+
 // node accepts "client" and "l4lb-client".
 func (f *flags) node(arg string) (string, error) {
 	n := strings.TrimPrefix(arg, f.prefix)
@@ -124,11 +134,7 @@ func newRoot() *cobra.Command {
 	execCmd := &cobra.Command{
 		Use: "exec NODE -- CMD [ARG...]", Short: "Run a command in a node", Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := f.bed()
-			if err != nil {
-				return err
-			}
-			n, err := f.node(args[0])
+			b, n, err := f.bedAndNode(args[0])
 			if err != nil {
 				return err
 			}
@@ -141,11 +147,7 @@ func newRoot() *cobra.Command {
 		return &cobra.Command{
 			Use: use + " NODE", Short: short, Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				b, err := f.bed()
-				if err != nil {
-					return err
-				}
-				n, err := f.node(args[0])
+				b, n, err := f.bedAndNode(args[0])
 				if err != nil {
 					return err
 				}
