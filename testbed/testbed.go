@@ -115,7 +115,7 @@ func (b *Bed) In(node string, args ...string) error {
 
 // Output runs a command in a node's namespace and returns its standard output.
 func (b *Bed) Output(ctx context.Context, node string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", b.NS(node)}, args...)...)
+	cmd := b.Command(ctx, node, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
