@@ -210,3 +210,26 @@ func TestProberTransitions(t *testing.T) {
 		t.Error("removed target still known")
 	}
 }
+
+// A probe that Set removed or replaced reports nothing, even if its check was already
+// running: its key may belong to a new probe by then, which starts up.
+func TestProberStaleProbeIsSilent(t *testing.T) {
+	var got []Transition
+	p := NewProber(slog.New(slog.NewTextHandler(io.Discard, nil)), func(tr Transition) { got = append(got, tr) })
+	tg := Target{Key: "web/198.51.100.1", Addr: netip.MustParseAddrPort("127.0.0.1:9"), Checker: TCP{}, Config: Config{Type: "tcp"}}
+	p.Set([]Target{tg})
+	old := p.running[tg.Key]
+	p.Set(nil)
+	p.Set([]Target{tg})
+	p.transition(old, false, errors.New("late"))
+	if len(got) != 0 {
+		t.Fatalf("stale probe reported %v", got)
+	}
+	if up, _ := p.State(tg.Key); !up {
+		t.Error("re-added target is not up")
+	}
+	p.transition(p.running[tg.Key], false, errors.New("now"))
+	if len(got) != 1 {
+		t.Fatalf("current probe's transition not reported: %v", got)
+	}
+}

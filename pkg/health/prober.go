@@ -149,7 +149,14 @@ func (p *Prober) loop(ctx context.Context, pr *probe) {
 	}
 }
 
+// transition records and reports a change. A probe that Set has replaced or removed
+// reports nothing: its key may already belong to a new probe that starts up.
 func (p *Prober) transition(pr *probe, up bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.running[pr.t.Key] != pr {
+		return
+	}
 	pr.up.Store(up)
 	p.trans.Add(1)
 	if up {

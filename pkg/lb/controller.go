@@ -11,27 +11,13 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-
-	"github.com/l4lb/l4lb/pkg/config"
 )
 
 // applyParallelism bounds the VIPs a pass writes at once.
 const applyParallelism = 32
 
-// Dataplane is what the controller programs. pkg/lb/xdp implements it; the fallback data
-// planes will too.
-type Dataplane interface {
-	// SetVIP writes the VIP's backends, swaps in its ring whole, then writes the VIP.
-	// The controller calls it concurrently for different VIPs.
-	SetVIP(VIP) (uint32, error)
-	// DeleteVIP removes the VIP entry, then its ring.
-	DeleteVIP(VIPKey) error
-	// DeleteBackend removes a backend; flows pinned to it are re-hashed.
-	DeleteBackend(id uint32) error
-	// VIPs and Backends read back what the data plane holds.
-	VIPs() (map[VIPKey]uint32, error)
-	Backends() (map[uint32]netip.Addr, error)
-}
+// ErrNoSpec: no pass runs before the first SetSpec.
+var ErrNoSpec = errors.New("no configuration")
 
 // Announcer is told which VIPs to announce (BGP). Announce is called after the VIPs it
 // adds are programmed, and with the withdrawals before they are removed.
@@ -47,18 +33,34 @@ type ApplyResult struct {
 	Changed  bool
 }
 
-// Controller owns the desired state and applies it to the data plane from one goroutine.
-// Inputs only signal it; passes are coalesced, skipped when nothing changed, and retried
-// with backoff when they fail.
+// Snapshot is the controller's state at one moment: its inputs (spec, overrides, health)
+// and what it last applied. Everything outside the controller reads these; nothing else
+// holds a copy of its own.
+type Snapshot struct {
+	Spec      Spec
+	Overrides Overrides
+	Health    map[BackendKey]bool
+	State     State // last applied
+	Applied   bool  // a pass has succeeded
+	Last      ApplyResult
+}
+
+// Controller owns the desired state (spec + overrides + health) and applies it to the
+// data plane from one goroutine. Inputs only signal it; passes are coalesced, skipped when
+// nothing changed, and retried with backoff when they fail.
 type Controller struct {
 	log      *slog.Logger
-	dp       Dataplane
+	dp       Programmer
+	maxID    uint32
 	announce Announcer
 	onApply  func(ApplyResult)
 	signal   chan struct{}
 
+	// passMu serialises passes (Run's loop and Apply).
+	passMu sync.Mutex
+
 	mu        sync.Mutex
-	cfg       *config.Config
+	spec      *Spec
 	overrides Overrides
 	health    map[BackendKey]bool
 	state     State // last applied
@@ -68,13 +70,14 @@ type Controller struct {
 	last       ApplyResult
 }
 
-// NewController returns a controller; nothing runs until Run.
-func NewController(logger *slog.Logger, dp Dataplane, announce Announcer, onApply func(ApplyResult)) *Controller {
+// NewController returns a controller; nothing runs until Run. maxID is the largest backend
+// id the data plane holds (Info.MaxBackendID).
+func NewController(logger *slog.Logger, dp Programmer, maxID uint32, announce Announcer, onApply func(ApplyResult)) *Controller {
 	if onApply == nil {
 		onApply = func(ApplyResult) {}
 	}
 	return &Controller{
-		log: logger.With("component", "controller"), dp: dp, announce: announce, onApply: onApply,
+		log: logger.With("component", "controller"), dp: dp, maxID: maxID, announce: announce, onApply: onApply,
 		signal: make(chan struct{}, 1), overrides: Overrides{}, health: map[BackendKey]bool{},
 	}
 }
@@ -86,39 +89,85 @@ func (c *Controller) kick() {
 	}
 }
 
-// SetConfig replaces the configuration (already validated).
-func (c *Controller) SetConfig(cfg *config.Config) {
+// SetSpec replaces the configured services (already validated). Health known for
+// backends the spec no longer lists is forgotten: a backend added back later starts
+// healthy, as its new health check does.
+func (c *Controller) SetSpec(spec Spec) {
 	c.mu.Lock()
-	c.cfg = cfg
+	c.spec = &spec
+	for k := range c.health {
+		if !spec.Has(k) {
+			delete(c.health, k)
+		}
+	}
 	c.mu.Unlock()
 	c.kick()
 }
 
-// SetOverrides replaces the operators' overrides.
+// SetOverrides replaces the operators' overrides (at start, from the state file).
 func (c *Controller) SetOverrides(ov Overrides) {
 	c.mu.Lock()
-	c.overrides = ov
+	c.overrides = ov.Clone()
 	c.mu.Unlock()
 	c.kick()
 }
 
-// SetHealth records a backend's health transition.
-func (c *Controller) SetHealth(k BackendKey, up bool) {
-	c.mu.Lock()
-	c.health[k] = up
-	c.mu.Unlock()
-	c.kick()
-}
-
-// State returns the last applied state and the last pass's result.
-func (c *Controller) State() (State, ApplyResult, bool) {
+// UpdateOverride changes the override of one configured backend. persist (may be nil)
+// sees the new overrides first: when it fails, nothing changes.
+func (c *Controller) UpdateOverride(k BackendKey, f func(*Override), persist func(Overrides) error) (Override, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.state, c.last, c.applied
+	if c.spec == nil || !c.spec.Has(k) {
+		return Override{}, fmt.Errorf("%s: %w", k, ErrNoBackend)
+	}
+	next := c.overrides.Clone()
+	o := next[k]
+	f(&o)
+	if o == (Override{}) {
+		delete(next, k)
+	} else {
+		next[k] = o
+	}
+	if persist != nil {
+		if err := persist(next); err != nil {
+			return Override{}, err
+		}
+	}
+	c.overrides = next
+	c.kick()
+	return o, nil
 }
 
-// Reannounce asks for a pass that calls the Announcer even when the maps are in sync
-// (the BGP speaker has just started).
+// SetHealth records a backend's health transition. A report for a backend the spec does
+// not list (a check that was just removed) is ignored.
+func (c *Controller) SetHealth(k BackendKey, up bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.spec == nil || !c.spec.Has(k) {
+		return false
+	}
+	c.health[k] = up
+	c.kick()
+	return true
+}
+
+// Snapshot returns the controller's inputs and last applied state; the caller may keep it.
+func (c *Controller) Snapshot() Snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := Snapshot{Overrides: c.overrides.Clone(), Health: make(map[BackendKey]bool, len(c.health)),
+		State: c.state, Applied: c.applied, Last: c.last}
+	if c.spec != nil {
+		s.Spec = *c.spec
+	}
+	for k, v := range c.health {
+		s.Health[k] = v
+	}
+	return s
+}
+
+// Reannounce asks for a pass that calls the Announcer even when the data plane is in
+// sync (the BGP speaker has just started).
 func (c *Controller) Reannounce() {
 	c.mu.Lock()
 	c.reannounce = true
@@ -142,8 +191,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-retry:
 		}
 		retry = nil
-		res := c.pass(ctx)
-		c.onApply(res)
+		res := c.Apply(ctx)
 		if res.Err != nil {
 			c.log.Warn("apply failed, will retry", "error", res.Err, "backoff", backoff)
 			retry = time.After(backoff)
@@ -154,9 +202,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 }
 
-// Apply runs one pass now (tests, startup).
+// Apply runs one pass now (start-up, tests).
 func (c *Controller) Apply(ctx context.Context) ApplyResult {
+	c.passMu.Lock()
 	res := c.pass(ctx)
+	c.passMu.Unlock()
 	c.onApply(res)
 	return res
 }
@@ -164,18 +214,19 @@ func (c *Controller) Apply(ctx context.Context) ApplyResult {
 func (c *Controller) pass(ctx context.Context) ApplyResult {
 	start := time.Now()
 	c.mu.Lock()
-	cfg, ov := c.cfg, c.overrides
+	if c.spec == nil {
+		c.mu.Unlock()
+		return ApplyResult{At: start, Err: ErrNoSpec}
+	}
+	spec, ov := *c.spec, c.overrides
 	health := make(map[BackendKey]bool, len(c.health))
 	for k, v := range c.health {
 		health[k] = v
 	}
 	prev, applied, reannounce := c.state, c.applied, c.reannounce
 	c.mu.Unlock()
-	if cfg == nil {
-		return ApplyResult{At: start, Err: errors.New("no configuration")}
-	}
 	res := ApplyResult{At: start}
-	st, changed, err := c.apply(ctx, cfg, ov, health, prev, applied, reannounce)
+	st, changed, err := c.apply(ctx, spec, ov, health, prev, applied, reannounce)
 	res.Duration, res.Err, res.Changed = time.Since(start), err, changed
 	c.mu.Lock()
 	if err == nil {
@@ -192,36 +243,38 @@ func (c *Controller) pass(ctx context.Context) ApplyResult {
 	return res
 }
 
-func (c *Controller) apply(ctx context.Context, cfg *config.Config, ov Overrides, health map[BackendKey]bool, prev State, applied, reannounce bool) (State, bool, error) {
-	haveB, err := c.dp.Backends()
+func (c *Controller) apply(ctx context.Context, spec Spec, ov Overrides, health map[BackendKey]bool, prev State, applied, reannounce bool) (State, bool, error) {
+	have, err := c.dp.Programmed()
 	if err != nil {
 		return State{}, false, err
 	}
-	byAddr := make(map[netip.Addr]uint32, len(haveB))
-	for id, a := range haveB {
+	byAddr := make(map[netip.Addr]uint32, len(have.Backends))
+	held := make(map[uint32]bool, len(have.Backends))
+	for id, a := range have.Backends {
 		byAddr[a] = id
+		held[id] = true
 	}
-	ids, err := AssignIDs(byAddr, ConfigBackends(cfg), config.MaxBackends)
+	// A backend entry lost behind our back gets its old id again, if still free, so
+	// conntrack entries that name it stay valid.
+	for _, v := range prev.VIPs {
+		for _, b := range v.VIP.Backends {
+			if _, ok := byAddr[b.Addr]; !ok && !held[b.ID] {
+				byAddr[b.Addr] = b.ID
+				held[b.ID] = true
+			}
+		}
+	}
+	ids, err := AssignIDs(byAddr, spec.Addrs(), c.maxID)
 	if err != nil {
 		return State{}, false, err
 	}
-	want, err := Desired(cfg, ov, health, ids)
+	want, err := Desired(spec, ov, health, ids)
 	if err != nil {
 		return State{}, false, err
 	}
-	haveV, err := c.dp.VIPs()
-	if err != nil {
-		return State{}, false, err
-	}
-	wantKeys := make(map[VIPKey]bool, len(want.VIPs))
-	for _, v := range want.VIPs {
-		wantKeys[v.VIP.Key] = true
-	}
-	inSync := applied && reflect.DeepEqual(prev, want) && len(haveV) == len(want.VIPs)
-	for k := range haveV {
-		inSync = inSync && wantKeys[k]
-	}
-	if inSync {
+	// In sync only if what we last applied is what we want and the data plane holds it:
+	// every VIP with its ring, and exactly the backends the VIPs list.
+	if applied && reflect.DeepEqual(prev, want) && have.InSync(want) {
 		if reannounce && c.announce != nil {
 			if err := c.announce.Announce(ctx, want.VIPs); err != nil {
 				return want, false, fmt.Errorf("announce: %w", err)
@@ -230,9 +283,17 @@ func (c *Controller) apply(ctx context.Context, cfg *config.Config, ov Overrides
 		return want, false, nil
 	}
 
-	// Removing: withdraw first, then the VIP and its ring, then unused backends.
+	wantKeys := make(map[VIPKey]bool, len(want.VIPs))
+	wantIDs := map[uint32]netip.Addr{}
+	for _, v := range want.VIPs {
+		wantKeys[v.VIP.Key] = true
+		for _, b := range v.VIP.Backends {
+			wantIDs[b.ID] = b.Addr
+		}
+	}
+	// Removing: withdraw first, then the VIP and its ring; unused backends go last.
 	var removed []VIPKey
-	for k := range haveV {
+	for k := range have.VIPs {
 		if !wantKeys[k] {
 			removed = append(removed, k)
 		}
@@ -248,34 +309,30 @@ func (c *Controller) apply(ctx context.Context, cfg *config.Config, ov Overrides
 		}
 	}
 	// Adding and changing: backends, the ring swapped whole, then the VIP (SetVIP does
-	// them in that order). Unchanged VIPs are not rewritten.
+	// them in that order). A VIP is rewritten when it changed or the data plane lost any
+	// part of it. Each ring swap waits for an RCU grace period (tens of milliseconds), so
+	// changed VIPs are written in parallel.
 	prevByKey := map[VIPKey]VIPState{}
 	if applied {
 		for _, v := range prev.VIPs {
 			prevByKey[v.VIP.Key] = v
 		}
 	}
-	// Each ring swap waits for an RCU grace period (tens of milliseconds), so changed
-	// VIPs are written in parallel: a health change touching many VIPs, or a restart
-	// with hundreds, costs a few grace periods rather than one per VIP.
 	g := new(errgroup.Group)
 	g.SetLimit(applyParallelism)
 	for _, v := range want.VIPs {
-		if p, ok := prevByKey[v.VIP.Key]; ok && reflect.DeepEqual(p.VIP, v.VIP) {
-			if _, present := haveV[v.VIP.Key]; present {
-				continue
-			}
+		if p, ok := prevByKey[v.VIP.Key]; ok && reflect.DeepEqual(p.VIP, v.VIP) && holds(have, v.VIP) {
+			continue
 		}
-		g.Go(func() error {
-			_, err := c.dp.SetVIP(v.VIP)
-			return err
-		})
+		g.Go(func() error { return c.dp.SetVIP(v.VIP) })
 	}
 	if err := g.Wait(); err != nil {
 		return State{}, true, err
 	}
-	for id, a := range haveB {
-		if ids[a] != id {
+	// Backends no VIP lists any more. Their ids were not handed out in this pass
+	// (AssignIDs), so no new ring names them.
+	for id, a := range have.Backends {
+		if wa, ok := wantIDs[id]; !ok || wa != a {
 			if err := c.dp.DeleteBackend(id); err != nil {
 				return State{}, true, err
 			}
@@ -287,6 +344,20 @@ func (c *Controller) apply(ctx context.Context, cfg *config.Config, ov Overrides
 		}
 	}
 	return want, true, nil
+}
+
+// holds reports whether the data plane has v's entry, ring and backends.
+func holds(have Programmed, v VIP) bool {
+	pv, ok := have.VIPs[v.Key]
+	if !ok || !pv.Ready || pv.Flags != v.Flags {
+		return false
+	}
+	for _, b := range v.Backends {
+		if have.Backends[b.ID] != b.Addr {
+			return false
+		}
+	}
+	return true
 }
 
 func keepOnly(vs []VIPState, keys map[VIPKey]bool) []VIPState {

@@ -1,22 +1,11 @@
 package lb
 
 import (
-	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
-
-	"github.com/l4lb/l4lb/pkg/config"
 )
-
-// BackendKey names one backend of one VIP (by the VIP's configured name).
-type BackendKey struct {
-	VIP     string
-	Backend netip.Addr
-}
-
-func (k BackendKey) String() string { return k.VIP + "/" + k.Backend.String() }
 
 // Override is an operator's change on top of the configuration (admin API).
 type Override struct {
@@ -26,6 +15,19 @@ type Override struct {
 
 // Overrides by backend.
 type Overrides map[BackendKey]Override
+
+// Clone returns a copy that shares nothing mutable with o.
+func (o Overrides) Clone() Overrides {
+	out := make(Overrides, len(o))
+	for k, v := range o {
+		if v.Weight != nil {
+			w := *v.Weight
+			v.Weight = &w
+		}
+		out[k] = v
+	}
+	return out
+}
 
 // BackendState is a backend as the controller wants it, with why it has its weight.
 type BackendState struct {
@@ -52,49 +54,30 @@ type State struct {
 	VIPs []VIPState
 }
 
-// Desired computes the desired state from the configuration, the operators' overrides and
-// the backends' health (missing from health = healthy). ids gives every backend address
-// its stable id; it must cover every address in cfg (AssignIDs). Pure: no I/O.
+// Desired computes the desired state from the spec, the operators' overrides and the
+// backends' health (missing from health = healthy). ids gives every backend address its
+// stable id; it must cover every address in the spec (AssignIDs). Pure: no I/O.
 //
-// A backend's effective weight is its configured weight (default 1), replaced by an
-// override weight if set, and 0 when drained by an override or unhealthy: weight 0 keeps
-// established flows and gives no new ones.
-func Desired(cfg *config.Config, ov Overrides, health map[BackendKey]bool, ids map[netip.Addr]uint32) (State, error) {
+// A backend's effective weight is its configured weight, replaced by an override weight
+// if set, and 0 when drained by an override or unhealthy: weight 0 keeps established
+// flows and gives no new ones.
+func Desired(spec Spec, ov Overrides, health map[BackendKey]bool, ids map[netip.Addr]uint32) (State, error) {
 	var st State
-	for _, v := range cfg.VIPs {
-		addr, err := netip.ParseAddr(v.Address)
-		if err != nil {
-			return State{}, fmt.Errorf("vip %s: %w", v.Name, err)
-		}
-		proto, err := ParseProto(v.Protocol)
-		if err != nil {
-			return State{}, fmt.Errorf("vip %s: %w", v.Name, err)
-		}
-		vs := VIPState{Name: v.Name, Communities: v.Communities, MED: v.MED,
-			VIP: VIP{Key: VIPKey{Addr: addr.Unmap(), Port: uint16(v.Port), Proto: proto}}}
-		if v.HashNoSourcePort {
-			vs.VIP.Flags |= FlagHashNoSourcePort
-		}
-		for _, b := range v.Backends {
-			ba, err := netip.ParseAddr(b.Address)
-			if err != nil {
-				return State{}, fmt.Errorf("vip %s: backend: %w", v.Name, err)
-			}
-			ba = ba.Unmap()
+	for _, sv := range spec.Services {
+		vs := VIPState{Name: sv.Name, Communities: slices.Clone(sv.Communities), MED: sv.MED,
+			VIP: VIP{Key: VIPKey{Addr: sv.Key.Addr.Unmap(), Port: sv.Key.Port, Proto: sv.Key.Proto}, Flags: sv.Flags}}
+		for _, b := range sv.Backends {
+			ba := b.Addr.Unmap()
 			id, ok := ids[ba]
 			if !ok {
-				return State{}, fmt.Errorf("vip %s: backend %s has no id", v.Name, ba)
+				return State{}, fmt.Errorf("vip %s: backend %s has no id", sv.Name, ba)
 			}
-			w := uint32(config.DefaultWeight)
-			if b.Weight != nil {
-				w = uint32(*b.Weight)
-			}
-			bs := BackendState{ConfigWeight: w, Healthy: true}
-			k := BackendKey{VIP: v.Name, Backend: ba}
+			bs := BackendState{ConfigWeight: b.Weight, Healthy: true}
+			k := BackendKey{VIP: sv.Name, Backend: ba}
 			if up, known := health[k]; known {
 				bs.Healthy = up
 			}
-			eff := w
+			eff := b.Weight
 			if o, ok := ov[k]; ok {
 				if o.Weight != nil {
 					eff = *o.Weight
@@ -117,18 +100,25 @@ func Desired(cfg *config.Config, ov Overrides, health map[BackendKey]bool, ids m
 	return st, nil
 }
 
-// AssignIDs gives every address in want a backend id, keeping the ids in have (what the
-// data plane holds, so conntrack entries stay valid across restarts) and giving new
-// addresses the lowest free ids. Addresses in have but not in want keep no id.
+// AssignIDs gives every address in want a backend id in 1..maxID. Addresses in have (what
+// the data plane holds) keep their ids, so conntrack entries stay valid across reloads and
+// restarts. New addresses get the lowest ids that have does not hold: an id that belongs
+// to a backend being removed in this pass is never handed out in the same pass, because
+// that backend's entry is deleted only after the new rings are in place, and deleting it
+// would then delete the new backend (a black hole for its share of new flows).
 func AssignIDs(have map[netip.Addr]uint32, want []netip.Addr, maxID uint32) (map[netip.Addr]uint32, error) {
 	out := make(map[netip.Addr]uint32, len(want))
+	held := make(map[uint32]bool, len(have))
+	for _, id := range have {
+		held[id] = true
+	}
 	used := map[uint32]bool{}
 	var fresh []netip.Addr
 	for _, a := range want {
 		if _, dup := out[a]; dup {
 			continue
 		}
-		if id, ok := have[a]; ok && id != 0 && !used[id] {
+		if id, ok := have[a]; ok && id != 0 && id <= maxID && !used[id] {
 			out[a] = id
 			used[id] = true
 			continue
@@ -141,28 +131,15 @@ func AssignIDs(have map[netip.Addr]uint32, want []netip.Addr, maxID uint32) (map
 	fresh = slices.Compact(fresh)
 	next := uint32(1)
 	for _, a := range fresh {
-		for next <= maxID && used[next] {
+		for next <= maxID && (used[next] || held[next]) {
 			next++
 		}
 		if next > maxID {
-			return nil, fmt.Errorf("more than %d backends: %w", maxID, ErrInvalid)
+			return nil, fmt.Errorf("%d backends wanted while %d are still programmed: more than %d ids: %w",
+				len(out), len(have), maxID, ErrInvalid)
 		}
 		out[a] = next
 		used[next] = true
 	}
 	return out, nil
-}
-
-// ConfigBackends lists every backend address in cfg.
-func ConfigBackends(cfg *config.Config) []netip.Addr {
-	var out []netip.Addr
-	for _, v := range cfg.VIPs {
-		for _, b := range v.Backends {
-			if a, err := netip.ParseAddr(b.Address); err == nil {
-				out = append(out, a.Unmap())
-			}
-		}
-	}
-	slices.SortFunc(out, func(a, b netip.Addr) int { return cmp.Compare(a.String(), b.String()) })
-	return slices.Compact(out)
 }

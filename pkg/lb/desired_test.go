@@ -13,21 +13,18 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/l4lb/l4lb/pkg/config"
 )
 
 var a = netip.MustParseAddr
 
-func w(n int64) *int64   { return &n }
 func u(n uint32) *uint32 { return &n }
 
-func testConfig() *config.Config {
-	return &config.Config{VIPs: []config.VIP{
-		{Name: "web", Address: "203.0.113.10", Port: 80, Protocol: "tcp", Backends: []config.Backend{
-			{Address: "198.51.100.11"}, {Address: "198.51.100.12", Weight: w(3)}, {Address: "198.51.100.13", Weight: w(0)}}},
-		{Name: "dns", Address: "203.0.113.10", Port: 53, Protocol: "udp", HashNoSourcePort: true, Backends: []config.Backend{
-			{Address: "198.51.100.11"}}},
+func testSpec() Spec {
+	return Spec{Services: []Service{
+		{Name: "web", Key: VIPKey{Addr: a("203.0.113.10"), Port: 80, Proto: ProtoTCP}, Backends: []ServiceBackend{
+			{Addr: a("198.51.100.11"), Weight: 1}, {Addr: a("198.51.100.12"), Weight: 3}, {Addr: a("198.51.100.13"), Weight: 0}}},
+		{Name: "dns", Key: VIPKey{Addr: a("203.0.113.10"), Port: 53, Proto: ProtoUDP}, Flags: FlagHashNoSourcePort, Backends: []ServiceBackend{
+			{Addr: a("198.51.100.11"), Weight: 1}}},
 	}}
 }
 
@@ -73,7 +70,7 @@ func TestDesired(t *testing.T) {
 			map[string]bool{"web": true, "dns": true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st, err := Desired(testConfig(), tc.ov, tc.health, ids)
+			st, err := Desired(testSpec(), tc.ov, tc.health, ids)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -92,7 +89,7 @@ func TestDesired(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Desired(testConfig(), nil, nil, map[netip.Addr]uint32{}); err == nil {
+	if _, err := Desired(testSpec(), nil, nil, map[netip.Addr]uint32{}); err == nil {
 		t.Error("missing ids accepted")
 	}
 }
@@ -103,13 +100,19 @@ func TestAssignIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Existing ids are kept; 198.51.100.99 is gone, so id 1 is free again.
-	want := map[netip.Addr]uint32{a("198.51.100.11"): 5, a("198.51.100.12"): 1, a("198.51.100.13"): 2}
+	// Existing ids are kept. 198.51.100.99 is being removed, but its id 1 is not handed
+	// out in the same pass: its entry is deleted only after the new rings are in place.
+	want := map[netip.Addr]uint32{a("198.51.100.11"): 5, a("198.51.100.12"): 2, a("198.51.100.13"): 3}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
 		t.Errorf("ids (-want +got):\n%s", diff)
 	}
 	if _, err := AssignIDs(nil, []netip.Addr{a("198.51.100.1"), a("198.51.100.2")}, 1); !errors.Is(err, ErrInvalid) {
 		t.Errorf("over capacity: %v", err)
+	}
+	// Once the removed backend is gone from the data plane, its id is free again.
+	got, err = AssignIDs(map[netip.Addr]uint32{a("198.51.100.11"): 5}, []netip.Addr{a("198.51.100.12"), a("198.51.100.11")}, 10)
+	if err != nil || got[a("198.51.100.12")] != 1 {
+		t.Errorf("freed id not reused in the next pass: %v %v", got, err)
 	}
 }
 
@@ -127,18 +130,18 @@ func newMem() *memDataplane {
 	return &memDataplane{vips: map[VIPKey]VIP{}, backends: map[uint32]netip.Addr{}}
 }
 
-func (m *memDataplane) SetVIP(v VIP) (uint32, error) {
+func (m *memDataplane) SetVIP(v VIP) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
-		return 0, m.fail
+		return m.fail
 	}
 	m.calls = append(m.calls, "set "+v.Key.String())
 	for _, b := range v.Backends {
 		m.backends[b.ID] = b.Addr
 	}
 	m.vips[v.Key] = v
-	return 0, nil
+	return nil
 }
 func (m *memDataplane) DeleteVIP(k VIPKey) error {
 	m.calls = append(m.calls, "delete "+k.String())
@@ -150,19 +153,15 @@ func (m *memDataplane) DeleteBackend(id uint32) error {
 	delete(m.backends, id)
 	return nil
 }
-func (m *memDataplane) VIPs() (map[VIPKey]uint32, error) {
-	out := map[VIPKey]uint32{}
-	for k := range m.vips {
-		out[k] = 0
+func (m *memDataplane) Programmed() (Programmed, error) {
+	p := Programmed{VIPs: map[VIPKey]ProgrammedVIP{}, Backends: map[uint32]netip.Addr{}}
+	for k, v := range m.vips {
+		p.VIPs[k] = ProgrammedVIP{Flags: v.Flags, Ready: true}
 	}
-	return out, nil
-}
-func (m *memDataplane) Backends() (map[uint32]netip.Addr, error) {
-	out := map[uint32]netip.Addr{}
 	for k, v := range m.backends {
-		out[k] = v
+		p.Backends[k] = v
 	}
-	return out, nil
+	return p, nil
 }
 
 type recAnnouncer struct {
@@ -183,9 +182,9 @@ func (r *recAnnouncer) Announce(_ context.Context, vs []VIPState) error {
 func TestControllerOrderAndSkips(t *testing.T) {
 	dp := newMem()
 	ann := &recAnnouncer{dp: dp}
-	c := NewController(slog.New(slog.NewTextHandler(io.Discard, nil)), dp, ann, nil)
+	c := NewController(slog.New(slog.NewTextHandler(io.Discard, nil)), dp, 4095, ann, nil)
 	ctx := context.Background()
-	c.SetConfig(testConfig())
+	c.SetSpec(testSpec())
 	if res := c.Apply(ctx); res.Err != nil || !res.Changed {
 		t.Fatalf("first pass: %+v", res)
 	}
@@ -207,9 +206,9 @@ func TestControllerOrderAndSkips(t *testing.T) {
 	dp.calls = nil
 
 	// Removing a VIP: withdraw first, then delete, then free its backends.
-	cfg := testConfig()
-	cfg.VIPs = cfg.VIPs[1:]
-	c.SetConfig(cfg)
+	spec := testSpec()
+	spec.Services = spec.Services[1:]
+	c.SetSpec(spec)
 	c.Apply(ctx)
 	want = []string{"announce [dns]", "delete 203.0.113.10:80/tcp", "delete backend 2", "delete backend 3", "announce [dns]"}
 	if diff := cmp.Diff(want, sortedRuns(dp.calls)); diff != "" {
@@ -218,12 +217,12 @@ func TestControllerOrderAndSkips(t *testing.T) {
 
 	// Failures are reported and nothing is recorded as applied.
 	dp.fail = errors.New("boom")
-	c.SetConfig(testConfig())
+	c.SetSpec(testSpec())
 	if res := c.Apply(ctx); res.Err == nil {
 		t.Error("failing data plane: no error")
 	}
-	if st, last, _ := c.State(); len(st.VIPs) != 1 || last.Err == nil {
-		t.Errorf("after a failed pass the state is %d vips, last %+v", len(st.VIPs), last)
+	if s := c.Snapshot(); len(s.State.VIPs) != 1 || s.Last.Err == nil {
+		t.Errorf("after a failed pass the state is %d vips, last %+v", len(s.State.VIPs), s.Last)
 	}
 }
 
@@ -255,9 +254,9 @@ func sortedRuns(calls []string) []string {
 func TestControllerReannounce(t *testing.T) {
 	dp := newMem()
 	ann := &recAnnouncer{dp: dp}
-	c := NewController(slog.New(slog.NewTextHandler(io.Discard, nil)), dp, ann, nil)
+	c := NewController(slog.New(slog.NewTextHandler(io.Discard, nil)), dp, 4095, ann, nil)
 	ctx := context.Background()
-	c.SetConfig(testConfig())
+	c.SetSpec(testSpec())
 	c.Apply(ctx)
 	dp.calls = nil
 	c.Reannounce()

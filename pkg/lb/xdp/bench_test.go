@@ -14,7 +14,7 @@ import (
 
 // The benchmarks report ns/pkt: the kernel's own timing of one program run
 // (BPF_PROG_TEST_RUN with repeat=1, since a repeated run would feed the already
-// encapsulated packet back in; see DESIGN.md §5), x-baseline: that figure over the
+// encapsulated packet back in), x-baseline: that figure over the
 // baseline program's (MAC swap + XDP_TX) in the same run, and bpfstats-ns/pkt: the same
 // cost read from the kernel's bpf_stats (run_time_ns / run_cnt) over 20000 further runs,
 // as a cross-check. ns/op includes the syscall and is not the packet cost.

@@ -1,0 +1,203 @@
+package xdp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/l4lb/l4lb/pkg/lb"
+)
+
+// Node is the XDP data plane as the daemon and the controller drive it: lb.Dataplane over
+// a loaded Dataplane.
+type Node struct {
+	d      *Dataplane
+	reason string
+	ifaces []string
+}
+
+var _ lb.Dataplane = (*Node)(nil)
+
+// NewNode wraps a loaded data plane; reason says why XDP was chosen.
+func NewNode(d *Dataplane, reason string) *Node { return &Node{d: d, reason: reason} }
+
+// Dataplane returns the loaded program and maps (tests, benchmarks).
+func (n *Node) Dataplane() *Dataplane { return n.d }
+
+// Info implements lb.Dataplane.
+func (n *Node) Info() lb.Info {
+	return lb.Info{Mode: "xdp", Reason: n.reason, MaxBackendID: MaxBackends - 1}
+}
+
+// Programmed implements lb.Programmer: the vips map, whether each VIP's ring is in the
+// rings map, and the backends map.
+func (n *Node) Programmed() (lb.Programmed, error) {
+	p := lb.Programmed{VIPs: map[lb.VIPKey]lb.ProgrammedVIP{}}
+	n.d.mu.Lock()
+	entries, err := n.d.vipEntries()
+	n.d.mu.Unlock()
+	if err != nil {
+		return p, err
+	}
+	for k, m := range entries {
+		var inner uint32
+		err := n.d.objs.Rings.Lookup(m.Id, &inner)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return p, fmt.Errorf("read ring of vip %d: %w", m.Id, err)
+		}
+		p.VIPs[lb.VIPKey{Addr: addrFrom16(k.Addr, k.Family), Port: htons(k.Port), Proto: lb.Proto(k.Proto)}] =
+			lb.ProgrammedVIP{ID: m.Id, Flags: lb.VIPFlags(m.Flags), Ready: err == nil}
+	}
+	if p.Backends, err = n.d.Backends(); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// SetVIP implements lb.Programmer.
+func (n *Node) SetVIP(v lb.VIP) error {
+	_, err := n.d.SetVIP(v)
+	return err
+}
+
+// DeleteVIP implements lb.Programmer.
+func (n *Node) DeleteVIP(k lb.VIPKey) error { return n.d.DeleteVIP(k) }
+
+// DeleteBackend implements lb.Programmer.
+func (n *Node) DeleteBackend(id uint32) error { return n.d.DeleteBackend(id) }
+
+// SetForwarding implements lb.Dataplane.
+func (n *Node) SetForwarding(f lb.Forwarding) error {
+	return n.d.SetConfig(Config{NextHopMAC: f.NextHopMAC, Source4: f.Source4, Source6: f.Source6})
+}
+
+// Attach implements lb.Dataplane: each interface through a pinned bpf_link, adopting the
+// link a previous run left.
+func (n *Node) Attach(_ context.Context, ifaces []string) (map[string]string, error) {
+	modes := map[string]string{}
+	for _, ifc := range ifaces {
+		mode, err := n.d.Attach(ifc)
+		if err != nil {
+			return modes, err
+		}
+		modes[ifc] = mode
+		n.ifaces = append(n.ifaces, ifc)
+	}
+	return modes, nil
+}
+
+// Detach implements lb.Dataplane.
+func (n *Node) Detach(context.Context) error {
+	var errs []error
+	for _, ifc := range n.ifaces {
+		errs = append(errs, n.d.Detach(ifc))
+	}
+	n.ifaces = nil
+	return errors.Join(errs...)
+}
+
+// Counters implements lb.Dataplane.
+func (n *Node) Counters() (lb.Counters, error) {
+	c := lb.Counters{VIPs: map[lb.VIPKey]lb.TrafficCounters{}, Backends: map[uint32]lb.TrafficCounters{}}
+	p, err := n.Programmed()
+	if err != nil {
+		return c, err
+	}
+	for k, v := range p.VIPs {
+		vc, err := n.d.VIPCounters(v.ID)
+		if err != nil {
+			return c, err
+		}
+		c.VIPs[k] = lb.TrafficCounters(vc)
+	}
+	for id := range p.Backends {
+		bc, err := n.d.BackendCounters(id)
+		if err != nil {
+			return c, err
+		}
+		c.Backends[id] = lb.TrafficCounters(bc)
+	}
+	if c.Global, err = n.d.Stats(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// Close implements lb.Dataplane.
+func (n *Node) Close() error { return n.d.Close() }
+
+// Unpin implements lb.Dataplane.
+func (n *Node) Unpin() error { return n.d.Unpin() }
+
+// RemovePinned detaches the XDP links pinned in dir and removes the maps pinned there,
+// without loading anything: it works whatever sizes the pinned maps were made with (a
+// changed ring_size or conntrack_size is when operators need it). Files that are not
+// l4lb's are left alone and named in the error. It returns what it removed.
+func RemovePinned(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", dir, err)
+	}
+	spec, err := loadXdplb()
+	if err != nil {
+		return nil, fmt.Errorf("load xdp_lb spec: %w", err)
+	}
+	ours := map[string]bool{"lb_meta": true}
+	for name, m := range spec.Maps {
+		if m.Pinning == ebpf.PinByName {
+			ours[name] = true
+		}
+	}
+	var removed, foreign []string
+	var errs []error
+	// Links first: once they are gone the program stops forwarding, then the maps go.
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, "link_") {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("open pinned link %s: %w", path, err))
+			continue
+		}
+		if err := l.Unpin(); err != nil {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
+		}
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach %s: %w", path, err))
+		}
+		removed = append(removed, name)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, "link_") {
+			continue
+		}
+		if !ours[name] {
+			foreign = append(foreign, name)
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", name, err))
+			continue
+		}
+		removed = append(removed, name)
+	}
+	if len(foreign) > 0 {
+		errs = append(errs, fmt.Errorf("left in %s, not l4lb's: %s", dir, strings.Join(foreign, ", ")))
+	} else if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
+	}
+	return removed, errors.Join(errs...)
+}
