@@ -68,10 +68,18 @@ func newCleanupCmd(logger *slog.Logger) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := daemon.Cleanup(cfg, logger); err != nil {
+			removed, err := daemon.Cleanup(cfg)
+			if len(removed) > 0 {
+				logger.Info("cleaned up", "bpffs", cfg.BPFFS, "removed", removed)
+			}
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", cfg.BPFFS)
+			if len(removed) == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "nothing pinned in %s\n", cfg.BPFFS)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s (%d pinned objects)\n", cfg.BPFFS, len(removed))
 			return nil
 		},
 	}

@@ -22,6 +22,8 @@ type announcer struct {
 	speaker  *bgp.Speaker // nil until the data plane is attached, and after stop
 	lastErr  error
 	disabled bool // withdrawn for shutdown
+	// withdrawUnhealthy: bgp.withdraw_when_unhealthy, fixed for the speaker's life.
+	withdrawUnhealthy bool
 }
 
 // Announce implements lb.Announcer. Before the speaker starts it does nothing; the
@@ -32,10 +34,7 @@ func (a *announcer) Announce(ctx context.Context, vips []lb.VIPState) error {
 	if a.speaker == nil || a.disabled {
 		return nil
 	}
-	a.d.mu.Lock()
-	cfg := a.d.cfg
-	a.d.mu.Unlock()
-	anns, err := announcements(cfg, vips)
+	anns, err := announcements(a.withdrawUnhealthy, vips)
 	if err == nil {
 		err = a.speaker.Set(ctx, anns)
 	}
@@ -55,6 +54,7 @@ func (a *announcer) start(ctx context.Context, cfg *config.Config) error {
 	}
 	a.mu.Lock()
 	a.speaker = sp
+	a.withdrawUnhealthy = cfg.BGP.WithdrawWhenUnhealthy == nil || *cfg.BGP.WithdrawWhenUnhealthy
 	a.mu.Unlock()
 	return nil
 }
@@ -136,14 +136,9 @@ func speakerConfig(cfg *config.Config) (bgp.Config, error) {
 
 // announcements maps VIP states to prefixes. Several VIPs may share an address (web on
 // :80, dns on :53); the address is announced while any of them is up (or always, with
-// withdraw_when_unhealthy off). Its communities are bgp.communities plus those of every
-// announced VIP on it; its MED is the lowest MED among them.
-func announcements(cfg *config.Config, vips []lb.VIPState) ([]bgp.Announcement, error) {
-	withdraw := cfg.BGP.WithdrawWhenUnhealthy == nil || *cfg.BGP.WithdrawWhenUnhealthy
-	global, err := communities(cfg.BGP.Communities)
-	if err != nil {
-		return nil, err
-	}
+// withdraw_when_unhealthy off). Its communities are those of every announced VIP on it
+// (each VIP's include bgp.communities); its MED is the lowest MED among them.
+func announcements(withdraw bool, vips []lb.VIPState) ([]bgp.Announcement, error) {
 	byAddr := map[netip.Addr]*bgp.Announcement{}
 	var order []netip.Addr
 	for _, v := range vips {
@@ -157,7 +152,7 @@ func announcements(cfg *config.Config, vips []lb.VIPState) ([]bgp.Announcement, 
 		}
 		a, ok := byAddr[addr]
 		if !ok {
-			a = &bgp.Announcement{Prefix: netip.PrefixFrom(addr, addr.BitLen()), Communities: slices.Clone(global), MED: v.MED}
+			a = &bgp.Announcement{Prefix: netip.PrefixFrom(addr, addr.BitLen()), Communities: []uint32{}, MED: v.MED}
 			byAddr[addr] = a
 			order = append(order, addr)
 		} else if v.MED < a.MED {

@@ -36,8 +36,22 @@ func TestAnnouncements(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := &config.Config{BGP: config.BGP{WithdrawWhenUnhealthy: tc.withdraw, Communities: tc.global}}
-			got, err := announcements(cfg, tc.vips)
+			// bgp.communities reach the announcer inside each VIP's list (specFromConfig).
+			cfg := &config.Config{BGP: config.BGP{Communities: tc.global}}
+			var vips []lb.VIPState
+			for _, v := range tc.vips {
+				cfg.VIPs = append(cfg.VIPs, config.VIP{Name: v.Name, Address: v.VIP.Key.Addr.String(), Port: int(v.VIP.Key.Port),
+					Protocol: "tcp", Communities: v.Communities, Backends: []config.Backend{{Address: "198.51.100.1"}}})
+			}
+			spec, err := specFromConfig(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range tc.vips {
+				v.Communities = spec.Services[i].Communities
+				vips = append(vips, v)
+			}
+			got, err := announcements(tc.withdraw == nil || *tc.withdraw, vips)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -46,7 +60,7 @@ func TestAnnouncements(t *testing.T) {
 			}
 		})
 	}
-	if _, err := announcements(&config.Config{BGP: config.BGP{Communities: []string{"x"}}}, nil); err == nil {
+	if _, err := announcements(true, []lb.VIPState{{Name: "web", Up: true, Communities: []string{"x"}}}); err == nil {
 		t.Error("bad community: no error")
 	}
 }

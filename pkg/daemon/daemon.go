@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -27,6 +28,9 @@ import (
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
 
+// ErrUnsupported: the configured data plane is not built into this l4lb.
+var ErrUnsupported = errors.New("not supported")
+
 // Options are the command line's.
 type Options struct {
 	ConfigPath    string
@@ -34,24 +38,29 @@ type Options struct {
 	Logger        *slog.Logger
 }
 
-// Daemon is one l4lb node.
+// Daemon is one l4lb node. The controller owns the desired state (the configured
+// services, the operators' overrides and the backends' health); the daemon keeps only the
+// running configuration's node settings (interfaces, BGP, admin, paths) and reads
+// everything else from the controller's snapshots.
 type Daemon struct {
 	opts Options
 	log  *slog.Logger
 
-	mu        sync.Mutex
-	cfg       *config.Config
-	overrides lb.Overrides
-	reload    reloadResult
-	links     map[string]string // interface -> attach mode
-	nextHop   net.HardwareAddr
+	// reloadMu makes reloads (SIGHUP and POST /v1/reload) run one at a time.
+	reloadMu sync.Mutex
 
-	dp     *xdp.Dataplane
+	mu      sync.Mutex
+	cfg     *config.Config
+	reload  reloadResult
+	links   map[string]string // interface -> attach mode
+	nextHop net.HardwareAddr
+	ready   bool
+
+	dp     lb.Dataplane
 	ctrl   *lb.Controller
 	ann    *announcer
 	prober *health.Prober
 	m      *metrics
-	ready  bool
 }
 
 type reloadResult struct {
@@ -72,26 +81,56 @@ func New(opts Options) (*Daemon, error) {
 	return &Daemon{opts: opts, log: opts.Logger, cfg: cfg, links: map[string]string{}}, nil
 }
 
+// newDataplane loads the configured data plane. It is the only place that names a
+// concrete one.
+func newDataplane(cfg *config.Config, logger *slog.Logger) (lb.Dataplane, error) {
+	switch cfg.Dataplane {
+	case "xdp":
+		d, err := xdp.Load(xdp.Options{
+			PinPath: cfg.BPFFS, RingSize: cfg.XDP.RingSize, ConntrackSize: cfg.XDP.ConntrackSize,
+			UDPTimeout: cfg.XDP.UDPTimeout, MTU: cfg.XDP.MTU, Logger: logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return xdp.NewNode(d, "configured (dataplane: xdp)"), nil
+	}
+	return nil, fmt.Errorf("dataplane %q: %w", cfg.Dataplane, ErrUnsupported)
+}
+
 // Run runs the node until ctx is done, then shuts down in order: withdraw, wait the drain
 // delay, and detach only with CleanupOnExit. Without it the pinned program keeps
 // forwarding while no daemon runs.
+//
+// Nothing on the node changes before the instance lock is held and the admin address is
+// bound: a second `l4lb run` fails without touching the running one's maps, link or BGP.
 func (d *Daemon) Run(ctx context.Context) error {
 	cfg := d.cfg
+	unlock, err := lockInstance(cfg.BPFFS)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	ln, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	defer ln.Close()
 	ov, err := loadOverrides(cfg.StateFile)
 	if err != nil {
 		return err
 	}
-	d.overrides = ov
 	token := ""
 	if cfg.Admin.TokenFile != "" {
 		if token, err = admin.ReadToken(cfg.Admin.TokenFile); err != nil {
 			return err
 		}
 	}
-	d.dp, err = xdp.Load(xdp.Options{
-		PinPath: cfg.BPFFS, RingSize: cfg.XDP.RingSize, ConntrackSize: cfg.XDP.ConntrackSize,
-		UDPTimeout: cfg.XDP.UDPTimeout, MTU: cfg.XDP.MTU, Logger: d.log,
-	})
+	spec, err := specFromConfig(cfg)
+	if err != nil {
+		return err
+	}
+	d.dp, err = newDataplane(cfg, d.log)
 	if err != nil {
 		return err
 	}
@@ -103,10 +142,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	d.m = newMetrics(reg, d)
 	d.ann = &announcer{d: d}
-	d.ctrl = lb.NewController(d.log, d.dp, d.ann, d.onApply)
+	d.ctrl = lb.NewController(d.log, d.dp, d.dp.Info().MaxBackendID, d.ann, d.onApply)
 	d.prober = health.NewProber(d.log, d.onHealth)
 	d.ctrl.SetOverrides(ov)
-	d.ctrl.SetConfig(cfg)
+	d.ctrl.SetSpec(spec)
 	if err := d.setHealthTargets(cfg); err != nil {
 		return err
 	}
@@ -114,14 +153,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if res := d.ctrl.Apply(ctx); res.Err != nil {
 		d.log.Warn("first apply failed, retrying in the background", "error", res.Err)
 	}
-	for _, ifc := range cfg.Interfaces {
-		mode, err := d.dp.Attach(ifc)
-		if err != nil {
-			return err
-		}
-		d.mu.Lock()
-		d.links[ifc] = mode
-		d.mu.Unlock()
+	links, err := d.dp.Attach(ctx, cfg.Interfaces)
+	d.mu.Lock()
+	d.links = links
+	d.mu.Unlock()
+	if err != nil {
+		return err
 	}
 	// Announce only once the program is attached: a route must never lead to a node that
 	// cannot forward.
@@ -132,12 +169,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.ctrl.Reannounce()
 	}
 
-	ln, err := net.Listen("tcp", cfg.Admin.Listen)
-	if err != nil {
-		return fmt.Errorf("admin listen: %w", err)
+	srv := &http.Server{
+		Handler: admin.New(d.log, d, token, reg), ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute,
 	}
-	srv := &http.Server{Handler: admin.New(d.log, d, token, reg), ReadHeaderTimeout: 5 * time.Second}
-
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.ctrl.Run(gctx) })
 	g.Go(func() error { return d.prober.Run(gctx) })
@@ -169,7 +204,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}
 	})
-	d.log.Info("l4lb running", "interfaces", cfg.Interfaces, "vips", len(cfg.VIPs), "admin", ln.Addr().String())
+	info := d.dp.Info()
+	d.log.Info("l4lb running", "dataplane", info.Mode, "reason", info.Reason, "interfaces", cfg.Interfaces,
+		"vips", len(cfg.VIPs), "admin", ln.Addr().String())
 	err = g.Wait()
 	return errors.Join(err, d.shutdown())
 }
@@ -196,39 +233,35 @@ func (d *Daemon) shutdown() error {
 		cancel()
 	}
 	if !d.opts.CleanupOnExit {
-		d.log.Info("stopped; the pinned xdp program keeps forwarding", "bpffs", cfg.BPFFS)
+		d.log.Info("stopped; the pinned data plane keeps forwarding", "bpffs", cfg.BPFFS)
 		return errors.Join(errs...)
 	}
-	for _, ifc := range cfg.Interfaces {
-		if err := d.dp.Detach(ifc); err != nil {
-			errs = append(errs, err)
-		}
+	errs = append(errs, d.dp.Detach(context.Background()), d.dp.Unpin())
+	if err := os.Remove(cfg.BPFFS); err != nil && !errors.Is(err, os.ErrNotExist) {
+		d.log.Warn("remove bpffs directory", "error", err)
 	}
-	errs = append(errs, d.dp.Unpin())
 	d.log.Info("stopped and cleaned up", "bpffs", cfg.BPFFS)
 	return errors.Join(errs...)
 }
 
-// Cleanup removes the pinned program and maps of a configuration: detaches the pinned
-// links and unpins everything (l4lb cleanup).
-func Cleanup(cfg *config.Config, logger *slog.Logger) error {
-	dp, err := xdp.Load(xdp.Options{PinPath: cfg.BPFFS, RingSize: cfg.XDP.RingSize, ConntrackSize: cfg.XDP.ConntrackSize, Logger: logger})
+// Cleanup removes what a node left pinned for its configuration (l4lb cleanup): it
+// detaches the pinned links and removes the pinned maps without loading anything, so it
+// works after ring_size or conntrack_size changed. It refuses while a daemon runs on the
+// same bpffs directory.
+func Cleanup(cfg *config.Config) ([]string, error) {
+	if _, err := os.Stat(cfg.BPFFS); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	unlock, err := lockInstance(cfg.BPFFS)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer dp.Close()
-	var errs []error
-	for _, ifc := range cfg.Interfaces {
-		if _, err := dp.Attach(ifc); err == nil {
-			errs = append(errs, dp.Detach(ifc))
-		}
-	}
-	errs = append(errs, dp.Unpin(), os.Remove(cfg.BPFFS))
-	return errors.Join(errs...)
+	defer unlock()
+	return xdp.RemovePinned(cfg.BPFFS)
 }
 
 func (d *Daemon) setForwarding(cfg *config.Config) error {
-	fc := xdp.Config{}
+	fc := lb.Forwarding{}
 	if cfg.Encap.Source4 != "" {
 		fc.Source4 = netip.MustParsePrefix(cfg.Encap.Source4)
 	}
@@ -250,7 +283,7 @@ func (d *Daemon) setForwarding(cfg *config.Config) error {
 	d.mu.Lock()
 	d.nextHop = fc.NextHopMAC
 	d.mu.Unlock()
-	return d.dp.SetConfig(fc)
+	return d.dp.SetForwarding(fc)
 }
 
 func (d *Daemon) resolveLoop(ctx context.Context) error {
@@ -277,9 +310,6 @@ func (d *Daemon) resolveLoop(ctx context.Context) error {
 	}
 }
 
-// healthKey is the prober's key of a VIP's backend.
-func healthKey(k lb.BackendKey) string { return k.String() }
-
 func (d *Daemon) setHealthTargets(cfg *config.Config) error {
 	var targets []health.Target
 	for _, v := range cfg.VIPs {
@@ -304,7 +334,7 @@ func (d *Daemon) setHealthTargets(cfg *config.Config) error {
 			}
 			addr := netip.MustParseAddr(b.Address).Unmap()
 			targets = append(targets, health.Target{
-				Key:  healthKey(lb.BackendKey{VIP: v.Name, Backend: addr}),
+				Key:  lb.BackendKey{VIP: v.Name, Backend: addr}.String(),
 				Addr: netip.AddrPortFrom(addr, uint16(port)), Checker: ch, Config: hc,
 			})
 		}
@@ -325,17 +355,13 @@ func mergeHealth(h *config.Health, o config.Health) {
 
 func (d *Daemon) onHealth(t health.Transition) {
 	d.m.healthTransitions.Inc()
-	d.mu.Lock()
-	cfg := d.cfg
-	d.mu.Unlock()
-	for _, v := range cfg.VIPs {
-		for _, b := range v.Backends {
-			k := lb.BackendKey{VIP: v.Name, Backend: netip.MustParseAddr(b.Address).Unmap()}
-			if healthKey(k) == t.Key {
-				d.ctrl.SetHealth(k, t.Up)
-				return
-			}
-		}
+	k, err := lb.ParseBackendKey(t.Key)
+	if err != nil {
+		d.log.Error("health transition for an unknown key", "key", t.Key, "error", err)
+		return
+	}
+	if !d.ctrl.SetHealth(k, t.Up) {
+		d.log.Debug("health transition for a removed backend ignored", "key", t.Key)
 	}
 }
 
@@ -355,12 +381,19 @@ func (d *Daemon) onApply(r lb.ApplyResult) {
 
 // Reload re-reads the configuration file. A configuration that does not validate, or
 // changes something only a restart can change, is rejected and the running one stays.
+// Reloads run one at a time.
 func (d *Daemon) Reload() error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	cfg, err := config.Load(d.opts.ConfigPath)
+	var spec lb.Spec
 	if err == nil {
 		d.mu.Lock()
 		err = needsRestart(d.cfg, cfg)
 		d.mu.Unlock()
+	}
+	if err == nil {
+		spec, err = specFromConfig(cfg)
 	}
 	res := reloadResult{At: time.Now(), OK: err == nil}
 	if err != nil {
@@ -371,42 +404,22 @@ func (d *Daemon) Reload() error {
 		d.mu.Unlock()
 		return fmt.Errorf("%w: %w", admin.ErrBadRequest, err)
 	}
-	if err := d.setHealthTargets(cfg); err != nil {
-		return err
-	}
 	d.mu.Lock()
 	d.cfg, d.reload = cfg, res
 	d.mu.Unlock()
+	// The controller learns the new backends before the prober does: a report from a
+	// check that is about to stop is then ignored, and a backend added back starts
+	// healthy on both sides.
+	d.ctrl.SetSpec(spec)
+	if err := d.setHealthTargets(cfg); err != nil {
+		d.log.Error("health checks", "error", err)
+	}
 	if err := d.setForwarding(cfg); err != nil {
 		d.log.Warn("update forwarding settings", "error", err)
 	}
 	d.m.reloads.WithLabelValues("applied").Inc()
-	d.ctrl.SetConfig(cfg)
-	if cfg.BGP.Enabled {
-		// bgp.communities is not part of the desired state: announce again to apply it.
-		d.ctrl.Reannounce()
-	}
 	d.log.Info("configuration reloaded", "vips", len(cfg.VIPs))
 	return nil
-}
-
-func needsRestart(old, cur *config.Config) error {
-	var errs []error
-	if !reflect.DeepEqual(old.Interfaces, cur.Interfaces) {
-		errs = append(errs, fmt.Errorf("interfaces: changed from %v to %v: needs a restart", old.Interfaces, cur.Interfaces))
-	}
-	if old.XDP != cur.XDP {
-		errs = append(errs, fmt.Errorf("xdp: changed from %+v to %+v: needs a restart", old.XDP, cur.XDP))
-	}
-	ob, cb := old.BGP, cur.BGP
-	ob.Communities, cb.Communities = nil, nil
-	if !reflect.DeepEqual(ob, cb) {
-		errs = append(errs, errors.New("bgp: changes other than communities need a restart"))
-	}
-	if old.BPFFS != cur.BPFFS || old.Dataplane != cur.Dataplane || old.Admin != cur.Admin || old.StateFile != cur.StateFile {
-		errs = append(errs, errors.New("bpffs, dataplane, admin and state_file: changes need a restart"))
-	}
-	return errors.Join(errs...)
 }
 
 // Ready is true after the first successful apply.
@@ -416,59 +429,32 @@ func (d *Daemon) Ready() bool {
 	return d.ready
 }
 
-// findBackend resolves a VIP (by name or key string) and backend address in the running
-// configuration.
-func (d *Daemon) findBackend(vip, backend string) (lb.BackendKey, error) {
+// mutate changes one override through the controller: saved to the state file first,
+// so a failure changes nothing.
+func (d *Daemon) mutate(vip, backend string, f func(*lb.Override)) error {
 	addr, err := netip.ParseAddr(backend)
 	if err != nil {
-		return lb.BackendKey{}, fmt.Errorf("%w: backend %q is not an address", admin.ErrBadRequest, backend)
+		return fmt.Errorf("%w: backend %q is not an address", admin.ErrBadRequest, backend)
 	}
-	addr = addr.Unmap()
-	for _, v := range d.cfg.VIPs {
-		if v.Name != vip && vipKeyString(v) != vip {
-			continue
-		}
-		for _, b := range v.Backends {
-			if netip.MustParseAddr(b.Address).Unmap() == addr {
-				return lb.BackendKey{VIP: v.Name, Backend: addr}, nil
-			}
-		}
-		return lb.BackendKey{}, fmt.Errorf("%w: vip %s has no backend %s", admin.ErrNotFound, vip, addr)
+	k, err := d.ctrl.Snapshot().Spec.Find(vip, addr)
+	if err != nil {
+		return fmt.Errorf("%w: %w", admin.ErrNotFound, err)
 	}
-	return lb.BackendKey{}, fmt.Errorf("%w: no vip %q", admin.ErrNotFound, vip)
-}
-
-func vipKeyString(v config.VIP) string {
-	p, _ := lb.ParseProto(v.Protocol)
-	return lb.VIPKey{Addr: netip.MustParseAddr(v.Address).Unmap(), Port: uint16(v.Port), Proto: p}.String()
-}
-
-// mutate changes one override: saved to the state file first, so a failure changes
-// nothing, then handed to the controller.
-func (d *Daemon) mutate(vip, backend string, f func(*lb.Override)) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	k, err := d.findBackend(vip, backend)
+	stateFile := d.cfg.StateFile
+	d.mu.Unlock()
+	o, err := d.ctrl.UpdateOverride(k, f, func(next lb.Overrides) error { return saveOverrides(stateFile, next) })
+	if errors.Is(err, lb.ErrNoBackend) {
+		return fmt.Errorf("%w: %w", admin.ErrNotFound, err)
+	}
 	if err != nil {
 		return err
 	}
-	next := make(lb.Overrides, len(d.overrides)+1)
-	for kk, o := range d.overrides {
-		next[kk] = o
+	weight := "configured"
+	if o.Weight != nil {
+		weight = strconv.FormatUint(uint64(*o.Weight), 10)
 	}
-	o := next[k]
-	f(&o)
-	if o == (lb.Override{}) {
-		delete(next, k)
-	} else {
-		next[k] = o
-	}
-	if err := saveOverrides(d.cfg.StateFile, next); err != nil {
-		return err
-	}
-	d.overrides = next
-	d.ctrl.SetOverrides(next)
-	d.log.Info("override changed", "vip", k.VIP, "backend", k.Backend, "drain", o.Drain, "weight", o.Weight)
+	d.log.Info("override changed", "vip", k.VIP, "backend", k.Backend, "drain", o.Drain, "weight", weight)
 	return nil
 }
 

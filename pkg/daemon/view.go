@@ -3,13 +3,12 @@ package daemon
 import (
 	"context"
 	"time"
-
-	"github.com/l4lb/l4lb/pkg/lb"
 )
 
 // View is /v1/state: everything an operator asks about a node.
 type View struct {
 	Mode       string            `json:"mode"`
+	ModeReason string            `json:"mode_reason"`
 	Interfaces map[string]string `json:"interfaces"`
 	NextHop    string            `json:"next_hop"`
 	Ready      bool              `json:"ready"`
@@ -54,9 +53,10 @@ type BackendView struct {
 func (d *Daemon) State() any { return d.view() }
 
 func (d *Daemon) view() View {
-	st, last, _ := d.ctrl.State()
+	snap := d.ctrl.Snapshot()
+	info := d.dp.Info()
 	d.mu.Lock()
-	v := View{Mode: "xdp", Interfaces: map[string]string{}, Ready: d.ready, NextHop: d.nextHop.String()}
+	v := View{Mode: info.Mode, ModeReason: info.Reason, Interfaces: map[string]string{}, Ready: d.ready, NextHop: d.nextHop.String()}
 	for k, m := range d.links {
 		v.Interfaces[k] = m
 	}
@@ -68,28 +68,26 @@ func (d *Daemon) view() View {
 	if v.NextHop == "" {
 		v.NextHop = "(back to sender)"
 	}
+	last := snap.Last
 	v.LastApply = ApplyView{At: last.At, DurationMS: float64(last.Duration.Microseconds()) / 1000}
 	if last.Err != nil {
 		v.LastApply.Error = last.Err.Error()
 	}
-	ids, _ := d.dp.VIPs()
-	for _, vs := range st.VIPs {
-		vv := VIPView{Name: vs.Name, Key: vs.VIP.Key.String(), Up: vs.Up}
-		if id, ok := ids[vs.VIP.Key]; ok {
-			if c, err := d.dp.VIPCounters(id); err == nil {
-				vv.Packets, vv.Bytes, vv.NewFlows = c.Packets, c.Bytes, c.NewFlows
-			}
-		}
+	counters, err := d.dp.Counters()
+	if err != nil {
+		d.log.Warn("read counters", "error", err)
+	}
+	for _, vs := range snap.State.VIPs {
+		c := counters.VIPs[vs.VIP.Key]
+		vv := VIPView{Name: vs.Name, Key: vs.VIP.Key.String(), Up: vs.Up, Packets: c.Packets, Bytes: c.Bytes, NewFlows: c.NewFlows}
 		for _, b := range vs.Backends {
-			bv := BackendView{Address: b.Addr.String(), ID: b.ID, Weight: b.Weight, ConfigWeight: b.ConfigWeight, Healthy: b.Healthy, Drained: b.Drained}
-			if c, err := d.dp.BackendCounters(b.ID); err == nil {
-				bv.Packets, bv.Bytes = c.Packets, c.Bytes
-			}
-			vv.Backends = append(vv.Backends, bv)
+			bc := counters.Backends[b.ID]
+			vv.Backends = append(vv.Backends, BackendView{Address: b.Addr.String(), ID: b.ID, Weight: b.Weight,
+				ConfigWeight: b.ConfigWeight, Healthy: b.Healthy, Drained: b.Drained, Packets: bc.Packets, Bytes: bc.Bytes})
 		}
 		v.VIPs = append(v.VIPs, vv)
 	}
-	v.Counters, _ = d.dp.Stats()
+	v.Counters = counters.Global
 	if d.ann != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -97,5 +95,3 @@ func (d *Daemon) view() View {
 	}
 	return v
 }
-
-var _ = lb.State{}
