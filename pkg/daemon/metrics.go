@@ -36,7 +36,7 @@ func newMetrics(reg *prometheus.Registry, d *Daemon) *metrics {
 		events:            prometheus.NewDesc("l4lb_xdp_packets_total", "XDP program outcomes by counter name.", []string{"counter"}, nil),
 		drops:             prometheus.NewDesc("l4lb_drops_total", "Packets dropped by reason.", []string{"reason"}, nil),
 		conntrack:         prometheus.NewDesc("l4lb_conntrack_lookups_total", "Conntrack lookups by result (hit, miss, rehash, udp_expired).", []string{"result"}, nil),
-		mode:              prometheus.NewDesc("l4lb_dataplane_info", "The data plane mode in use (1).", []string{"mode"}, nil),
+		mode:              prometheus.NewDesc("l4lb_dataplane_info", "The data plane mode in use and why it was chosen (1).", []string{"mode", "reason"}, nil),
 		bgpUp:             prometheus.NewDesc("l4lb_bgp_session_up", "1 while the BGP session to the peer is established.", []string{"peer"}, nil),
 		bgpChanges:        prometheus.NewDesc("l4lb_bgp_session_changes_total", "BGP session state changes per peer.", []string{"peer"}, nil),
 		bgpAnnounced:      prometheus.NewDesc("l4lb_bgp_announced_prefixes", "VIP prefixes announced now.", nil, nil),
@@ -56,7 +56,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 // Collect reads the per-CPU maps at scrape time.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	v := m.d.view()
-	ch <- prometheus.MustNewConstMetric(m.mode, prometheus.GaugeValue, 1, v.Mode)
+	ch <- prometheus.MustNewConstMetric(m.mode, prometheus.GaugeValue, 1, v.Mode, v.ModeReason)
 	seen := map[string]bool{}
 	for _, vip := range v.VIPs {
 		ch <- prometheus.MustNewConstMetric(m.vipPackets, prometheus.CounterValue, float64(vip.Packets), vip.Name)
