@@ -25,9 +25,18 @@ import (
 	"github.com/l4lb/l4lb/testbed"
 )
 
-// newBed builds the binaries and brings a testbed with unique namespace names up; it is
-// removed when the test ends.
+// newBed builds the binaries and brings a testbed with unique namespace names up, its LB
+// nodes on the committed configs; it is removed when the test ends.
 func newBed(t *testing.T) *testbed.Bed {
+	conf, err := filepath.Abs("../conf/testbed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newBedWith(t, func(lb string) (string, []string) { return filepath.Join(conf, lb+".yaml"), nil })
+}
+
+// newBedWith is newBed with the LB nodes' configs from lbConfig.
+func newBedWith(t *testing.T, lbConfig func(lb string) (string, []string)) *testbed.Bed {
 	testutil.RequirePrivileged(t)
 	testutil.RequireCommands(t, "ip", "ethtool", "sysctl", "bird", "birdc", "curl", "iperf3", "go")
 	dir := t.TempDir()
@@ -37,10 +46,6 @@ func newBed(t *testing.T) *testbed.Bed {
 			t.Fatalf("build %s: %v\n%s", c, err, out)
 		}
 	}
-	conf, err := filepath.Abs("../conf/testbed")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var r [3]byte
 	if _, err := rand.Read(r[:]); err != nil {
 		t.Fatal(err)
@@ -49,7 +54,7 @@ func newBed(t *testing.T) *testbed.Bed {
 		Prefix: "l4lbt" + hex.EncodeToString(r[:]) + "-",
 		Dir:    filepath.Join(dir, "bed"),
 		L4LB:   filepath.Join(dir, "l4lb"), Self: filepath.Join(dir, "testbed"),
-		LBConfig: func(lb string) (string, []string) { return filepath.Join(conf, lb+".yaml"), nil },
+		LBConfig: lbConfig,
 	})
 	t.Cleanup(func() {
 		if t.Failed() {

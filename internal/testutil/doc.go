@@ -1,3 +1,3 @@
-// Package testutil holds helpers for privileged tests: the privilege gate and network
-// namespaces.
+// Package testutil holds helpers for privileged tests: the privilege gate, network
+// namespaces and a recorder of requests made while a test changes the system.
 package testutil

@@ -122,19 +122,8 @@ func newBed(t *testing.T) *bed {
 		t.Fatal(err)
 	}
 	b.cfgPath = filepath.Join(b.dir, "l4lb.yaml")
-	cfg := fmt.Sprintf(`interfaces: [l0]
-bpffs: %s/l4lb
-state_file: %s/state.json
-encap:
-  source4: 192.0.2.192/26
-xdp:
-  mtu: 1600
-admin:
-  listen: 127.0.0.1:9100
-  token_file: %s
-vips:
-  - name: web
-    address: %[4]s
+	b.writeConfig(t, fmt.Sprintf(`  - name: web
+    address: %[1]s
     port: 80
     protocol: tcp
     health: {type: http, interval: 100ms, timeout: 100ms, rise: 2, fall: 2}
@@ -143,7 +132,7 @@ vips:
       - address: 203.0.113.34
       - address: 203.0.113.50
   - name: echo
-    address: %[4]s
+    address: %[1]s
     port: 7
     protocol: tcp
     health: {type: tcp, interval: 100ms, timeout: 100ms}
@@ -151,10 +140,7 @@ vips:
       - address: 203.0.113.18
       - address: 203.0.113.34
       - address: 203.0.113.50
-`, fs, b.dir, tok, vip)
-	if err := os.WriteFile(b.cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, vip))
 	var err error
 	b.logs, err = os.Create(filepath.Join(b.dir, "l4lb.log"))
 	if err != nil {
@@ -167,6 +153,27 @@ vips:
 		}
 	})
 	return b
+}
+
+// writeConfig writes the daemon's config file: the bed's fixed settings, then vips (the
+// YAML list under "vips:"). A running daemon reads it on reload.
+func (b *bed) writeConfig(t testing.TB, vips string) {
+	t.Helper()
+	cfg := fmt.Sprintf(`interfaces: [l0]
+bpffs: %s/l4lb
+state_file: %s/state.json
+encap:
+  source4: 192.0.2.192/26
+xdp:
+  mtu: 1600
+admin:
+  listen: 127.0.0.1:9100
+  token_file: %s
+vips:
+%s`, filepath.Join(b.dir, "bpffs"), b.dir, filepath.Join(b.dir, "token"), vips)
+	if err := os.WriteFile(b.cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (s *backendServer) start(t *testing.T, ns *testutil.NetNS) {
