@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/l4lb/l4lb/internal/limits"
 )
 
 type vipKey struct {
@@ -16,10 +18,13 @@ type vipKey struct {
 	proto string
 }
 
-// Table limits of the XDP data plane (bpf/lb_consts.h).
+// Table limits of the XDP data plane, from internal/limits (which bpf/lb_consts.h matches).
 const (
-	MaxVIPs     = 1024
-	MaxBackends = 4095
+	// MaxVIPs is how many VIPs a configuration may have.
+	MaxVIPs = limits.MaxVIPs
+	// MaxBackends is how many distinct backend addresses a configuration may have (backend
+	// ids 1..MaxBackends; the backends map has one slot more, id 0 being reserved).
+	MaxBackends = limits.MaxBackends
 )
 
 // Validate checks a configuration without touching the system. It is pure: the same
