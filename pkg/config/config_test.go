@@ -24,6 +24,16 @@ vips:
       - address: 198.51.100.11
 `
 
+// bgpOn is a valid bgp section to append to base; its last line is line 18.
+const bgpOn = `bgp:
+  enabled: true
+  local_asn: 65001
+  router_id: 192.0.2.2
+  peers:
+    - address: 192.0.2.1
+      asn: 65000
+`
+
 func noEnv(string) (string, bool) { return "", false }
 
 func TestExampleConfigIsValid(t *testing.T) {
@@ -66,7 +76,12 @@ func TestProblems(t *testing.T) {
 		{"bad mac", base + "nexthop:\n  mac: zz\n", []string{`t.yaml:13: nexthop.mac: "zz" is not an Ethernet MAC address`}},
 		{"bad prefix", strings.Replace(base, "192.0.2.0/24", "192.0.2.0/33", 1), []string{`t.yaml:3: encap.source4: "192.0.2.0/33" is not an ipv4 prefix`}},
 		{"v6 prefix for v4", strings.Replace(base, "192.0.2.0/24", "2001:db8::/64", 1), []string{`t.yaml:3: encap.source4: "2001:db8::/64" is not an ipv4 prefix`}},
-		{"ring size not prime", base + "xdp:\n  ring_size: 65536\n", []string{"t.yaml:13: xdp.ring_size: 65536: want a prime of at least 257 (default 65537)"}},
+		{"ring size not prime", base + "xdp:\n  ring_size: 65536\n", []string{"t.yaml:13: xdp.ring_size: 65536: want a prime from 257 to 1048573 (default 65537)"}},
+		{"ring size too small", base + "xdp:\n  ring_size: 251\n", []string{"t.yaml:13: xdp.ring_size: 251: want a prime from 257 to 1048573 (default 65537)"}},
+		{"ring size a prime above the maximum", base + "xdp:\n  ring_size: 1048583\n", []string{"t.yaml:13: xdp.ring_size: 1048583: want a prime from 257 to 1048573 (default 65537)"}},
+		{"ring size the largest uint32 prime", base + "xdp:\n  ring_size: 4294967291\n", []string{"t.yaml:13: xdp.ring_size: 4294967291: want a prime from 257 to 1048573 (default 65537)"}},
+		{"conntrack too small", base + "xdp:\n  conntrack_size: 1000\n", []string{"t.yaml:13: xdp.conntrack_size: 1000: want 1024 to 67108864 (the table is allocated at load time, about 120 bytes per entry)"}},
+		{"conntrack too big", base + "xdp:\n  conntrack_size: 134217728\n", []string{"t.yaml:13: xdp.conntrack_size: 134217728: want 1024 to 67108864 (the table is allocated at load time, about 120 bytes per entry)"}},
 		{"bad mtu", base + "xdp:\n  mtu: 100\n", []string{"t.yaml:13: xdp.mtu: 100: want 576 to 65535"}},
 		{"bad admin listen", base + "admin:\n  listen: nope\n", []string{`t.yaml:13: admin.listen: "nope": want host:port`}},
 		{"duplicate vip", base + "  - name: web2\n    address: 203.0.113.10\n    port: 80\n    protocol: tcp\n    backends:\n      - address: 198.51.100.12\n",
@@ -91,6 +106,11 @@ func TestProblems(t *testing.T) {
 		{"bad bgp", base + "bgp:\n  enabled: true\n  router_id: 2001:db8::1\n  peers:\n    - address: x\n      hold_time: 1s\n",
 			[]string{"t.yaml:12: bgp.local_asn: required when bgp is enabled", `t.yaml:14: bgp.router_id: "2001:db8::1": want an ipv4 address`,
 				`t.yaml:16: bgp.peers[0].address: "x" is not an IP address`, "t.yaml:16: bgp.peers[0].asn: required", "t.yaml:17: bgp.peers[0].hold_time: 1s: want 0 or at least 3s"}},
+		{"bgp listen port too big", base + bgpOn + "  listen_port: 99999\n", []string{"t.yaml:19: bgp.listen_port: 99999: want -1 (do not listen), 0 (179) or a port up to 65535"}},
+		{"bgp listen port below -1", base + bgpOn + "  listen_port: -2\n", []string{"t.yaml:19: bgp.listen_port: -2: want -1 (do not listen), 0 (179) or a port up to 65535"}},
+		{"bgp peer port too big", strings.Replace(base+bgpOn, "asn: 65000\n", "asn: 65000\n      port: 65536\n", 1), []string{"t.yaml:19: bgp.peers[0].port: 65536: want 1 to 65535 (0: 179)"}},
+		{"health port too big", base + "    health:\n      type: tcp\n      port: 65536\n", []string{"t.yaml:14: vips[0].health.port: 65536: want 0 (the vip's port) to 65535"}},
+		{"backend health port negative", base + "        health:\n          port: -1\n", []string{"t.yaml:13: vips[0].backends[0].health.port: -1: want 0 (the vip's port) to 65535"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("t.yaml", []byte(tc.yaml), noEnv)
@@ -106,6 +126,15 @@ func TestProblems(t *testing.T) {
 				t.Errorf("problems (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestIsPrime(t *testing.T) {
+	for n, want := range map[uint32]bool{0: false, 1: false, 2: true, 3: true, 4: false, 257: true, 65536: false, 65537: true,
+		1048573: true, 1048575: false, 4294967291: true, 4294967295: false, 65521 * 65521: false, 4294836225: false} {
+		if got := isPrime(n); got != want {
+			t.Errorf("isPrime(%d) = %v, want %v", n, got, want)
+		}
 	}
 }
 

@@ -69,11 +69,12 @@ func Validate(c *Config) []Problem {
 	}
 	src4, src6 := checkPrefix(c.Encap.Source4, true, "encap.source4", bad), checkPrefix(c.Encap.Source6, false, "encap.source6", bad)
 
-	if !isPrime(c.XDP.RingSize) || c.XDP.RingSize < 257 {
-		bad("xdp.ring_size", "%d: want a prime of at least 257 (default 65537)", c.XDP.RingSize)
+	if n := c.XDP.RingSize; n < limits.MinRingSize || n > limits.MaxRingSize || !isPrime(n) {
+		bad("xdp.ring_size", "%d: want a prime from %d to %d (default %d)", n, limits.MinRingSize, limits.MaxRingSize, limits.DefaultRingSize)
 	}
-	if c.XDP.ConntrackSize < 1024 {
-		bad("xdp.conntrack_size", "%d: want at least 1024", c.XDP.ConntrackSize)
+	if n := c.XDP.ConntrackSize; n < limits.MinConntrackSize || n > limits.MaxConntrackSize {
+		bad("xdp.conntrack_size", "%d: want %d to %d (the table is allocated at load time, about %d bytes per entry)",
+			n, limits.MinConntrackSize, limits.MaxConntrackSize, limits.ConntrackEntryBytes)
 	}
 	if c.XDP.UDPTimeout <= 0 {
 		bad("xdp.udp_timeout", "must be positive")
@@ -232,6 +233,9 @@ func validateBGP(b *BGP, bad func(string, string, ...any)) {
 	if a, err := netip.ParseAddr(b.RouterID); err != nil || !a.Is4() {
 		bad("bgp.router_id", "%q: want an ipv4 address", b.RouterID)
 	}
+	if b.ListenPort < -1 || b.ListenPort > 65535 {
+		bad("bgp.listen_port", "%d: want -1 (do not listen), 0 (179) or a port up to 65535", b.ListenPort)
+	}
 	if len(b.Peers) == 0 {
 		bad("bgp.peers", "at least one peer is required when bgp is enabled")
 	}
@@ -279,12 +283,13 @@ func ParseCommunity(s string) (uint32, error) {
 	return uint32(hi)<<16 | uint32(lo), nil
 }
 
+// isPrime is trial division in 64 bits: i*i must not overflow near the top of uint32.
 func isPrime(n uint32) bool {
 	if n < 2 {
 		return false
 	}
-	for i := uint32(2); i*i <= n; i++ {
-		if n%i == 0 {
+	for i := uint64(2); i*i <= uint64(n); i++ {
+		if uint64(n)%i == 0 {
 			return false
 		}
 	}
