@@ -96,6 +96,14 @@ func Validate(c *Config) []Problem {
 	names := map[string]int{}
 	keys := map[vipKey]int{}
 	backends := map[netip.Addr]bool{}
+	vipAddrs := map[netip.Addr]int{} // address -> first vip that has it
+	for i, v := range c.VIPs {
+		if a, err := netip.ParseAddr(v.Address); err == nil {
+			if _, ok := vipAddrs[a.Unmap()]; !ok {
+				vipAddrs[a.Unmap()] = i
+			}
+		}
+	}
 	for i, v := range c.VIPs {
 		f := fmt.Sprintf("vips[%d]", i)
 		if v.Name == "" {
@@ -108,6 +116,8 @@ func Validate(c *Config) []Problem {
 		addr, err := netip.ParseAddr(v.Address)
 		if err != nil {
 			bad(f+".address", "%q is not an IP address", v.Address)
+		} else if why := unusable(addr); why != "" {
+			bad(f+".address", "%s %s: a vip must be a unicast address routed to this node", v.Address, why)
 		}
 		proto := strings.ToLower(v.Protocol)
 		if proto != "tcp" && proto != "udp" {
@@ -148,6 +158,11 @@ func Validate(c *Config) []Problem {
 			}
 			seen[ba] = j
 			backends[ba] = true
+			if why := unusable(ba); why != "" {
+				bad(bf+".address", "%s %s: a backend must be a unicast address routed from this node", b.Address, why)
+			} else if k, ok := vipAddrs[ba]; ok {
+				bad(bf+".address", "%s is the address of vips[%d] (%s): encapsulated packets would come back to the load balancer", ba, k, c.VIPs[k].Name)
+			}
 			if b.Weight != nil && (*b.Weight < 0 || *b.Weight > MaxWeight) {
 				bad(bf+".weight", "%d: want 0 (drained) to %d", *b.Weight, MaxWeight)
 			}
@@ -169,6 +184,35 @@ func Validate(c *Config) []Problem {
 		bad("vips", "%d distinct backends: at most %d", len(backends), MaxBackends)
 	}
 	return ps
+}
+
+var (
+	broadcast   = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
+)
+
+// unusable says why a is no address that traffic can be load-balanced to or from, or ""
+// if it is a unicast address that can be routed.
+func unusable(a netip.Addr) string {
+	if z := a.Zone(); z != "" {
+		return "has a zone (%" + z + ")"
+	}
+	a = a.Unmap()
+	switch {
+	case a.IsUnspecified():
+		return "is the unspecified address"
+	case a == broadcast:
+		return "is the broadcast address"
+	case thisNetwork.Contains(a):
+		return "is in 0.0.0.0/8 (this network)"
+	case a.IsLoopback():
+		return "is a loopback address"
+	case a.IsMulticast():
+		return "is a multicast address"
+	case a.IsLinkLocalUnicast():
+		return "is a link-local address"
+	}
+	return ""
 }
 
 func checkPrefix(s string, v4 bool, field string, bad func(string, string, ...any)) bool {
@@ -230,8 +274,8 @@ func validateBGP(b *BGP, bad func(string, string, ...any)) {
 	if b.LocalASN == 0 {
 		bad("bgp.local_asn", "required when bgp is enabled")
 	}
-	if a, err := netip.ParseAddr(b.RouterID); err != nil || !a.Is4() {
-		bad("bgp.router_id", "%q: want an ipv4 address", b.RouterID)
+	if a, err := netip.ParseAddr(b.RouterID); err != nil || !a.Is4() || a.IsUnspecified() {
+		bad("bgp.router_id", "%q: want a non-zero ipv4 address", b.RouterID)
 	}
 	if b.ListenPort < -1 || b.ListenPort > 65535 {
 		bad("bgp.listen_port", "%d: want -1 (do not listen), 0 (179) or a port up to 65535", b.ListenPort)
@@ -241,8 +285,12 @@ func validateBGP(b *BGP, bad func(string, string, ...any)) {
 	}
 	for i, p := range b.Peers {
 		f := fmt.Sprintf("bgp.peers[%d]", i)
-		if _, err := netip.ParseAddr(p.Address); err != nil {
+		if a, err := netip.ParseAddr(p.Address); err != nil {
 			bad(f+".address", "%q is not an IP address", p.Address)
+		} else if a = a.Unmap(); a.IsUnspecified() || a.IsMulticast() || a == broadcast {
+			// Loopback (a local router, tests) and link-local (an IPv6 session on the
+			// link, with a zone) are fine for a BGP session.
+			bad(f+".address", "%s %s: want the peer's unicast address", p.Address, unusable(a))
 		}
 		if p.ASN == 0 {
 			bad(f+".asn", "required")
