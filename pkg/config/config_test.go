@@ -60,6 +60,16 @@ func TestDefaultsAndEnvironment(t *testing.T) {
 	}
 }
 
+func TestProblemFromEnvironment(t *testing.T) {
+	env := map[string]string{"L4LB_XDP_MTU": "100", "L4LB_DRAIN_DELAY": "soon"}
+	_, err := Parse("t.yaml", []byte(base+"xdp:\n  mtu: 1500\n"), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	want := "t.yaml:1: drain_delay: time: invalid duration (set by L4LB_DRAIN_DELAY)\n" +
+		"t.yaml:13: xdp.mtu: 100: want 576 to 65535 (set by L4LB_XDP_MTU)"
+	if err == nil || err.Error() != want {
+		t.Errorf("error:\n%v\nwant:\n%s", err, want)
+	}
+}
+
 // TestProblems: each bad input gives exactly the listed problems, with their lines.
 func TestProblems(t *testing.T) {
 	for _, tc := range []struct {
@@ -70,7 +80,21 @@ func TestProblems(t *testing.T) {
 		{"unknown key", base + "bogus: 1\n", []string{"t.yaml:12: bogus: unknown key"}},
 		{"unknown nested key", strings.Replace(base, "    port: 80\n", "    port: 80\n    prot: 1\n", 1), []string{"t.yaml:9: vips[0].prot: unknown key"}},
 		{"yaml syntax", "interfaces: [eth0\n", []string{"t.yaml:1: yaml: line 1: did not find expected ',' or ']'"}},
-		{"no interfaces", strings.Replace(base, "interfaces: [eth0]\n", "", 1), []string{"t.yaml: interfaces: at least one interface is required"}},
+		{"no interfaces", strings.Replace(base, "interfaces: [eth0]\n", "", 1), []string{"t.yaml:1: interfaces: at least one interface is required"}},
+		{"null interfaces", strings.Replace(base, "interfaces: [eth0]\n", "interfaces:\n", 1), []string{"t.yaml:1: interfaces: at least one interface is required"}},
+		{"interfaces as a single value", strings.Replace(base, "interfaces: [eth0]\n", "interfaces: l0\n", 1), []string{`t.yaml:1: interfaces: "l0": want a list, e.g. [l0]`}},
+		{"communities as a single value", base + "    communities: 65001:100\n", []string{`t.yaml:12: vips[0].communities: "65001:100": want a list, e.g. [65001:100]`}},
+		{"vips as a mapping", "interfaces: [eth0]\nvips:\n  name: web\n", []string{"t.yaml:2: vips: want a list (- items), not a mapping"}},
+		{"section as a single value", base + "xdp: 5\n", []string{`t.yaml:12: xdp: "5": want a mapping of keys`}},
+		{"section as a list", base + "xdp: [1, 2]\n", []string{"t.yaml:12: xdp: want a mapping of keys, not a list"}},
+		{"backend as a single value", base + "      - 198.51.100.12\n", []string{`t.yaml:12: vips[0].backends[1]: "198.51.100.12": want a mapping of keys`}},
+		{"value as a list", base + "admin:\n  listen: [127.0.0.1:9100]\n", []string{"t.yaml:13: admin.listen: want a single value, not a list"}},
+		{"value as a mapping", base + "drain_delay: {s: 5}\n", []string{"t.yaml:12: drain_delay: want a single value, not a mapping"}},
+		{"top level a list", "- interfaces: [eth0]\n", []string{"t.yaml:1: want a mapping of keys at the top of the file, not a list"}},
+		{"empty file", "", []string{"t.yaml:1: the file is empty: at least interfaces is required"}},
+		{"only comments", "# nothing here\n\n", []string{"t.yaml:1: the file is empty: at least interfaces is required"}},
+		{"null document", "~\n", []string{"t.yaml:1: the file is empty: at least interfaces is required"}},
+		{"bgp without peers", base + "bgp:\n  enabled: true\n  local_asn: 1\n  router_id: 192.0.2.1\n", []string{"t.yaml:12: bgp.peers: at least one peer is required when bgp is enabled"}},
 		{"bad dataplane", base + "dataplane: dpdk\n", []string{`t.yaml:12: dataplane: "dpdk": want xdp`}},
 		{"relative bpffs", base + "bpffs: fs/bpf\n", []string{`t.yaml:12: bpffs: "fs/bpf": want an absolute path`}},
 		{"bad mac", base + "nexthop:\n  mac: zz\n", []string{`t.yaml:13: nexthop.mac: "zz" is not an Ethernet MAC address`}},
