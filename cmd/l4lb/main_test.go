@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -34,5 +36,40 @@ func TestDecapRejectsBadInput(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want it to mention %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const cfg = "interfaces: [eth0]\nencap: {source4: 192.0.2.0/24}\nvips:\n  - {name: web, address: 203.0.113.10, port: 80, protocol: tcp, backends: [{address: 198.51.100.11}]}\n"
+	for _, tc := range []struct {
+		name, yaml string
+		wantErr    bool
+		wantOut    []string
+	}{
+		{name: "ok", yaml: cfg, wantOut: []string{"ok.yaml: ok (1 vips)"}},
+		{name: "warnings", yaml: cfg + "admin: {listen: 0.0.0.0:9100, token_file: /etc/l4lb/token}\n",
+			wantOut: []string{"warnings.yaml:5: warning: admin.listen: 0.0.0.0:9100 is not a loopback address", "warnings.yaml: ok (1 vips, 1 warning(s))"}},
+		{name: "problems", yaml: "interfaces: l0\n", wantErr: true, wantOut: []string{`problems.yaml:1: interfaces: "l0": want a list, e.g. [l0]`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := write(strings.ReplaceAll(tc.name, " ", "")+".yaml", tc.yaml)
+			out, err := run("check", "-c", path)
+			if (err != nil) != tc.wantErr {
+				t.Errorf("error %v, want error: %v", err, tc.wantErr)
+			}
+			for _, w := range tc.wantOut {
+				if !strings.Contains(out, dir+"/"+w) {
+					t.Errorf("output %q does not contain %q", out, dir+"/"+w)
+				}
+			}
+		})
 	}
 }

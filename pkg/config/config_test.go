@@ -208,3 +208,73 @@ func TestParseCommunity(t *testing.T) {
 		}
 	}
 }
+
+// TestWarnings: a valid configuration gives exactly the listed warnings, with their lines.
+func TestWarnings(t *testing.T) {
+	const open = "anyone who can reach it reads /v1/state and /metrics, and the API speaks plain HTTP"
+	const noToken = "t.yaml:12: admin.token_file: not set while admin.listen is not a loopback address: nothing on a network-facing API is authenticated (changes are refused, reads are open)"
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"default admin", base, nil},
+		{"loopback admin", base + "admin:\n  listen: 127.0.0.53:9100\n", nil},
+		{"ipv6 loopback admin", base + "admin:\n  listen: \"[::1]:9100\"\n", nil},
+		{"localhost admin", base + "admin:\n  listen: localhost:9100\n", nil},
+		{"every address", base + "admin:\n  listen: 0.0.0.0:9100\n", []string{noToken,
+			"t.yaml:13: admin.listen: 0.0.0.0:9100 is not a loopback address: " + open +
+				" (state and metrics cross the network in clear text); listen on 127.0.0.1 and put a TLS proxy in front"}},
+		{"empty host", base + "admin:\n  listen: :9100\n", []string{noToken,
+			"t.yaml:13: admin.listen: :9100 is not a loopback address: " + open +
+				" (state and metrics cross the network in clear text); listen on 127.0.0.1 and put a TLS proxy in front"}},
+		{"public address with a token", base + "admin:\n  listen: 192.0.2.5:9100\n  token_file: /etc/l4lb/token\n", []string{
+			"t.yaml:13: admin.listen: 192.0.2.5:9100 is not a loopback address: " + open +
+				" (state, metrics and the bearer token cross the network in clear text); listen on 127.0.0.1 and put a TLS proxy in front"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "t.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, ws, err := parse("t.yaml", []byte(tc.yaml), noEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, w := range ws {
+				got = append(got, w.String())
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("warnings (-want +got):\n%s", diff)
+			}
+			// Warnings is the pure part: the same fields and messages, no place.
+			pure := Warnings(mustParse(t, tc.yaml))
+			if len(pure) != len(ws) {
+				t.Fatalf("Warnings: %d, parse: %d", len(pure), len(ws))
+			}
+			placed := map[string]string{}
+			for _, w := range ws {
+				placed[w.Field] = w.Msg
+			}
+			for _, p := range pure {
+				if msg, ok := placed[p.Field]; !ok || msg != p.Msg || p.File != "" || p.Line != 0 {
+					t.Errorf("Warnings: %+v, want the same field and message as parse's, without a place", p)
+				}
+			}
+			// LoadWithWarnings reads the same from a file.
+			if _, lw, err := LoadWithWarnings(path); err != nil || len(lw) != len(ws) {
+				t.Errorf("LoadWithWarnings: %v, %v", lw, err)
+			}
+		})
+	}
+}
+
+func mustParse(t *testing.T, y string) *Config {
+	t.Helper()
+	c, err := Parse("t.yaml", []byte(y), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

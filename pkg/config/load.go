@@ -55,30 +55,42 @@ func (ps Problems) Unwrap() error { return ErrInvalid }
 // e.g. L4LB_ADMIN_LISTEN) and validates a configuration file. On any problem it returns
 // Problems (errors.Is(err, ErrInvalid)) naming file, line and field.
 func Load(path string) (*Config, error) {
+	cfg, _, err := LoadWithWarnings(path)
+	return cfg, err
+}
+
+// LoadWithWarnings is Load that also returns the Warnings of a valid configuration, each
+// with its file and line.
+func LoadWithWarnings(path string) (*Config, Problems, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data, os.LookupEnv)
+	return parse(path, data, os.LookupEnv)
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
 // Parse is Load on bytes, with the environment given as a lookup function.
 func Parse(file string, data []byte, env func(string) (string, bool)) (*Config, error) {
+	cfg, _, err := parse(file, data, env)
+	return cfg, err
+}
+
+func parse(file string, data []byte, env func(string) (string, bool)) (*Config, Problems, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		line := 0
 		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 			line, _ = strconv.Atoi(m[1])
 		}
-		return nil, Problems{{File: file, Line: line, Msg: "yaml: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+		return nil, nil, Problems{{File: file, Line: line, Msg: "yaml: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
 	}
 	if len(root.Content) == 0 || isNull(root.Content[0]) {
-		return nil, Problems{{File: file, Line: 1, Msg: "the file is empty: at least interfaces is required"}}
+		return nil, nil, Problems{{File: file, Line: 1, Msg: "the file is empty: at least interfaces is required"}}
 	}
 	if top := root.Content[0]; top.Kind != yaml.MappingNode {
-		return nil, Problems{{File: file, Line: top.Line, Msg: "want a mapping of keys at the top of the file, not " + kindName(top)}}
+		return nil, nil, Problems{{File: file, Line: top.Line, Msg: "want a mapping of keys at the top of the file, not " + kindName(top)}}
 	}
 	lines := map[string]int{}
 	// reported: fields (and everything under them) with a problem of their own already,
@@ -96,7 +108,7 @@ func Parse(file string, data []byte, env func(string) (string, bool)) (*Config, 
 		v.SetDefault(k, d)
 	}
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-		return nil, Problems{{File: file, Line: 1, Msg: err.Error()}}
+		return nil, nil, Problems{{File: file, Line: 1, Msg: err.Error()}}
 	}
 	// Environment overrides for every scalar key viper knows (defaults and file).
 	fromEnv := map[string]string{} // key -> the variable that set it
@@ -139,9 +151,14 @@ func Parse(file string, data []byte, env func(string) (string, bool)) (*Config, 
 		probs = append(probs, envNote(p))
 	}
 	if len(probs) > 0 {
-		return nil, sorted(probs)
+		return nil, nil, sorted(probs)
 	}
-	return &cfg, nil
+	var warns Problems
+	for _, p := range Warnings(&cfg) {
+		p.File, p.Line = file, lineOf(lines, p.Field)
+		warns = append(warns, envNote(p))
+	}
+	return &cfg, sorted(warns), nil
 }
 
 func sorted(ps Problems) Problems {
