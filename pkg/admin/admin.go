@@ -3,10 +3,12 @@
 package admin
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -74,34 +76,136 @@ func New(logger *slog.Logger, node Node, token string, reg *prometheus.Registry)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /v1/state", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, node.State()) })
 	s.mux.HandleFunc("POST /v1/vips/{vip}/backends/{backend}/drain", s.auth(func(w http.ResponseWriter, r *http.Request) {
+		if err := noBody(w, r); err != nil {
+			s.result(w, err)
+			return
+		}
 		s.result(w, node.SetDrain(r.PathValue("vip"), r.PathValue("backend"), true))
 	}))
 	s.mux.HandleFunc("POST /v1/vips/{vip}/backends/{backend}/undrain", s.auth(func(w http.ResponseWriter, r *http.Request) {
+		if err := noBody(w, r); err != nil {
+			s.result(w, err)
+			return
+		}
 		s.result(w, node.SetDrain(r.PathValue("vip"), r.PathValue("backend"), false))
 	}))
 	s.mux.HandleFunc("PUT /v1/vips/{vip}/backends/{backend}/weight", s.auth(func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
-			Weight *int64 `json:"weight"`
+			Weight json.RawMessage `json:"weight"`
 		}
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil {
-			s.result(w, fmt.Errorf("%w: body: want {\"weight\": N} or {\"weight\": null}: %v", ErrBadRequest, err))
+		const want = `want {"weight": N} or {"weight": null}`
+		if err := decodeBody(w, r, &body); err != nil {
+			s.result(w, fmt.Errorf("%w: body: %s: %v", ErrBadRequest, want, err))
 			return
 		}
 		var wt *uint32
-		if body.Weight != nil {
-			if *body.Weight < 0 || *body.Weight > 1<<16 {
-				s.result(w, fmt.Errorf("%w: weight %d: want 0 to 65536", ErrBadRequest, *body.Weight))
+		switch string(body.Weight) {
+		case "":
+			s.result(w, fmt.Errorf("%w: body: no weight: %s", ErrBadRequest, want))
+			return
+		case "null": // back to the configured weight
+		default:
+			var n int64
+			if err := json.Unmarshal(body.Weight, &n); err != nil {
+				s.result(w, fmt.Errorf("%w: weight %s: want a whole number from 0 to 65536, or null", ErrBadRequest, body.Weight))
 				return
 			}
-			v := uint32(*body.Weight)
+			if n < 0 || n > 1<<16 {
+				s.result(w, fmt.Errorf("%w: weight %d: want 0 to 65536", ErrBadRequest, n))
+				return
+			}
+			v := uint32(n)
 			wt = &v
 		}
 		s.result(w, node.SetWeight(r.PathValue("vip"), r.PathValue("backend"), wt))
 	}))
-	s.mux.HandleFunc("POST /v1/reload", s.auth(func(w http.ResponseWriter, _ *http.Request) { s.result(w, node.Reload()) }))
+	s.mux.HandleFunc("POST /v1/reload", s.auth(func(w http.ResponseWriter, r *http.Request) {
+		if err := noBody(w, r); err != nil {
+			s.result(w, err)
+			return
+		}
+		s.result(w, node.Reload())
+	}))
 	return s
+}
+
+// maxBody bounds every request body: the largest one the API takes is {"weight": N}.
+const maxBody = 4096
+
+// decodeBody decodes a request body that must be exactly one JSON object: no unknown
+// field, no field given twice and nothing after the object, so that a body cannot carry a
+// second value that another parser of the same bytes would read instead.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		return err
+	}
+	if err := checkObject(data); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+// checkObject checks that data is one JSON object, with whitespace only after it, whose
+// keys are all distinct.
+func checkObject(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err == io.EOF {
+		return errors.New("empty body")
+	}
+	if err != nil {
+		return err
+	}
+	if tok != json.Delim('{') {
+		return fmt.Errorf("not a JSON object")
+	}
+	keys := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		k, _ := tok.(string)
+		if keys[k] {
+			return fmt.Errorf("field %q given twice", k)
+		}
+		keys[k] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing }
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the object")
+	}
+	return nil
+}
+
+// noBody accepts a request that takes no body: an empty one, or an empty JSON object.
+func noBody(w http.ResponseWriter, r *http.Request) error {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err == nil && len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	if err == nil {
+		err = checkObject(data)
+	}
+	if err == nil {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields() // every field is unknown
+		err = dec.Decode(&struct{}{})
+	}
+	if err != nil {
+		return fmt.Errorf("%w: this request takes no body (or {}): %v", ErrBadRequest, err)
+	}
+	return nil
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
