@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -41,24 +42,66 @@ type Server struct {
 	mux   *http.ServeMux
 }
 
-// ReadToken reads a bearer token from a file that must not be readable by others.
+// ReadToken reads a bearer token from a file that only its owner may read or write: a
+// regular file, no permission bit for its group or others, owned by root or by the user
+// running l4lb. Anyone else who could read it could make changes; anyone else who could
+// write it could choose the token.
 func ReadToken(path string) (string, error) {
-	st, err := os.Stat(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("admin token file: %w", err)
 	}
-	if st.Mode().Perm()&0o004 != 0 {
-		return "", fmt.Errorf("admin token file %s is world-readable (mode %v): chmod o-r it", path, st.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
+	defer f.Close()
+	// The checks are on the open file, so the file read is the file checked.
+	st, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("admin token file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("admin token file %s is not a regular file (mode %v)", path, st.Mode())
+	}
+	if loose := looseBits(st.Mode().Perm()); loose != "" {
+		return "", fmt.Errorf("admin token file %s is %s (mode %v): only its owner may have access; chmod 600 %s", path, loose, st.Mode().Perm(), path)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
+		return "", fmt.Errorf("admin token file %s is owned by uid %d, neither root nor this user (uid %d): its owner could change the token; chown it", path, sys.Uid, os.Geteuid())
+	}
+	const maxToken = 4096
+	b, err := io.ReadAll(io.LimitReader(f, maxToken+1))
+	if err != nil {
+		return "", fmt.Errorf("admin token file: %w", err)
+	}
+	if len(b) > maxToken {
+		return "", fmt.Errorf("admin token file %s is longer than %d bytes: not a token", path, maxToken)
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
 		return "", fmt.Errorf("admin token file %s is empty", path)
 	}
 	return tok, nil
+}
+
+// looseBits names the permission bits of perm beyond the owner's, "" if none.
+func looseBits(perm os.FileMode) string {
+	var out []string
+	for _, b := range []struct {
+		bit  os.FileMode
+		name string
+	}{
+		{0o040, "group-readable"}, {0o020, "group-writable"}, {0o010, "executable by its group"},
+		{0o004, "world-readable"}, {0o002, "world-writable"}, {0o001, "executable by others"},
+	} {
+		if perm&b.bit != 0 {
+			out = append(out, b.name)
+		}
+	}
+	switch len(out) {
+	case 0:
+		return ""
+	case 1:
+		return out[0]
+	}
+	return strings.Join(out[:len(out)-1], ", ") + " and " + out[len(out)-1]
 }
 
 // New returns the API. token "" makes it read-only. reg is the private registry /metrics
