@@ -11,16 +11,18 @@ import (
 var version = "dev"
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	var cf clientFlags
 	root := &cobra.Command{
 		Use:           "l4lb",
 		Short:         "eBPF L4 load balancer node",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// An unknown -o is an error before anything runs, rather than a table.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return checkFormat(cf.output) },
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	var cf clientFlags
 	cf.register(root)
 	root.AddCommand(newVersionCmd(), newDecapCmd(logger), newRunCmd(logger), newCheckCmd(), newCleanupCmd(logger))
 	root.AddCommand(newStatusCmds(&cf)...)
