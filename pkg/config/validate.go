@@ -82,8 +82,10 @@ func Validate(c *Config) []Problem {
 	if c.XDP.MTU < 576 || c.XDP.MTU > 65535 {
 		bad("xdp.mtu", "%d: want 576 to 65535", c.XDP.MTU)
 	}
-	if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+	if _, port, err := net.SplitHostPort(c.Admin.Listen); err != nil {
 		bad("admin.listen", "%q: want host:port", c.Admin.Listen)
+	} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		bad("admin.listen", "%q: want a port from 1 to 65535", c.Admin.Listen)
 	}
 	if c.Admin.TokenFile != "" && !filepath.IsAbs(c.Admin.TokenFile) {
 		bad("admin.token_file", "%q: want an absolute path", c.Admin.TokenFile)
