@@ -22,7 +22,7 @@ var ErrInvalid = errors.New("invalid configuration")
 // Problem is one thing wrong with a configuration.
 type Problem struct {
 	File  string
-	Line  int // 0 when unknown
+	Line  int // 0 from Validate and Warnings, which know no file; Load and Parse set it
 	Field string
 	Msg   string
 }
@@ -80,7 +80,7 @@ func Parse(file string, data []byte, env func(string) (string, bool)) (*Config, 
 func parse(file string, data []byte, env func(string) (string, bool)) (*Config, Problems, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		line := 0
+		line := 1
 		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 			line, _ = strconv.Atoi(m[1])
 		}
