@@ -27,7 +27,7 @@ import (
 	"time"
 )
 
-// Addresses of the topology (DESIGN.md §6: documentation ranges only).
+// Addresses of the topology, from the documentation ranges only (RFC 5737, RFC 3849).
 const (
 	VIP4      = "203.0.113.10"
 	VIP6      = "2001:db8:f::10"
@@ -326,7 +326,7 @@ func mountsUnder(dir string) ([]string, error) {
 }
 
 // veth connects two nodes, both ends up, with tx checksum offload off (native XDP on a veth
-// loses the sender's partial checksum, DESIGN.md §6).
+// loses the sender's partial checksum).
 func (b *Bed) veth(a, aIf, z, zIf string, mtu int) error {
 	m := strconv.Itoa(mtu)
 	if err := b.In(a, "ip", "link", "add", aIf, "mtu", m, "type", "veth", "peer", "name", zIf, "mtu", m, "netns", b.NS(z)); err != nil {
@@ -386,7 +386,7 @@ func (b *Bed) Up(ctx context.Context) error {
 
 	// client <-> router
 	// The client's link has the usual MTU; the links that carry encapsulated packets have
-	// room for the outer header (DESIGN.md §6).
+	// room for the outer header.
 	if err := b.veth("client", "c0", "router", "rc", 1500); err != nil {
 		return err
 	}
@@ -435,7 +435,7 @@ func (b *Bed) Up(ctx context.Context) error {
 	}
 
 	// The router: BIRD, and an XDP program on its ends of the LB links, without which the
-	// LB's XDP_TX is not delivered on a veth (DESIGN.md §6). 192.0.2.255 is no VIP: the
+	// LB's XDP_TX is not delivered on a veth. 192.0.2.255 is no VIP: the
 	// decap program passes everything.
 	if err := b.startRouter(); err != nil {
 		return err

@@ -30,7 +30,15 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 	}
 	cmd.PersistentFlags().StringVar(&f.addr, "admin", def, "admin API address (env L4LB_ADMIN)")
 	cmd.PersistentFlags().StringVar(&f.tokenFile, "token-file", os.Getenv("L4LB_TOKEN_FILE"), "bearer token file for changes (env L4LB_TOKEN_FILE)")
-	cmd.PersistentFlags().StringVarP(&f.output, "output", "o", "table", "output: table or json")
+	cmd.PersistentFlags().StringVarP(&f.output, "output", "o", formatTable, "output: "+strings.Join(formats, ", "))
+}
+
+// print writes a response of the admin API: as JSON or YAML, or in table form by table.
+func (f *clientFlags) print(w io.Writer, doc []byte, table func() error) error {
+	if f.output == formatTable {
+		return table()
+	}
+	return writeStructured(w, f.output, doc)
 }
 
 func (f *clientFlags) do(method, path string, body any) ([]byte, error) {
@@ -95,13 +103,11 @@ func newStatusCmds(f *clientFlags) []*cobra.Command {
 				if err != nil {
 					return err
 				}
-				if f.output == "json" {
-					_, err := cmd.OutOrStdout().Write(raw)
-					return err
-				}
-				w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-				print(w, v)
-				return w.Flush()
+				return f.print(cmd.OutOrStdout(), raw, func() error {
+					w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+					print(w, v)
+					return w.Flush()
+				})
 			},
 		}
 	}
@@ -182,25 +188,30 @@ func newMutateCmds(f *clientFlags) []*cobra.Command {
 	path := func(vip, be, verb string) string {
 		return "/v1/vips/" + url.PathEscape(vip) + "/backends/" + url.PathEscape(be) + "/" + verb
 	}
-	ok := func(cmd *cobra.Command, _ []byte) { fmt.Fprintln(cmd.OutOrStdout(), "ok") }
+	ok := func(cmd *cobra.Command, out []byte) error {
+		return f.print(cmd.OutOrStdout(), out, func() error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), "ok")
+			return err
+		})
+	}
 	drain := &cobra.Command{
 		Use: "drain VIP BACKEND", Short: "Send a backend no new flows; its established flows stay", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			out, err := f.do(http.MethodPost, path(a[0], a[1], "drain"), nil)
-			if err == nil {
-				ok(cmd, out)
+			if err != nil {
+				return err
 			}
-			return err
+			return ok(cmd, out)
 		},
 	}
 	undrain := &cobra.Command{
 		Use: "undrain VIP BACKEND", Short: "Undo drain", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			out, err := f.do(http.MethodPost, path(a[0], a[1], "undrain"), nil)
-			if err == nil {
-				ok(cmd, out)
+			if err != nil {
+				return err
 			}
-			return err
+			return ok(cmd, out)
 		},
 	}
 	weight := &cobra.Command{
@@ -215,20 +226,20 @@ func newMutateCmds(f *clientFlags) []*cobra.Command {
 				body["weight"] = n
 			}
 			out, err := f.do(http.MethodPut, path(a[0], a[1], "weight"), body)
-			if err == nil {
-				ok(cmd, out)
+			if err != nil {
+				return err
 			}
-			return err
+			return ok(cmd, out)
 		},
 	}
 	reload := &cobra.Command{
 		Use: "reload", Short: "Reload the node's configuration file", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out, err := f.do(http.MethodPost, "/v1/reload", nil)
-			if err == nil {
-				ok(cmd, out)
+			if err != nil {
+				return err
 			}
-			return err
+			return ok(cmd, out)
 		},
 	}
 	return []*cobra.Command{drain, undrain, weight, reload}

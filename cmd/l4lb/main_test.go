@@ -2,8 +2,15 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/l4lb/l4lb/internal/buildinfo"
 )
 
 func run(args ...string) (string, error) {
@@ -15,9 +22,50 @@ func run(args ...string) (string, error) {
 }
 
 func TestVersion(t *testing.T) {
-	out, err := run("version")
-	if err != nil || !strings.HasPrefix(out, "l4lb ") {
-		t.Fatalf("version: %q, %v", out, err)
+	want := "l4lb " + buildinfo.Get().String() + "\n"
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		out, err := run(args...)
+		if err != nil || out != want {
+			t.Errorf("%v: %q, %v; want %q", args, out, err, want)
+		}
+	}
+	out, err := run("version", "-o", "json")
+	var got buildinfo.Info
+	if err != nil || json.Unmarshal([]byte(out), &got) != nil || got.Version == "" || got.GoVersion != runtime.Version() {
+		t.Errorf("version -o json: %q, %v", out, err)
+	}
+}
+
+// TestVersionStamped builds the binary as a packager would, with a version at link time,
+// and checks what it prints; where the toolchain records the commit (a git checkout,
+// not a linked worktree), it must be the checkout's HEAD.
+func TestVersionStamped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "l4lb")
+	build := exec.Command("go", "build", "-o", bin, "-ldflags", "-X github.com/l4lb/l4lb/internal/buildinfo.version=9.9.9-test", ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "version", "-o", "json").Output()
+	var got buildinfo.Info
+	if err != nil || json.Unmarshal(out, &got) != nil {
+		t.Fatalf("version -o json: %q, %v", out, err)
+	}
+	if got.Version != "9.9.9-test" {
+		t.Errorf("version %q, want the one set at link time", got.Version)
+	}
+	if got.Revision == "" {
+		t.Logf("no commit recorded (-buildvcs=false, a linked worktree or no git): %+v", got)
+		return
+	}
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skipf("git rev-parse: %v", err)
+	}
+	if got.Revision != strings.TrimSpace(string(head)) || got.Time.IsZero() {
+		t.Errorf("recorded %+v, want revision %s with its time", got, head)
 	}
 }
 
@@ -34,5 +82,40 @@ func TestDecapRejectsBadInput(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want it to mention %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const cfg = "interfaces: [eth0]\nencap: {source4: 192.0.2.0/24}\nvips:\n  - {name: web, address: 203.0.113.10, port: 80, protocol: tcp, backends: [{address: 198.51.100.11}]}\n"
+	for _, tc := range []struct {
+		name, yaml string
+		wantErr    bool
+		wantOut    []string
+	}{
+		{name: "ok", yaml: cfg, wantOut: []string{"ok.yaml: ok (1 vips)"}},
+		{name: "warnings", yaml: cfg + "admin: {listen: 0.0.0.0:9100, token_file: /etc/l4lb/token}\n",
+			wantOut: []string{"warnings.yaml:5: warning: admin.listen: 0.0.0.0:9100 is not a loopback address", "warnings.yaml: ok (1 vips, 1 warning(s))"}},
+		{name: "problems", yaml: "interfaces: l0\n", wantErr: true, wantOut: []string{`problems.yaml:1: interfaces: "l0": want a list, e.g. [l0]`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := write(strings.ReplaceAll(tc.name, " ", "")+".yaml", tc.yaml)
+			out, err := run("check", "-c", path)
+			if (err != nil) != tc.wantErr {
+				t.Errorf("error %v, want error: %v", err, tc.wantErr)
+			}
+			for _, w := range tc.wantOut {
+				if !strings.Contains(out, dir+"/"+w) {
+					t.Errorf("output %q does not contain %q", out, dir+"/"+w)
+				}
+			}
+		})
 	}
 }

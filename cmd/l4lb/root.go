@@ -1,41 +1,53 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 
 	"github.com/spf13/cobra"
+
+	"github.com/l4lb/l4lb/internal/buildinfo"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	var cf clientFlags
 	root := &cobra.Command{
 		Use:           "l4lb",
 		Short:         "eBPF L4 load balancer node",
+		Version:       buildinfo.Get().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// An unknown -o is an error before anything runs, rather than a table.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return checkFormat(cf.output) },
 	}
+	root.SetVersionTemplate("l4lb {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	var cf clientFlags
 	cf.register(root)
-	root.AddCommand(newVersionCmd(), newDecapCmd(logger), newRunCmd(logger), newCheckCmd(), newCleanupCmd(logger))
+	root.AddCommand(newVersionCmd(&cf), newDecapCmd(logger), newRunCmd(logger), newCheckCmd(), newCleanupCmd(logger))
 	root.AddCommand(newStatusCmds(&cf)...)
 	root.AddCommand(newMutateCmds(&cf)...)
 	return root
 }
 
-func newVersionCmd() *cobra.Command {
+func newVersionCmd(cf *clientFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the version",
+		Short: "Print the version, the commit it was built from and the Go toolchain (-o json or yaml for every field)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := io.WriteString(cmd.OutOrStdout(), "l4lb "+version+"\n")
-			return err
+			info := buildinfo.Get()
+			doc, err := json.Marshal(info)
+			if err != nil {
+				return err
+			}
+			return cf.print(cmd.OutOrStdout(), doc, func() error {
+				_, err := fmt.Fprintf(cmd.OutOrStdout(), "l4lb %s\n", info)
+				return err
+			})
 		},
 	}
 }

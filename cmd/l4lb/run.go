@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -28,32 +27,6 @@ func newRunCmd(logger *slog.Logger) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "/etc/l4lb/l4lb.yaml", "configuration file")
 	cmd.Flags().BoolVar(&cleanup, "cleanup-on-exit", false, "detach and unpin everything on exit (default: keep forwarding)")
-	return cmd
-}
-
-func newCheckCmd() *cobra.Command {
-	var path string
-	cmd := &cobra.Command{
-		Use:   "check --config FILE",
-		Short: "Validate a configuration without touching the system",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(path)
-			var ps config.Problems
-			if errors.As(err, &ps) {
-				for _, p := range ps {
-					fmt.Fprintln(cmd.OutOrStdout(), p.String())
-				}
-				return fmt.Errorf("%s: %d problem(s)", path, len(ps))
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d vips)\n", path, len(cfg.VIPs))
-			return nil
-		},
-	}
-	cmd.Flags().StringVarP(&path, "config", "c", "/etc/l4lb/l4lb.yaml", "configuration file")
 	return cmd
 }
 

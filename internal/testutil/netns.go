@@ -128,8 +128,8 @@ func (ns *NetNS) Do(fn func() error) error {
 }
 
 // Veth connects two namespaces with a veth pair (aIf in a, bIf in b), both up, with tx
-// checksum offload off: native XDP on a veth loses the sender's partial checksum
-// (DESIGN.md §6).
+// checksum offload off: native XDP on a veth loses the sender's partial checksum, so
+// TCP and UDP from a local socket would arrive with a bad checksum.
 func Veth(tb testing.TB, a *NetNS, aIf string, b *NetNS, bIf string) {
 	tb.Helper()
 	RequireCommands(tb, "ethtool")

@@ -3,14 +3,17 @@
 package admin
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -39,24 +42,66 @@ type Server struct {
 	mux   *http.ServeMux
 }
 
-// ReadToken reads a bearer token from a file that must not be readable by others.
+// ReadToken reads a bearer token from a file that only its owner may read or write: a
+// regular file, no permission bit for its group or others, owned by root or by the user
+// running l4lb. Anyone else who could read it could make changes; anyone else who could
+// write it could choose the token.
 func ReadToken(path string) (string, error) {
-	st, err := os.Stat(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("admin token file: %w", err)
 	}
-	if st.Mode().Perm()&0o004 != 0 {
-		return "", fmt.Errorf("admin token file %s is world-readable (mode %v): chmod o-r it", path, st.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
+	defer f.Close()
+	// The checks are on the open file, so the file read is the file checked.
+	st, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("admin token file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("admin token file %s is not a regular file (mode %v)", path, st.Mode())
+	}
+	if loose := looseBits(st.Mode().Perm()); loose != "" {
+		return "", fmt.Errorf("admin token file %s is %s (mode %v): only its owner may have access; chmod 600 %s", path, loose, st.Mode().Perm(), path)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
+		return "", fmt.Errorf("admin token file %s is owned by uid %d, neither root nor this user (uid %d): its owner could change the token; chown it", path, sys.Uid, os.Geteuid())
+	}
+	const maxToken = 4096
+	b, err := io.ReadAll(io.LimitReader(f, maxToken+1))
+	if err != nil {
+		return "", fmt.Errorf("admin token file: %w", err)
+	}
+	if len(b) > maxToken {
+		return "", fmt.Errorf("admin token file %s is longer than %d bytes: not a token", path, maxToken)
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
 		return "", fmt.Errorf("admin token file %s is empty", path)
 	}
 	return tok, nil
+}
+
+// looseBits names the permission bits of perm beyond the owner's, "" if none.
+func looseBits(perm os.FileMode) string {
+	var out []string
+	for _, b := range []struct {
+		bit  os.FileMode
+		name string
+	}{
+		{0o040, "group-readable"}, {0o020, "group-writable"}, {0o010, "executable by its group"},
+		{0o004, "world-readable"}, {0o002, "world-writable"}, {0o001, "executable by others"},
+	} {
+		if perm&b.bit != 0 {
+			out = append(out, b.name)
+		}
+	}
+	switch len(out) {
+	case 0:
+		return ""
+	case 1:
+		return out[0]
+	}
+	return strings.Join(out[:len(out)-1], ", ") + " and " + out[len(out)-1]
 }
 
 // New returns the API. token "" makes it read-only. reg is the private registry /metrics
@@ -74,34 +119,136 @@ func New(logger *slog.Logger, node Node, token string, reg *prometheus.Registry)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /v1/state", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, node.State()) })
 	s.mux.HandleFunc("POST /v1/vips/{vip}/backends/{backend}/drain", s.auth(func(w http.ResponseWriter, r *http.Request) {
+		if err := noBody(w, r); err != nil {
+			s.result(w, err)
+			return
+		}
 		s.result(w, node.SetDrain(r.PathValue("vip"), r.PathValue("backend"), true))
 	}))
 	s.mux.HandleFunc("POST /v1/vips/{vip}/backends/{backend}/undrain", s.auth(func(w http.ResponseWriter, r *http.Request) {
+		if err := noBody(w, r); err != nil {
+			s.result(w, err)
+			return
+		}
 		s.result(w, node.SetDrain(r.PathValue("vip"), r.PathValue("backend"), false))
 	}))
 	s.mux.HandleFunc("PUT /v1/vips/{vip}/backends/{backend}/weight", s.auth(func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
-			Weight *int64 `json:"weight"`
+			Weight json.RawMessage `json:"weight"`
 		}
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil {
-			s.result(w, fmt.Errorf("%w: body: want {\"weight\": N} or {\"weight\": null}: %v", ErrBadRequest, err))
+		const want = `want {"weight": N} or {"weight": null}`
+		if err := decodeBody(w, r, &body); err != nil {
+			s.result(w, fmt.Errorf("%w: body: %s: %v", ErrBadRequest, want, err))
 			return
 		}
 		var wt *uint32
-		if body.Weight != nil {
-			if *body.Weight < 0 || *body.Weight > 1<<16 {
-				s.result(w, fmt.Errorf("%w: weight %d: want 0 to 65536", ErrBadRequest, *body.Weight))
+		switch string(body.Weight) {
+		case "":
+			s.result(w, fmt.Errorf("%w: body: no weight: %s", ErrBadRequest, want))
+			return
+		case "null": // back to the configured weight
+		default:
+			var n int64
+			if err := json.Unmarshal(body.Weight, &n); err != nil {
+				s.result(w, fmt.Errorf("%w: weight %s: want a whole number from 0 to 65536, or null", ErrBadRequest, body.Weight))
 				return
 			}
-			v := uint32(*body.Weight)
+			if n < 0 || n > 1<<16 {
+				s.result(w, fmt.Errorf("%w: weight %d: want 0 to 65536", ErrBadRequest, n))
+				return
+			}
+			v := uint32(n)
 			wt = &v
 		}
 		s.result(w, node.SetWeight(r.PathValue("vip"), r.PathValue("backend"), wt))
 	}))
-	s.mux.HandleFunc("POST /v1/reload", s.auth(func(w http.ResponseWriter, _ *http.Request) { s.result(w, node.Reload()) }))
+	s.mux.HandleFunc("POST /v1/reload", s.auth(func(w http.ResponseWriter, r *http.Request) {
+		if err := noBody(w, r); err != nil {
+			s.result(w, err)
+			return
+		}
+		s.result(w, node.Reload())
+	}))
 	return s
+}
+
+// maxBody bounds every request body: the largest one the API takes is {"weight": N}.
+const maxBody = 4096
+
+// decodeBody decodes a request body that must be exactly one JSON object: no unknown
+// field, no field given twice and nothing after the object, so that a body cannot carry a
+// second value that another parser of the same bytes would read instead.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		return err
+	}
+	if err := checkObject(data); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+// checkObject checks that data is one JSON object, with whitespace only after it, whose
+// keys are all distinct.
+func checkObject(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err == io.EOF {
+		return errors.New("empty body")
+	}
+	if err != nil {
+		return err
+	}
+	if tok != json.Delim('{') {
+		return fmt.Errorf("not a JSON object")
+	}
+	keys := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		k, _ := tok.(string)
+		if keys[k] {
+			return fmt.Errorf("field %q given twice", k)
+		}
+		keys[k] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing }
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the object")
+	}
+	return nil
+}
+
+// noBody accepts a request that takes no body: an empty one, or an empty JSON object.
+func noBody(w http.ResponseWriter, r *http.Request) error {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err == nil && len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	if err == nil {
+		err = checkObject(data)
+	}
+	if err == nil {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields() // every field is unknown
+		err = dec.Decode(&struct{}{})
+	}
+	if err != nil {
+		return fmt.Errorf("%w: this request takes no body (or {}): %v", ErrBadRequest, err)
+	}
+	return nil
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }

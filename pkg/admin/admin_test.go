@@ -82,6 +82,19 @@ func TestAPI(t *testing.T) {
 		{name: "weight not json", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", auth: auth, body: `five`, wantCode: 400, wantInBody: "want {"},
 		{name: "weight as a string", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", auth: auth, body: `{"weight": "5"}`, wantCode: 400},
 		{name: "weight with an unknown field", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", auth: auth, body: `{"weight": 5, "wieght": 6}`, wantCode: 400},
+		{name: "weight with a second object after it", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", auth: auth, body: `{"weight":2}{"weight":900000}`, wantCode: 400, wantInBody: "after the object"},
+		{name: "weight with trailing garbage", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", auth: auth, body: `{"weight": 2} x`, wantCode: 400},
+		{name: "weight with trailing whitespace", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", auth: auth, body: "{\"weight\": 2}\n \t", wantCode: 200, wantCall: "weight web 198.51.100.11 2"},
+		{name: "weight as a list", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", auth: auth, body: `[{"weight": 2}]`, wantCode: 400},
+		{name: "weight without a body", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", auth: auth, wantCode: 400, wantInBody: "want {"},
+		{name: "weight null body", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", auth: auth, body: `null`, wantCode: 400},
+		{name: "weight without the weight key", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", auth: auth, body: `{}`, wantCode: 400},
+		{name: "weight given twice", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", auth: auth, body: `{"weight": 900000, "weight": 2}`, wantCode: 400, wantInBody: "twice"},
+		{name: "weight as a fraction", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", auth: auth, body: `{"weight": 2.5}`, wantCode: 400},
+		{name: "drain with a body", method: "POST", path: "/v1/vips/web/backends/198.51.100.11/drain", auth: auth, body: `{"drain": false}`, wantCode: 400, wantInBody: "no body"},
+		{name: "reload with a body", method: "POST", path: "/v1/reload", auth: auth, body: `x`, wantCode: 400},
+		{name: "reload with an empty object", method: "POST", path: "/v1/reload", auth: auth, body: ` {} `, wantCode: 200, wantCall: "reload"},
+		{name: "undrain with two empty objects", method: "POST", path: "/v1/vips/web/backends/198.51.100.11/undrain", auth: auth, body: `{}{}`, wantCode: 400},
 		{name: "weight without a token", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", body: `{"weight": 5}`, wantCode: 401},
 		{name: "weight with an oversized body", method: "PUT", path: "/v1/vips/web/backends/198.51.100.11/weight", auth: auth, body: `{"weight": 5` + strings.Repeat(" ", 5000) + `}`, wantCode: 400},
 		{name: "reload", method: "POST", path: "/v1/reload", auth: auth, wantCode: 200, wantCall: "reload"},
@@ -152,11 +165,39 @@ func TestReadToken(t *testing.T) {
 	if tok, err := ReadToken(write("good", " s3cret\n", 0o600)); err != nil || tok != "s3cret" {
 		t.Errorf("good file: %q, %v", tok, err)
 	}
-	if tok, err := ReadToken(write("group", "s3cret", 0o640)); err != nil || tok != "s3cret" {
-		t.Errorf("group-readable file: %q, %v", tok, err)
+	if tok, err := ReadToken(write("owner-only", "s3cret", 0o400)); err != nil || tok != "s3cret" {
+		t.Errorf("read-only for the owner: %q, %v", tok, err)
 	}
-	if _, err := ReadToken(write("world", "s3cret", 0o644)); err == nil || !strings.Contains(err.Error(), "world-readable") {
-		t.Errorf("world-readable file: %v", err)
+	for _, tc := range []struct {
+		mode os.FileMode
+		want string
+	}{
+		{0o644, "is group-readable and world-readable (mode -rw-r--r--)"},
+		{0o604, "is world-readable (mode -rw----r--)"},
+		{0o640, "is group-readable (mode -rw-r-----)"},
+		{0o620, "is group-writable (mode -rw--w----)"},
+		{0o602, "is world-writable (mode -rw-----w-)"},
+		{0o610, "is executable by its group (mode -rw---x---)"},
+		{0o666, "is group-readable, group-writable, world-readable and world-writable (mode -rw-rw-rw-)"},
+	} {
+		p := write(fmt.Sprintf("mode%o", tc.mode), "s3cret", tc.mode)
+		_, err := ReadToken(p)
+		if err == nil || !strings.Contains(err.Error(), p+" "+tc.want) || !strings.Contains(err.Error(), "chmod 600") {
+			t.Errorf("mode %o: error %v, want it to say %q and chmod 600", tc.mode, err, p+" "+tc.want)
+		}
+	}
+	if _, err := ReadToken(write("huge", strings.Repeat("a", 5000), 0o600)); err == nil || !strings.Contains(err.Error(), "longer than 4096 bytes") {
+		t.Errorf("a 5000-byte file: %v", err)
+	}
+	if _, err := ReadToken(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("a directory: %v", err)
+	}
+	// Owned by another user (not root): that user could replace the token.
+	other := write("other", "s3cret", 0o600)
+	if err := os.Chown(other, 4242, 4242); err != nil {
+		t.Logf("skip the owner check: chown needs root: %v", err)
+	} else if _, err := ReadToken(other); err == nil || !strings.Contains(err.Error(), other+" is owned by uid 4242") {
+		t.Errorf("owned by uid 4242: %v", err)
 	}
 	if _, err := ReadToken(write("empty", " \n", 0o600)); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("empty file: %v", err)

@@ -4,6 +4,8 @@ package config
 
 import (
 	"time"
+
+	"github.com/l4lb/l4lb/internal/limits"
 )
 
 // Config is the whole of l4lb.yaml.
@@ -140,8 +142,8 @@ func defaults() map[string]any {
 		"nexthop.resolve_interval": DefaultResolve,
 		"encap.source4":            "",
 		"encap.source6":            "",
-		"xdp.ring_size":            uint32(65537),
-		"xdp.conntrack_size":       uint32(262144),
+		"xdp.ring_size":            uint32(limits.DefaultRingSize),
+		"xdp.conntrack_size":       uint32(limits.DefaultConntrackSize),
 		"xdp.udp_timeout":          30 * time.Second,
 		"xdp.mtu":                  uint32(1500),
 		"admin.listen":             DefaultAdmin,

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/l4lb/l4lb/internal/limits"
 )
 
 type vipKey struct {
@@ -16,10 +18,13 @@ type vipKey struct {
 	proto string
 }
 
-// Table limits of the XDP data plane (bpf/lb_consts.h).
+// Table limits of the XDP data plane, from internal/limits (which bpf/lb_consts.h matches).
 const (
-	MaxVIPs     = 1024
-	MaxBackends = 4095
+	// MaxVIPs is how many VIPs a configuration may have.
+	MaxVIPs = limits.MaxVIPs
+	// MaxBackends is how many distinct backend addresses a configuration may have (backend
+	// ids 1..MaxBackends; the backends map has one slot more, id 0 being reserved).
+	MaxBackends = limits.MaxBackends
 )
 
 // Validate checks a configuration without touching the system. It is pure: the same
@@ -64,11 +69,12 @@ func Validate(c *Config) []Problem {
 	}
 	src4, src6 := checkPrefix(c.Encap.Source4, true, "encap.source4", bad), checkPrefix(c.Encap.Source6, false, "encap.source6", bad)
 
-	if !isPrime(c.XDP.RingSize) || c.XDP.RingSize < 257 {
-		bad("xdp.ring_size", "%d: want a prime of at least 257 (default 65537)", c.XDP.RingSize)
+	if n := c.XDP.RingSize; n < limits.MinRingSize || n > limits.MaxRingSize || !isPrime(n) {
+		bad("xdp.ring_size", "%d: want a prime from %d to %d (default %d)", n, limits.MinRingSize, limits.MaxRingSize, limits.DefaultRingSize)
 	}
-	if c.XDP.ConntrackSize < 1024 {
-		bad("xdp.conntrack_size", "%d: want at least 1024", c.XDP.ConntrackSize)
+	if n := c.XDP.ConntrackSize; n < limits.MinConntrackSize || n > limits.MaxConntrackSize {
+		bad("xdp.conntrack_size", "%d: want %d to %d (the table is allocated at load time, about %d bytes per entry)",
+			n, limits.MinConntrackSize, limits.MaxConntrackSize, limits.ConntrackEntryBytes)
 	}
 	if c.XDP.UDPTimeout <= 0 {
 		bad("xdp.udp_timeout", "must be positive")
@@ -76,8 +82,10 @@ func Validate(c *Config) []Problem {
 	if c.XDP.MTU < 576 || c.XDP.MTU > 65535 {
 		bad("xdp.mtu", "%d: want 576 to 65535", c.XDP.MTU)
 	}
-	if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+	if _, port, err := net.SplitHostPort(c.Admin.Listen); err != nil {
 		bad("admin.listen", "%q: want host:port", c.Admin.Listen)
+	} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		bad("admin.listen", "%q: want a port from 1 to 65535", c.Admin.Listen)
 	}
 	if c.Admin.TokenFile != "" && !filepath.IsAbs(c.Admin.TokenFile) {
 		bad("admin.token_file", "%q: want an absolute path", c.Admin.TokenFile)
@@ -90,6 +98,14 @@ func Validate(c *Config) []Problem {
 	names := map[string]int{}
 	keys := map[vipKey]int{}
 	backends := map[netip.Addr]bool{}
+	vipAddrs := map[netip.Addr]int{} // address -> first vip that has it
+	for i, v := range c.VIPs {
+		if a, err := netip.ParseAddr(v.Address); err == nil {
+			if _, ok := vipAddrs[a.Unmap()]; !ok {
+				vipAddrs[a.Unmap()] = i
+			}
+		}
+	}
 	for i, v := range c.VIPs {
 		f := fmt.Sprintf("vips[%d]", i)
 		if v.Name == "" {
@@ -102,6 +118,8 @@ func Validate(c *Config) []Problem {
 		addr, err := netip.ParseAddr(v.Address)
 		if err != nil {
 			bad(f+".address", "%q is not an IP address", v.Address)
+		} else if why := unusable(addr); why != "" {
+			bad(f+".address", "%s %s: a vip must be a unicast address routed to this node", v.Address, why)
 		}
 		proto := strings.ToLower(v.Protocol)
 		if proto != "tcp" && proto != "udp" {
@@ -142,6 +160,11 @@ func Validate(c *Config) []Problem {
 			}
 			seen[ba] = j
 			backends[ba] = true
+			if why := unusable(ba); why != "" {
+				bad(bf+".address", "%s %s: a backend must be a unicast address routed from this node", b.Address, why)
+			} else if k, ok := vipAddrs[ba]; ok {
+				bad(bf+".address", "%s is the address of vips[%d] (%s): encapsulated packets would come back to the load balancer", ba, k, c.VIPs[k].Name)
+			}
 			if b.Weight != nil && (*b.Weight < 0 || *b.Weight > MaxWeight) {
 				bad(bf+".weight", "%d: want 0 (drained) to %d", *b.Weight, MaxWeight)
 			}
@@ -163,6 +186,35 @@ func Validate(c *Config) []Problem {
 		bad("vips", "%d distinct backends: at most %d", len(backends), MaxBackends)
 	}
 	return ps
+}
+
+var (
+	broadcast   = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
+)
+
+// unusable says why a is no address that traffic can be load-balanced to or from, or ""
+// if it is a unicast address that can be routed.
+func unusable(a netip.Addr) string {
+	if z := a.Zone(); z != "" {
+		return "has a zone (%" + z + ")"
+	}
+	a = a.Unmap()
+	switch {
+	case a.IsUnspecified():
+		return "is the unspecified address"
+	case a == broadcast:
+		return "is the broadcast address"
+	case thisNetwork.Contains(a):
+		return "is in 0.0.0.0/8 (this network)"
+	case a.IsLoopback():
+		return "is a loopback address"
+	case a.IsMulticast():
+		return "is a multicast address"
+	case a.IsLinkLocalUnicast():
+		return "is a link-local address"
+	}
+	return ""
 }
 
 func checkPrefix(s string, v4 bool, field string, bad func(string, string, ...any)) bool {
@@ -224,16 +276,23 @@ func validateBGP(b *BGP, bad func(string, string, ...any)) {
 	if b.LocalASN == 0 {
 		bad("bgp.local_asn", "required when bgp is enabled")
 	}
-	if a, err := netip.ParseAddr(b.RouterID); err != nil || !a.Is4() {
-		bad("bgp.router_id", "%q: want an ipv4 address", b.RouterID)
+	if a, err := netip.ParseAddr(b.RouterID); err != nil || !a.Is4() || a.IsUnspecified() {
+		bad("bgp.router_id", "%q: want a non-zero ipv4 address", b.RouterID)
+	}
+	if b.ListenPort < -1 || b.ListenPort > 65535 {
+		bad("bgp.listen_port", "%d: want -1 (do not listen), 0 (179) or a port up to 65535", b.ListenPort)
 	}
 	if len(b.Peers) == 0 {
 		bad("bgp.peers", "at least one peer is required when bgp is enabled")
 	}
 	for i, p := range b.Peers {
 		f := fmt.Sprintf("bgp.peers[%d]", i)
-		if _, err := netip.ParseAddr(p.Address); err != nil {
+		if a, err := netip.ParseAddr(p.Address); err != nil {
 			bad(f+".address", "%q is not an IP address", p.Address)
+		} else if a = a.Unmap(); a.IsUnspecified() || a.IsMulticast() || a == broadcast {
+			// Loopback (a local router, tests) and link-local (an IPv6 session on the
+			// link, with a zone) are fine for a BGP session.
+			bad(f+".address", "%s %s: want the peer's unicast address", p.Address, unusable(a))
 		}
 		if p.ASN == 0 {
 			bad(f+".asn", "required")
@@ -274,12 +333,13 @@ func ParseCommunity(s string) (uint32, error) {
 	return uint32(hi)<<16 | uint32(lo), nil
 }
 
+// isPrime is trial division in 64 bits: i*i must not overflow near the top of uint32.
 func isPrime(n uint32) bool {
 	if n < 2 {
 		return false
 	}
-	for i := uint32(2); i*i <= n; i++ {
-		if n%i == 0 {
+	for i := uint64(2); i*i <= uint64(n); i++ {
+		if uint64(n)%i == 0 {
 			return false
 		}
 	}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/l4lb/l4lb/pkg/config"
+)
+
+func newCheckCmd() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "check --config FILE",
+		Short: "Validate a configuration without touching the system",
+		Long: `check prints every problem of a configuration as FILE:LINE: field: message and exits 1
+if there is any. Warnings (FILE:LINE: warning: field: message) are printed too but leave
+the exit status 0: the configuration works, and something in it deserves a second look.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			cfg, warns, err := config.LoadWithWarnings(path)
+			var ps config.Problems
+			if errors.As(err, &ps) {
+				for _, p := range ps {
+					fmt.Fprintln(out, p.String())
+				}
+				return fmt.Errorf("%s: %d problem(s)", path, len(ps))
+			}
+			if err != nil {
+				return err
+			}
+			for _, w := range warns {
+				fmt.Fprintln(out, warning(w))
+			}
+			note := ""
+			if len(warns) > 0 {
+				note = fmt.Sprintf(", %d warning(s)", len(warns))
+			}
+			fmt.Fprintf(out, "%s: ok (%d vips%s)\n", path, len(cfg.VIPs), note)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "/etc/l4lb/l4lb.yaml", "configuration file")
+	return cmd
+}
+
+// warning formats a warning like a compiler's: FILE:LINE: warning: field: message.
+func warning(p config.Problem) string {
+	loc := p.File
+	if p.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", p.File, p.Line)
+	}
+	if p.Field == "" {
+		return fmt.Sprintf("%s: warning: %s", loc, p.Msg)
+	}
+	return fmt.Sprintf("%s: warning: %s: %s", loc, p.Field, p.Msg)
+}

@@ -1,0 +1,61 @@
+// Package limits defines the data plane's table sizes once for the Go side; bpf/lb_consts.h
+// holds the same numbers for the BPF programs, and a test keeps the two equal.
+//
+// It is a leaf package (it imports nothing) so that the configuration, the model and the
+// data planes can all use it without importing one another.
+package limits
+
+// VIPs.
+const (
+	// VIPMapSize is MAX_VIPS: the entries of the vips, vip_addrs, rings and vip_stats maps.
+	VIPMapSize = 1024
+	// MaxVIPs is how many VIPs one node serves. VIP ids are 0..MaxVIPs-1: every slot of the
+	// VIP maps is usable.
+	MaxVIPs = VIPMapSize
+)
+
+// Backends.
+const (
+	// BackendMapSize is MAX_BACKENDS: the entries of the backends and backend_stats maps,
+	// indexed by backend id.
+	BackendMapSize = 4096
+	// MaxBackends is how many distinct backend addresses one node serves. Backend id 0 is
+	// reserved (it marks an empty Maglev ring slot), so ids are 1..MaxBackends and one
+	// slot of the backends map is never used.
+	MaxBackends = BackendMapSize - 1
+)
+
+// Maglev ring, one per VIP: an array map of RingSize 4-byte slots (the kernel rounds each
+// slot to 8 bytes), rebuilt in Go and swapped in whole on every change.
+const (
+	// DefaultRingSize is RING_SIZE, the default xdp.ring_size: 512 KiB of kernel memory per
+	// VIP, and 100 slots per backend for up to 655 backends behind one VIP.
+	DefaultRingSize = 65537
+	// MinRingSize is the smallest ring accepted: below this, one backend more or less
+	// moves a large share of the flows and weights are coarse.
+	MinRingSize = 257
+	// MaxRingSize is the largest ring accepted, the largest prime below 2^20. It is enough
+	// for every backend the data plane holds behind one VIP: Maglev spreads flows evenly
+	// when the ring has at least 100 slots per backend, and 100 x MaxBackends is 409,500. It costs 8 MiB of kernel memory per VIP, and the ring is rebuilt and
+	// written whole on every change of the VIP.
+	MaxRingSize = 1048573
+)
+
+// Conntrack: an LRU hash preallocated at load time, about 120 bytes of kernel memory per
+// entry (a 40-byte key, a 16-byte value and the kernel's element header).
+const (
+	// DefaultConntrackSize is CT_SIZE, the default xdp.conntrack_size (about 30 MiB).
+	DefaultConntrackSize = 262144
+	// MinConntrackSize is the smallest conntrack table accepted.
+	MinConntrackSize = 1024
+	// MaxConntrackSize is the largest conntrack table accepted: 64 Mi flows, about
+	// 7.5 GiB of kernel memory, locked and allocated when the program loads.
+	MaxConntrackSize = 1 << 26
+	// ConntrackEntryBytes is the kernel memory one conntrack entry takes, measured with the
+	// memlock of the map (LRU hash, per-CPU LRU lists) on Linux 6.18.
+	ConntrackEntryBytes = 120
+)
+
+// MaxLocalVIPs is MAX_LOCAL_VIPS: how many VIP addresses the backend-side decap program
+// recognises.
+const MaxLocalVIPs = 1024

@@ -1,0 +1,41 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// Warnings lists what is valid but risky in a configuration that Validate accepts. Like
+// Validate it is pure and names fields; LoadWithWarnings adds file and line. A warning
+// never stops the node: `l4lb check` prints them and exits 0, the daemon logs them.
+func Warnings(c *Config) []Problem {
+	var ws []Problem
+	warn := func(field, format string, args ...any) {
+		ws = append(ws, Problem{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	if host, _, err := net.SplitHostPort(c.Admin.Listen); err == nil && !loopbackHost(host) {
+		clear := "state and metrics"
+		if c.Admin.TokenFile != "" {
+			clear = "state, metrics and the bearer token"
+		}
+		warn("admin.listen", "%s is not a loopback address: anyone who can reach it reads /v1/state and /metrics, "+
+			"and the API speaks plain HTTP (%s cross the network in clear text); listen on 127.0.0.1 and put a TLS proxy in front",
+			c.Admin.Listen, clear)
+		if c.Admin.TokenFile == "" {
+			warn("admin.token_file", "not set while admin.listen is not a loopback address: nothing on a network-facing API is authenticated (changes are refused, reads are open)")
+		}
+	}
+	return ws
+}
+
+// loopbackHost says whether the host part of a listen address is a loopback address. An
+// empty host, 0.0.0.0 or :: listens on every address; a host name other than localhost
+// may resolve to anything.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
