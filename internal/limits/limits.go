@@ -59,3 +59,17 @@ const (
 // MaxLocalVIPs is MAX_LOCAL_VIPS: how many VIP addresses the backend-side decap program
 // recognises.
 const MaxLocalVIPs = 1024
+
+// IsPrime reports whether n is prime (ring sizes must be). Trial division in 64 bits, so
+// i*i cannot overflow near the top of uint32.
+func IsPrime(n uint32) bool {
+	if n < 2 {
+		return false
+	}
+	for i := uint64(2); i*i <= uint64(n); i++ {
+		if uint64(n)%i == 0 {
+			return false
+		}
+	}
+	return true
+}

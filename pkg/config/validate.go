@@ -333,15 +333,4 @@ func ParseCommunity(s string) (uint32, error) {
 	return uint32(hi)<<16 | uint32(lo), nil
 }
 
-// isPrime is trial division in 64 bits: i*i must not overflow near the top of uint32.
-func isPrime(n uint32) bool {
-	if n < 2 {
-		return false
-	}
-	for i := uint64(2); i*i <= uint64(n); i++ {
-		if uint64(n)%i == 0 {
-			return false
-		}
-	}
-	return true
-}
+func isPrime(n uint32) bool { return limits.IsPrime(n) }

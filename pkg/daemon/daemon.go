@@ -49,12 +49,13 @@ type Daemon struct {
 	// reloadMu makes reloads (SIGHUP and POST /v1/reload) run one at a time.
 	reloadMu sync.Mutex
 
-	mu      sync.Mutex
-	cfg     *config.Config
-	reload  reloadResult
-	links   map[string]string // interface -> attach mode
-	nextHop net.HardwareAddr
-	ready   bool
+	mu       sync.Mutex
+	cfg      *config.Config
+	warnings config.Problems // of the running configuration, logged at start and reload
+	reload   reloadResult
+	links    map[string]string // interface -> attach mode
+	nextHop  net.HardwareAddr
+	ready    bool
 
 	dp     lb.Dataplane
 	ctrl   *lb.Controller
@@ -74,11 +75,11 @@ func New(opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	cfg, err := config.Load(opts.ConfigPath)
+	cfg, warnings, err := config.LoadWithWarnings(opts.ConfigPath)
 	if err != nil {
 		return nil, err
 	}
-	return &Daemon{opts: opts, log: opts.Logger, cfg: cfg, links: map[string]string{}}, nil
+	return &Daemon{opts: opts, log: opts.Logger, cfg: cfg, warnings: warnings, links: map[string]string{}}, nil
 }
 
 // newDataplane loads the configured data plane. It is the only place that names a
@@ -116,6 +117,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("admin listen: %w", err)
 	}
 	defer ln.Close()
+	for _, w := range d.warnings {
+		d.log.Warn("configuration warning", "warning", w.String())
+	}
 	ov, err := loadOverrides(cfg.StateFile)
 	if err != nil {
 		return err
@@ -385,7 +389,7 @@ func (d *Daemon) onApply(r lb.ApplyResult) {
 func (d *Daemon) Reload() error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	cfg, err := config.Load(d.opts.ConfigPath)
+	cfg, warnings, err := config.LoadWithWarnings(d.opts.ConfigPath)
 	var spec lb.Spec
 	if err == nil {
 		d.mu.Lock()
@@ -405,8 +409,11 @@ func (d *Daemon) Reload() error {
 		return fmt.Errorf("%w: %w", admin.ErrBadRequest, err)
 	}
 	d.mu.Lock()
-	d.cfg, d.reload = cfg, res
+	d.cfg, d.warnings, d.reload = cfg, warnings, res
 	d.mu.Unlock()
+	for _, w := range warnings {
+		d.log.Warn("configuration warning", "warning", w.String())
+	}
 	// The controller learns the new backends before the prober does: a report from a
 	// check that is about to stop is then ignored, and a backend added back starts
 	// healthy on both sides.

@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/l4lb/l4lb/internal/buildinfo"
 )
 
 type metrics struct {
@@ -43,7 +45,11 @@ func newMetrics(reg *prometheus.Registry, d *Daemon) *metrics {
 	}
 	m.reloads.WithLabelValues("applied")
 	m.reloads.WithLabelValues("rejected")
-	reg.MustRegister(m.healthTransitions, m.reloads, m.applyDuration, m.applyErrors, m)
+	bi := buildinfo.Get()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "l4lb_build_info", Help: "The running l4lb's version (1).",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "goversion": bi.GoVersion}})
+	build.Set(1)
+	reg.MustRegister(m.healthTransitions, m.reloads, m.applyDuration, m.applyErrors, build, m)
 	return m
 }
 

@@ -5,10 +5,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+
+	"github.com/l4lb/l4lb/internal/limits"
 )
 
 // DefaultRingSize is the default Maglev table size (prime).
-const DefaultRingSize = 65537
+const DefaultRingSize = limits.DefaultRingSize
 
 // MaglevTable builds a Maglev lookup table of size slots (size must be prime) whose
 // entries are backend IDs; 0 marks "no backend" and fills the table when no backend has a
@@ -105,14 +107,4 @@ func hashAddr(a [16]byte, seed uint64) uint64 {
 	return h
 }
 
-func isPrime(n uint32) bool {
-	if n < 3 {
-		return false
-	}
-	for i := uint32(2); i*i <= n; i++ {
-		if n%i == 0 {
-			return false
-		}
-	}
-	return true
-}
+func isPrime(n uint32) bool { return n >= 3 && limits.IsPrime(n) }

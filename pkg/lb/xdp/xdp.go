@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/l4lb/l4lb/internal/limits"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
@@ -24,15 +25,15 @@ var (
 	ErrIncompatible = errors.New("pinned maps incompatible with these options")
 )
 
-// Table sizes compiled into bpf/lb_consts.h.
+// Table sizes compiled into bpf/lb_consts.h (internal/limits keeps them equal).
 const (
-	MaxVIPs     = 1024
-	MaxBackends = 4096
+	MaxVIPs     = limits.VIPMapSize
+	MaxBackends = limits.BackendMapSize // backend ids 1..MaxBackends-1; 0 is reserved
 )
 
 // Defaults for Options.
 const (
-	DefaultConntrackSize = 262144
+	DefaultConntrackSize = limits.DefaultConntrackSize
 	DefaultUDPTimeout    = 30 * time.Second
 	DefaultMTU           = 1500
 )
@@ -181,10 +182,8 @@ func checkPrime(n uint32) error {
 	if n < 3 {
 		return fmt.Errorf("ring size %d: %w", n, lb.ErrRingSize)
 	}
-	for i := uint32(2); i*i <= n; i++ {
-		if n%i == 0 {
-			return fmt.Errorf("ring size %d is not prime: %w", n, lb.ErrRingSize)
-		}
+	if !limits.IsPrime(n) {
+		return fmt.Errorf("ring size %d is not prime: %w", n, lb.ErrRingSize)
 	}
 	return nil
 }
