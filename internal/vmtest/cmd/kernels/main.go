@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,16 +76,11 @@ func run(series string, verbose, keep bool, timeout time.Duration) int {
 	var results []vmtest.KernelResult
 	for _, k := range ks {
 		opts := vmtest.Options{Kernel: k, Timeout: timeout}
-		var console *os.File
+		var console io.Writer // nil: quiet
 		if verbose {
 			console = os.Stdout
 		}
-		var r vmtest.KernelResult
-		if console != nil {
-			r = suite.Run(ctx, opts, console)
-		} else {
-			r = suite.Run(ctx, opts, nil)
-		}
+		r := suite.Run(ctx, opts, console)
 		results = append(results, r)
 		fmt.Println(line(r))
 		if !r.OK() {
