@@ -4,19 +4,38 @@ GO ?= go
 export GOFLAGS ?= -mod=mod
 
 # Debian packages the build, the tests and the testbed need.
-DEB_PACKAGES := clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool iproute2 ethtool iputils-ping procps tcpdump iperf3 curl bird2
+DEB_PACKAGES := clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool iproute2 ethtool iputils-ping procps tcpdump iperf3 curl bird2 \
+	qemu-system-x86 busybox-static xz-utils kmod
 
-.PHONY: all deps build generate check-generated test test-unit test-privileged bench fuzz demo demo-down vet clean
+# The stock kernels the BPF programs are tested on under QEMU (make test-kernels; make test
+# runs the oldest): Debian 12's 6.1 and the 6.12 of Debian 13 (from bookworm-backports /
+# security). Pinned by their ABI package names; internal/vmtest finds a kernel in /boot by
+# series, so a newer ABI of the same series works too. When Debian drops a pinned ABI from
+# the archive, make deps installs the series' meta-package instead and says so: update the
+# pin then. Each entry is PINNED:FALLBACK.
+VM_KERNELS := linux-image-6.1.0-56-amd64:linux-image-amd64 linux-image-6.12.117+deb12-amd64:linux-image-6.12-amd64
+# Kernel series make test-kernels runs (comma-separated).
+KERNELS ?= 6.1,6.12
+
+.PHONY: all deps build generate check-generated test test-kernels test-unit test-privileged bench fuzz demo demo-down vet clean
 
 all: build
 
 # deps installs what is missing and is quick when everything is present. RUNLEVEL=1 keeps
 # package scripts from starting services (bird2's daemon) in the root namespace.
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
+	@installed() { dpkg-query -W -f='$${Status}\n' $$1 2>/dev/null | grep -q 'install ok installed'; }; \
+	missing=$$(for p in $(DEB_PACKAGES); do installed $$p || echo $$p; done); \
+	kernels=$$(for k in $(VM_KERNELS); do installed $${k%%:*} || echo $$k; done); \
+	if [ -n "$$missing$$kernels" ]; then \
+		apt-get update -qq || exit 1; \
+		for k in $$kernels; do \
+			pin=$${k%%:*}; meta=$${k#*:}; \
+			if apt-cache show $$pin >/dev/null 2>&1; then missing="$$missing $$pin"; \
+			else echo "make deps: $$pin is no longer in the archive; installing $$meta (same series; update VM_KERNELS)"; missing="$$missing $$meta"; fi; \
+		done; \
 		echo "installing:" $$missing; \
-		apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@$(GO) mod download
 
@@ -41,10 +60,16 @@ vet: deps
 	@out=$$(gofmt -l cmd internal pkg testbed); [ -z "$$out" ] || { echo "not gofmt'ed (run gofmt -w):"; echo "$$out"; exit 1; }
 	$(GO) vet ./...
 
-# test runs everything: unit tests, privileged tests when L4LB_PRIVILEGED_TESTS=1 (CI), and
-# the generated-code check.
+# test runs everything: unit tests, privileged tests when L4LB_PRIVILEGED_TESTS=1 (CI), the
+# generated-code check, and (privileged) the BPF and daemon tests on Debian 12's 6.1 in a VM.
 test: deps check-generated vet
 	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) run ./internal/vmtest/cmd/kernels -kernels 6.1
+
+# test-kernels runs the BPF tests (packet and decap tables, fuzz corpus, pinning, end to end)
+# and the daemon test on stock distribution kernels under QEMU, one boot per kernel.
+test-kernels: deps
+	L4LB_PRIVILEGED_TESTS=1 $(GO) run ./internal/vmtest/cmd/kernels -kernels $(KERNELS)
 
 bench: deps
 	$(GO) test -run '^$$' -bench Maglev -benchtime 200x -count 1 ./pkg/lb/

@@ -47,8 +47,16 @@ type backendServer struct {
 	http, echo net.Listener
 }
 
+// envBinary names a prebuilt l4lb to test instead of building one (the kernel VMs of
+// internal/vmtest run this test where no go toolchain is at hand).
+const envBinary = "L4LB_BINARY"
+
 func buildBinary(t *testing.T) string {
 	t.Helper()
+	if bin := os.Getenv(envBinary); bin != "" {
+		return bin
+	}
+	testutil.RequireCommands(t, "go")
 	bin := filepath.Join(t.TempDir(), "l4lb")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/l4lb/l4lb/cmd/l4lb").CombinedOutput()
 	if err != nil {
@@ -58,7 +66,7 @@ func buildBinary(t *testing.T) string {
 }
 
 func newBed(t *testing.T) *bed {
-	testutil.RequireCommands(t, "ip", "ethtool", "sysctl", "go")
+	testutil.RequireCommands(t, "ip", "ethtool", "sysctl")
 	b := &bed{t: t, bin: buildBinary(t), dir: t.TempDir()}
 	b.client = testutil.NewNetNS(t, "client")
 	b.router = testutil.NewNetNS(t, "router")

@@ -21,7 +21,7 @@ type Decap struct {
 func LoadDecap() (*Decap, error) {
 	var d Decap
 	if err := loadDecapObjects(&d.objs, nil); err != nil {
-		return nil, fmt.Errorf("load decap: %w", err)
+		return nil, loadError("decap", err)
 	}
 	return &d, nil
 }

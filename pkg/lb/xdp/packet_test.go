@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/pkg/lb"
 )
@@ -64,7 +66,10 @@ func statDelta(before, after map[string]uint64) map[string]uint64 {
 }
 
 func TestPrivilegedPacketTable(t *testing.T) {
-	r := newRig(t, Options{})
+	// A short UDP timeout: the idle case needs a last-seen time older than the timeout on
+	// the monotonic clock, which in a freshly booted VM (make test-kernels) is younger
+	// than the default 30 s.
+	r := newRig(t, Options{UDPTimeout: 2 * time.Second})
 
 	web4 := lb.VIP{Key: key("203.0.113.10", 80, tcp), Backends: backends(1, "198.51.100.11", "198.51.100.12", "198.51.100.13")}
 	dns4 := lb.VIP{Key: key("203.0.113.10", 53, udp), Backends: backends(1, "198.51.100.11", "198.51.100.12", "198.51.100.13")}
@@ -147,8 +152,20 @@ func TestPrivilegedPacketTable(t *testing.T) {
 	heavy := lb.VIP{Key: change.Key, Backends: append(backends(5, "198.51.100.15", "198.51.100.16"),
 		lb.Backend{ID: 7, Addr: mustAddr("198.51.100.17"), Weight: 50}, lb.Backend{ID: 8, Addr: mustAddr("198.51.100.18"), Weight: 50})}
 
-	setU := func(p pkt, lastSeen uint64) func(t *testing.T) {
+	// setIdle makes p's conntrack entry idle past the UDP timeout, by the clock of
+	// bpf_ktime_get_ns.
+	setIdle := func(p pkt) func(t *testing.T) {
 		return func(t *testing.T) {
+			var ts unix.Timespec
+			if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+				t.Fatal(err)
+			}
+			idle := uint64(r.d.Options().UDPTimeout + time.Second)
+			now := uint64(ts.Nano())
+			if now <= idle {
+				t.Fatalf("monotonic clock at %s: too early to make an entry idle for %s", time.Duration(now), time.Duration(idle))
+			}
+			lastSeen := now - idle
 			id, ok, err := r.d.ConntrackLookup(p.flow())
 			if err != nil || !ok {
 				t.Fatalf("conntrack entry for %v: ok=%v err=%v", p.flow(), ok, err)
@@ -208,7 +225,7 @@ func TestPrivilegedPacketTable(t *testing.T) {
 			stats: map[string]uint64{"ct_miss": 1, "tx_encap4": 1}, check: ctIs(udp4, ringOf(dns4.Key, udp4))},
 		{name: "v4 udp established", in: build(udp4), verdict: xdpTx, want: toRing(dns4.Key, udp4),
 			stats: map[string]uint64{"ct_hit": 1, "tx_encap4": 1}},
-		{name: "v4 udp idle past the timeout is re-hashed", setup: setU(udp4, 1), in: build(udp4), verdict: xdpTx, want: toRing(dns4.Key, udp4),
+		{name: "v4 udp idle past the timeout is re-hashed", setup: setIdle(udp4), in: build(udp4), verdict: xdpTx, want: toRing(dns4.Key, udp4),
 			stats: map[string]uint64{"ct_udp_expired": 1, "tx_encap4": 1}, check: func(t *testing.T) {
 				vc, _ := r.d.VIPCounters(1)
 				if vc.NewFlows != 2 || vc.Packets != 3 {

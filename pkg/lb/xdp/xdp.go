@@ -141,11 +141,7 @@ func Load(opts Options) (*Dataplane, error) {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
 			return nil, fmt.Errorf("load xdp_lb: %w (%w: ring size or conntrack size changed? remove %s to start afresh)", err, ErrIncompatible, opts.PinPath)
 		}
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("load xdp_lb: %+v", verr)
-		}
-		return nil, fmt.Errorf("load xdp_lb: %w", err)
+		return nil, loadError("xdp_lb", err)
 	}
 	return d, nil
 }

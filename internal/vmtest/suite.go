@@ -1,0 +1,248 @@
+package vmtest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// A SuitePackage is a Go test package the kernel suite runs inside the VM.
+type SuitePackage struct {
+	Name    string   // short name in reports: "xdp", "daemon"
+	Pkg     string   // import path
+	Testdir string   // directory (relative to the module root) whose testdata the tests read; "" if none
+	Args    []string // extra test binary flags
+	Env     []string // extra environment; {{work}} is replaced by the work directory
+}
+
+// KernelSuite is what `make test-kernels` runs on each kernel: the packet table, the decap
+// table, the fuzz corpus replay, the pinning and end-to-end XDP tests (all of
+// pkg/lb/xdp), and the daemon test, which runs the real l4lb binary in namespaces.
+var KernelSuite = []SuitePackage{
+	{Name: "xdp", Pkg: "./pkg/lb/xdp", Testdir: "pkg/lb/xdp"},
+	{Name: "daemon", Pkg: "./pkg/daemon", Env: []string{"L4LB_BINARY={{work}}/l4lb"}},
+}
+
+// Suite is a built kernel suite: test binaries and the l4lb binary in a work directory.
+type Suite struct {
+	Work     string
+	Packages []SuitePackage
+}
+
+// BuildSuite compiles the packages' test binaries and bin/l4lb into work (on the host:
+// the VM has no toolchain to spare) and copies the testdata they read.
+func BuildSuite(ctx context.Context, moduleRoot, work string, pkgs []SuitePackage) (*Suite, error) {
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return nil, err
+	}
+	build := func(args ...string) error {
+		cmd := exec.CommandContext(ctx, "go", args...)
+		cmd.Dir = moduleRoot
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	if err := build("build", "-o", filepath.Join(work, "l4lb"), "./cmd/l4lb"); err != nil {
+		return nil, err
+	}
+	for _, p := range pkgs {
+		if err := build("test", "-c", "-o", filepath.Join(work, p.Name+".test"), p.Pkg); err != nil {
+			return nil, err
+		}
+		dir := filepath.Join(work, p.Name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		if p.Testdir != "" {
+			src := filepath.Join(moduleRoot, p.Testdir, "testdata")
+			if _, err := os.Stat(src); err == nil {
+				if out, err := exec.CommandContext(ctx, "cp", "-r", src, dir).CombinedOutput(); err != nil {
+					return nil, fmt.Errorf("copy %s: %w: %s", src, err, out)
+				}
+			}
+		}
+	}
+	return &Suite{Work: work, Packages: pkgs}, nil
+}
+
+// PackageResult is one test binary's outcome on one kernel.
+type PackageResult struct {
+	Name                    string
+	ExitCode                int
+	Passed, Failed, Skipped int
+	FailedTests             []string
+	Duration                time.Duration
+	Log                     string // path of the full -test.v output (on the host)
+}
+
+// KernelResult is the suite's outcome on one kernel.
+type KernelResult struct {
+	Kernel   Kernel
+	Packages []PackageResult
+	Boot     time.Duration // QEMU start to the first test
+	Total    time.Duration // QEMU start to its exit
+	Accel    string
+	Err      error // the VM itself failed (no result)
+}
+
+// OK tells whether every package passed.
+func (r KernelResult) OK() bool {
+	if r.Err != nil || len(r.Packages) == 0 {
+		return false
+	}
+	for _, p := range r.Packages {
+		if p.ExitCode != 0 || p.Failed > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Run boots k and runs every package of the suite in one boot. Logs go to
+// work/RELEASE/NAME.log; console shows progress if set.
+func (s *Suite) Run(ctx context.Context, opts Options, console io.Writer) KernelResult {
+	k := opts.Kernel
+	res := KernelResult{Kernel: k}
+	logDir := filepath.Join(s.Work, k.Release)
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		res.Err = err
+		return res
+	}
+	script := s.script(logDir)
+	if err := os.WriteFile(filepath.Join(s.Work, "suite.sh"), []byte(script), 0o755); err != nil {
+		res.Err = err
+		return res
+	}
+	tw := &timedWriter{out: console}
+	opts.Output = tw
+	r, err := Run(ctx, opts, s.Work, Command{Args: []string{"/bin/sh", filepath.Join(s.Work, "suite.sh")}})
+	res.Boot, res.Total, res.Accel, res.Err = r.Boot, r.Total, r.Accel, err
+	for _, p := range s.Packages {
+		pr := PackageResult{Name: p.Name, ExitCode: -1, Log: filepath.Join(logDir, p.Name+".log")}
+		if code, ok := tw.status(p.Name); ok {
+			pr.ExitCode = code
+			pr.Duration = tw.duration(p.Name)
+		}
+		if b, err := os.ReadFile(pr.Log); err == nil {
+			pr.Passed, pr.Failed, pr.Skipped, pr.FailedTests = countTests(string(b))
+		}
+		res.Packages = append(res.Packages, pr)
+	}
+	return res
+}
+
+// script runs each test binary in turn, its output to a log in the shared work
+// directory, and marks start and end on the console.
+func (s *Suite) script(logDir string) string {
+	var b strings.Builder
+	b.WriteString("modprobe veth\n")
+	for _, p := range s.Packages {
+		env := []string{"L4LB_PRIVILEGED_TESTS=1"}
+		for _, e := range p.Env {
+			env = append(env, strings.ReplaceAll(e, "{{work}}", s.Work))
+		}
+		args := append([]string{filepath.Join(s.Work, p.Name+".test"), "-test.v", "-test.count=1", "-test.timeout=8m"}, p.Args...)
+		quoted := make([]string, len(args))
+		for i, a := range args {
+			quoted[i] = shellQuote(a)
+		}
+		fmt.Fprintf(&b, "echo 'suite: start %s'\n", p.Name)
+		fmt.Fprintf(&b, "(cd %s && env %s %s) > %s 2>&1\n", shellQuote(filepath.Join(s.Work, p.Name)),
+			strings.Join(env, " "), strings.Join(quoted, " "), shellQuote(filepath.Join(logDir, p.Name+".log")))
+		fmt.Fprintf(&b, "echo \"suite: end %s $?\"\n", p.Name)
+	}
+	return b.String()
+}
+
+// timedWriter passes console lines on and notes when each package started and ended.
+type timedWriter struct {
+	out   io.Writer
+	mu    sync.Mutex
+	buf   []byte
+	start map[string]time.Time
+	end   map[string]time.Time
+	code  map[string]int
+}
+
+var suiteMark = regexp.MustCompile(`^suite: (start|end) (\S+)(?: (\d+))?$`)
+
+func (w *timedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.out != nil {
+		if _, err := w.out.Write(p); err != nil {
+			return 0, err
+		}
+	}
+	w.buf = append(w.buf, p...)
+	for {
+		i := strings.IndexByte(string(w.buf), '\n')
+		if i < 0 {
+			break
+		}
+		line := string(w.buf[:i])
+		w.buf = w.buf[i+1:]
+		m := suiteMark.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		if w.start == nil {
+			w.start, w.end, w.code = map[string]time.Time{}, map[string]time.Time{}, map[string]int{}
+		}
+		if m[1] == "start" {
+			w.start[m[2]] = time.Now()
+		} else {
+			w.end[m[2]] = time.Now()
+			w.code[m[2]], _ = strconv.Atoi(m[3])
+		}
+	}
+	return len(p), nil
+}
+
+func (w *timedWriter) status(name string) (int, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c, ok := w.code[name]
+	return c, ok
+}
+
+func (w *timedWriter) duration(name string) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.end[name].Sub(w.start[name])
+}
+
+var topLevelResult = regexp.MustCompile(`^--- (PASS|FAIL|SKIP): (\S+)`)
+
+// countTests counts the top-level tests of a -test.v log (subtests are indented).
+func countTests(log string) (pass, fail, skip int, failed []string) {
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		m := topLevelResult.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		switch m[1] {
+		case "PASS":
+			pass++
+		case "FAIL":
+			fail++
+			failed = append(failed, m[2])
+		case "SKIP":
+			skip++
+		}
+	}
+	return pass, fail, skip, failed
+}
