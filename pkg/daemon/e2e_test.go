@@ -399,7 +399,23 @@ func TestPrivilegedDaemon(t *testing.T) {
 		if code, out := b.admin("POST", "/v1/vips/web/backends/"+addr+"/drain", ""); code != 200 {
 			t.Fatalf("drain: %d %s", code, out)
 		}
-		time.Sleep(100 * time.Millisecond)
+		// The API answers once the drain is recorded; wait until a pass applied it (a pass
+		// takes ~30 ms here and ~200 ms in a TCG VM).
+		drained := func() bool {
+			for _, vv := range b.state().VIPs {
+				for _, bv := range vv.Backends {
+					if vv.Name == "web" && bv.Address == addr {
+						return bv.Drained && bv.Weight == 0
+					}
+				}
+			}
+			return false
+		}
+		for deadline := time.Now().Add(5 * time.Second); !drained(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("drain of %s not applied within 5s", addr)
+			}
+		}
 		got := b.spread(t, 30)
 		if got[first] != 0 {
 			t.Errorf("drained %s got %d new connections", first, got[first])
