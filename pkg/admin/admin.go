@@ -23,6 +23,8 @@ import (
 var (
 	ErrNotFound   = errors.New("not found")
 	ErrBadRequest = errors.New("bad request")
+	// ErrPending: the change was saved and will be applied, but is not in effect yet.
+	ErrPending = errors.New("pending")
 )
 
 // Node is what the API reads and changes. A mutation that fails must change nothing.
@@ -277,6 +279,8 @@ func (s *Server) result(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
 	case errors.Is(err, ErrBadRequest):
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+	case errors.Is(err, ErrPending):
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": "pending", "error": err.Error()})
 	default:
 		s.log.Warn("admin request failed", "error", err)
 		writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": err.Error()})

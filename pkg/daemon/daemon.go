@@ -31,6 +31,9 @@ import (
 // ErrUnsupported: the configured data plane is not built into this l4lb.
 var ErrUnsupported = errors.New("not supported")
 
+// applyWait bounds how long an admin change waits for its pass.
+const applyWait = 5 * time.Second
+
 // Options are the command line's.
 type Options struct {
 	ConfigPath    string
@@ -450,7 +453,7 @@ func (d *Daemon) mutate(vip, backend string, f func(*lb.Override)) error {
 	d.mu.Lock()
 	stateFile := d.cfg.StateFile
 	d.mu.Unlock()
-	o, err := d.ctrl.UpdateOverride(k, f, func(next lb.Overrides) error { return saveOverrides(stateFile, next) })
+	o, gen, err := d.ctrl.UpdateOverride(k, f, func(next lb.Overrides) error { return saveOverrides(stateFile, next) })
 	if errors.Is(err, lb.ErrNoBackend) {
 		return fmt.Errorf("%w: %w", admin.ErrNotFound, err)
 	}
@@ -462,6 +465,14 @@ func (d *Daemon) mutate(vip, backend string, f func(*lb.Override)) error {
 		weight = strconv.FormatUint(uint64(*o.Weight), 10)
 	}
 	d.log.Info("override changed", "vip", k.VIP, "backend", k.Backend, "drain", o.Drain, "weight", weight)
+	// Answer once the change is in the data plane: after `l4lb drain` returns, the
+	// backend gets no new flows. The change is saved either way and a failing pass is
+	// retried; the caller is told it is still pending.
+	ctx, cancel := context.WithTimeout(context.Background(), applyWait)
+	defer cancel()
+	if err := d.ctrl.WaitApplied(ctx, gen); err != nil {
+		return fmt.Errorf("%w: saved, but not applied within %s (see last_apply in l4lb status); it is retried", admin.ErrPending, applyWait)
+	}
 	return nil
 }
 

@@ -68,6 +68,10 @@ type Controller struct {
 	// reannounce: the next pass calls the Announcer even if nothing else changed.
 	reannounce bool
 	last       ApplyResult
+	// gen counts input changes; appliedGen is the gen the last successful pass started
+	// from. applied is closed and replaced whenever appliedGen moves.
+	gen, appliedGen uint64
+	appliedCh       chan struct{}
 }
 
 // NewController returns a controller; nothing runs until Run. maxID is the largest backend
@@ -79,6 +83,32 @@ func NewController(logger *slog.Logger, dp Programmer, maxID uint32, announce An
 	return &Controller{
 		log: logger.With("component", "controller"), dp: dp, maxID: maxID, announce: announce, onApply: onApply,
 		signal: make(chan struct{}, 1), overrides: Overrides{}, health: map[BackendKey]bool{},
+		appliedCh: make(chan struct{}),
+	}
+}
+
+// changed records an input change (c.mu held) and returns its generation.
+func (c *Controller) changed() uint64 {
+	c.gen++
+	c.kick()
+	return c.gen
+}
+
+// WaitApplied waits until a pass that includes the input change of generation gen (as
+// returned by UpdateOverride) has been applied, or ctx ends.
+func (c *Controller) WaitApplied(ctx context.Context, gen uint64) error {
+	for {
+		c.mu.Lock()
+		done, ch := c.appliedGen >= gen, c.appliedCh
+		c.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
 	}
 }
 
@@ -100,25 +130,26 @@ func (c *Controller) SetSpec(spec Spec) {
 			delete(c.health, k)
 		}
 	}
+	c.changed()
 	c.mu.Unlock()
-	c.kick()
 }
 
 // SetOverrides replaces the operators' overrides (at start, from the state file).
 func (c *Controller) SetOverrides(ov Overrides) {
 	c.mu.Lock()
 	c.overrides = ov.Clone()
+	c.changed()
 	c.mu.Unlock()
-	c.kick()
 }
 
 // UpdateOverride changes the override of one configured backend. persist (may be nil)
-// sees the new overrides first: when it fails, nothing changes.
-func (c *Controller) UpdateOverride(k BackendKey, f func(*Override), persist func(Overrides) error) (Override, error) {
+// sees the new overrides first: when it fails, nothing changes. It returns the new
+// override and the change's generation, for WaitApplied.
+func (c *Controller) UpdateOverride(k BackendKey, f func(*Override), persist func(Overrides) error) (Override, uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.spec == nil || !c.spec.Has(k) {
-		return Override{}, fmt.Errorf("%s: %w", k, ErrNoBackend)
+		return Override{}, 0, fmt.Errorf("%s: %w", k, ErrNoBackend)
 	}
 	next := c.overrides.Clone()
 	o := next[k]
@@ -130,12 +161,11 @@ func (c *Controller) UpdateOverride(k BackendKey, f func(*Override), persist fun
 	}
 	if persist != nil {
 		if err := persist(next); err != nil {
-			return Override{}, err
+			return Override{}, 0, err
 		}
 	}
 	c.overrides = next
-	c.kick()
-	return o, nil
+	return o, c.changed(), nil
 }
 
 // SetHealth records a backend's health transition. A report for a backend the spec does
@@ -147,7 +177,7 @@ func (c *Controller) SetHealth(k BackendKey, up bool) bool {
 		return false
 	}
 	c.health[k] = up
-	c.kick()
+	c.changed()
 	return true
 }
 
@@ -218,7 +248,7 @@ func (c *Controller) pass(ctx context.Context) ApplyResult {
 		c.mu.Unlock()
 		return ApplyResult{At: start, Err: ErrNoSpec}
 	}
-	spec, ov := *c.spec, c.overrides
+	spec, ov, gen := *c.spec, c.overrides, c.gen
 	health := make(map[BackendKey]bool, len(c.health))
 	for k, v := range c.health {
 		health[k] = v
@@ -233,6 +263,11 @@ func (c *Controller) pass(ctx context.Context) ApplyResult {
 		c.state, c.applied = st, true
 		if reannounce {
 			c.reannounce = false
+		}
+		if gen > c.appliedGen {
+			c.appliedGen = gen
+			close(c.appliedCh)
+			c.appliedCh = make(chan struct{})
 		}
 	}
 	c.last = res

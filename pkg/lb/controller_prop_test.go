@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -183,7 +184,7 @@ func (w *world) step(c *lb.Controller) string {
 		default:
 			f, what = func(o *lb.Override) { o.Weight = nil }, "weight override cleared"
 		}
-		o, err := c.UpdateOverride(k, f, nil)
+		o, _, err := c.UpdateOverride(k, f, nil)
 		if err != nil {
 			panic(err)
 		}
@@ -412,5 +413,47 @@ func TestControllerReaddedBackendServes(t *testing.T) {
 		if bs.Addr == b && bs.Weight == 0 {
 			t.Errorf("re-added backend has weight 0 (healthy=%v)", bs.Healthy)
 		}
+	}
+}
+
+// WaitApplied returns once a pass that includes the change has been applied, not before,
+// so `l4lb drain` can answer when the backend gets no new flows.
+func TestControllerWaitApplied(t *testing.T) {
+	vip := lb.VIPKey{Addr: netip.MustParseAddr("203.0.113.10"), Port: 80, Proto: lb.ProtoTCP}
+	a := netip.MustParseAddr("198.51.100.1")
+	dp := memdp.New(propRing, propMaxID)
+	c := newTestController(dp)
+	c.SetSpec(lb.Spec{Services: []lb.Service{{Name: "web", Key: vip, Backends: []lb.ServiceBackend{{Addr: a, Weight: 1}}}}})
+	ctx := context.Background()
+	c.Apply(ctx)
+	_, gen, err := c.UpdateOverride(lb.BackendKey{VIP: "web", Backend: a}, func(o *lb.Override) { o.Drain = true }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := c.WaitApplied(short, gen); err == nil {
+		t.Fatal("WaitApplied returned before any pass")
+	}
+	dp.FailNext(1)
+	c.Apply(ctx)
+	short2, cancel2 := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel2()
+	if err := c.WaitApplied(short2, gen); err == nil {
+		t.Fatal("WaitApplied returned after a failed pass")
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.WaitApplied(ctx, gen) }()
+	c.Apply(ctx)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitApplied did not return after the pass")
+	}
+	if w := c.Snapshot().State.VIPs[0].Backends[0].Weight; w != 0 {
+		t.Errorf("drained backend has weight %d once applied", w)
 	}
 }
