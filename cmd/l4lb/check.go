@@ -47,13 +47,4 @@ the exit status 0: the configuration works, and something in it deserves a secon
 }
 
 // warning formats a warning like a compiler's: FILE:LINE: warning: field: message.
-func warning(p config.Problem) string {
-	loc := p.File
-	if p.Line > 0 {
-		loc = fmt.Sprintf("%s:%d", p.File, p.Line)
-	}
-	if p.Field == "" {
-		return fmt.Sprintf("%s: warning: %s", loc, p.Msg)
-	}
-	return fmt.Sprintf("%s: warning: %s: %s", loc, p.Field, p.Msg)
-}
+func warning(p config.Problem) string { return p.Format("warning") }

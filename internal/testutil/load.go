@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -127,4 +128,32 @@ func (t Tally) String() string {
 		fmt.Fprintf(&sb, "; %s: %v", r.Start.Format("15:04:05.000"), r.Err)
 	}
 	return sb.String()
+}
+
+// CheckReplaced checks requests made across a change that replaced backend old by new
+// beside keep: it logs the requests started before the change, while it applied and after,
+// and fails t unless every request was answered, keep and old both answered before the
+// change, only keep and new answered after it, and new did answer. now describes the
+// system for a failure message.
+func CheckReplaced(t testing.TB, reqs []Request, changeAt, appliedAt time.Time, keep, old, new string, now func() string) {
+	t.Helper()
+	before := TallyOf(reqs, time.Time{}, changeAt)
+	during := TallyOf(reqs, changeAt, appliedAt)
+	after := TallyOf(reqs, appliedAt, time.Time{})
+	t.Logf("connections opened before the reload: %s", before)
+	t.Logf("connections opened while it applied:  %s", during)
+	t.Logf("connections opened after it applied:  %s", after)
+	if before.Answers[keep] == 0 || before.Answers[old] == 0 {
+		t.Fatalf("before the reload %s and %s should both answer: %s", keep, old, before)
+	}
+	if failed := len(before.Failed) + len(during.Failed) + len(after.Failed); failed > 0 {
+		t.Errorf("%d of %d connections failed (before the reload %d, while it applied %d, after %d); %s",
+			failed, len(reqs), len(before.Failed), len(during.Failed), len(after.Failed), now())
+	}
+	if other := after.Only(keep, new); len(other) > 0 {
+		t.Errorf("after the reload applied, connections were answered by %v; want %s and %s only", other, keep, new)
+	}
+	if after.Answers[new] == 0 {
+		t.Errorf("the new backend %s answered none of the %d connections opened after the reload applied (%s)", new, after.Answered()+len(after.Failed), after)
+	}
 }

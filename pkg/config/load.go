@@ -27,10 +27,16 @@ type Problem struct {
 	Msg   string
 }
 
-func (p Problem) String() string {
+func (p Problem) String() string { return p.Format("") }
+
+// Format is String with a kind ("warning") between the location and the field.
+func (p Problem) Format(kind string) string {
 	loc := p.File
 	if p.Line > 0 {
 		loc = fmt.Sprintf("%s:%d", p.File, p.Line)
+	}
+	if kind != "" {
+		loc += ": " + kind
 	}
 	if p.Field == "" {
 		return fmt.Sprintf("%s: %s", loc, p.Msg)

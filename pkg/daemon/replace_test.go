@@ -162,27 +162,10 @@ func TestPrivilegedReplaceBackend(t *testing.T) {
 			reqs := load.Stop()
 			stopped = true
 
-			before := testutil.TallyOf(reqs, time.Time{}, reloadAt)
-			during := testutil.TallyOf(reqs, reloadAt, appliedAt)
-			after := testutil.TallyOf(reqs, appliedAt, time.Time{})
-			t.Logf("connections opened before the reload: %s", before)
-			t.Logf("connections opened while it applied:  %s", during)
-			t.Logf("connections opened after it applied:  %s", after)
-			if before.Answers["be1"] == 0 || before.Answers["be2"] == 0 {
-				t.Fatalf("before the reload be1 and be2 should both answer: %s", before)
-			}
-			if failed := len(before.Failed) + len(during.Failed) + len(after.Failed); failed > 0 {
+			testutil.CheckReplaced(t, reqs, reloadAt, appliedAt, "be1", "be2", "be3", func() string {
 				final, _ := b.view()
-				t.Errorf("%d of %d connections failed (before the reload %d, while it applied %d, after %d); be2 had id %d, be3 was given id %d; now %s",
-					failed, len(reqs), len(before.Failed), len(during.Failed), len(after.Failed),
-					idsBefore["be2"].ID, web(v)["be3"].ID, describe(final))
-			}
-			if other := after.Only("be1", "be3"); len(other) > 0 {
-				t.Errorf("after the reload applied, connections were answered by %v; want be1 and be3 only", other)
-			}
-			if after.Answers["be3"] == 0 {
-				t.Errorf("the new backend be3 answered none of the %d connections opened after the reload applied (%s)", after.Answered()+len(after.Failed), after)
-			}
+				return fmt.Sprintf("be2 had id %d, be3 was given id %d; now %s", idsBefore["be2"].ID, web(v)["be3"].ID, describe(final))
+			})
 		})
 	}
 }
