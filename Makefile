@@ -50,7 +50,7 @@ generate: deps
 # check-generated fails when the committed bpf2go output does not match the C sources.
 check-generated: deps
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	cp -r go.mod go.sum bpf pkg $$tmp/; \
+	cp -r go.mod go.sum bpf pkg internal $$tmp/; \
 	(cd $$tmp && $(GO) generate ./pkg/... >/dev/null) || exit 1; \
 	stale=0; for f in $$(cd $$tmp && find pkg -name '*_bpfel.go' -o -name '*_bpfel.o'); do \
 		cmp -s $$tmp/$$f $$f || { echo "stale generated file: $$f (run make generate)"; stale=1; }; \
