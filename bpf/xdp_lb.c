@@ -10,6 +10,8 @@
 #include "lb_structs.h"
 #include "lb_maps.h"
 #include "jhash.h"
+#include "flowhash.h"
+#include "ring.h"
 #include "parse.h"
 #include "encap.h"
 
@@ -19,23 +21,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 volatile const __u32 ring_size = RING_SIZE;
 volatile const __u64 udp_timeout_ns = 30ULL * 1000000000ULL;
 volatile const __u32 mtu = 1500;
-
-static __always_inline __u32 flow_hash(const struct flow_key *f, __u32 vip_flags)
-{
-	__u32 ports = ((__u32)f->dport << 16) | f->sport;
-
-	if (vip_flags & VIP_F_HASH_NO_SPORT)
-		ports = (__u32)f->dport << 16;
-	if (f->family == FAMILY_V4)
-		return jhash_3words(*(__u32 *)f->src, *(__u32 *)f->dst, ports, f->proto);
-
-	__u32 k[9];
-
-	__builtin_memcpy(k, f->src, 16);
-	__builtin_memcpy(&k[4], f->dst, 16);
-	k[8] = ports;
-	return jhash_9words(k, f->proto);
-}
 
 static __always_inline struct vip_meta *vip_lookup(const struct packet *pkt)
 {
@@ -106,17 +91,8 @@ int xdp_lb(struct xdp_md *ctx)
 	}
 
 	if (!be) {
-		void *ring = bpf_map_lookup_elem(&rings, &vip_id);
-
-		if (!ring)
-			return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
-		__u32 slot = hash % ring_size;
-		__u32 *bid = bpf_map_lookup_elem(ring, &slot);
-
-		if (!bid)
-			return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
-		backend_id = *bid;
-		be = live_backend(backend_id);
+		backend_id = ring_pick(vip, hash, ring_size);
+		be = backend_id ? live_backend(backend_id) : NULL;
 		if (!be)
 			return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
 

@@ -85,23 +85,6 @@ func New(opts Options) (*Daemon, error) {
 	return &Daemon{opts: opts, log: opts.Logger, cfg: cfg, warnings: warnings, links: map[string]string{}}, nil
 }
 
-// newDataplane loads the configured data plane. It is the only place that names a
-// concrete one.
-func newDataplane(cfg *config.Config, logger *slog.Logger) (lb.Dataplane, error) {
-	switch cfg.Dataplane {
-	case "xdp":
-		d, err := xdp.Load(xdp.Options{
-			PinPath: cfg.BPFFS, RingSize: cfg.XDP.RingSize, ConntrackSize: cfg.XDP.ConntrackSize,
-			UDPTimeout: cfg.XDP.UDPTimeout, MTU: cfg.XDP.MTU, Logger: logger,
-		})
-		if err != nil {
-			return nil, err
-		}
-		return xdp.NewNode(d, "configured (dataplane: xdp)"), nil
-	}
-	return nil, fmt.Errorf("dataplane %q: %w", cfg.Dataplane, ErrUnsupported)
-}
-
 // Run runs the node until ctx is done, then shuts down in order: withdraw, wait the drain
 // delay, and detach only with CleanupOnExit. Without it the pinned program keeps
 // forwarding while no daemon runs.

@@ -8,7 +8,7 @@ import (
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
-// This file mirrors bpf/jhash.h and flow_hash() in bpf/xdp_lb.c, so that Go can answer
+// This file mirrors bpf/jhash.h and flow_hash() in bpf/flowhash.h, so that Go can answer
 // "which ring slot does this flow hash to?" exactly as the data plane does.
 
 const jhashInitval = 0xdeadbeef

@@ -1,0 +1,29 @@
+/* flowhash.h: the flow hash that picks a ring slot for a new flow. pkg/lb/xdp/flowhash.go
+ * mirrors it, so Go can say which slot a flow hashes to; any other data plane that means
+ * to pick the same backend as XDP for the same flow must compute the same value. */
+#ifndef L4LB_FLOWHASH_H
+#define L4LB_FLOWHASH_H
+
+#include <linux/types.h>
+#include "lb_consts.h"
+#include "lb_structs.h"
+#include "jhash.h"
+
+static __always_inline __u32 flow_hash(const struct flow_key *f, __u32 vip_flags)
+{
+	__u32 ports = ((__u32)f->dport << 16) | f->sport;
+
+	if (vip_flags & VIP_F_HASH_NO_SPORT)
+		ports = (__u32)f->dport << 16;
+	if (f->family == FAMILY_V4)
+		return jhash_3words(*(__u32 *)f->src, *(__u32 *)f->dst, ports, f->proto);
+
+	__u32 k[9];
+
+	__builtin_memcpy(k, f->src, 16);
+	__builtin_memcpy(&k[4], f->dst, 16);
+	k[8] = ports;
+	return jhash_9words(k, f->proto);
+}
+
+#endif

@@ -1,0 +1,35 @@
+/* ring.h: reading a VIP's Maglev ring. Every BPF program that picks a backend for a new
+ * flow (the XDP fast path, connect-time socket LB) goes through ring_pick(), so the ring
+ * layout is known here and in the Go loader only. */
+#ifndef L4LB_RING_H
+#define L4LB_RING_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "lb_consts.h"
+#include "lb_structs.h"
+#include "lb_maps.h"
+
+/* The slot a flow hash selects in a ring of size slots. */
+static __always_inline __u32 ring_slot(__u32 hash, __u32 size)
+{
+	return hash % size;
+}
+
+/* ring_pick returns the backend id in the slot hash selects in the VIP's ring, or 0 when
+ * the VIP has no ring (0 is never a backend id). ring_size is the program's load-time
+ * ring size. */
+static __always_inline __u32 ring_pick(const struct vip_meta *vip, __u32 hash, __u32 ring_size)
+{
+	__u32 vip_id = vip->id;
+	void *ring = bpf_map_lookup_elem(&rings, &vip_id);
+
+	if (!ring)
+		return 0;
+	__u32 slot = ring_slot(hash, ring_size);
+	__u32 *bid = bpf_map_lookup_elem(ring, &slot);
+
+	return bid ? *bid : 0;
+}
+
+#endif
