@@ -1,6 +1,12 @@
 /* flowhash.h: the flow hash that picks a ring slot for a new flow. pkg/lb/xdp/flowhash.go
  * mirrors it, so Go can say which slot a flow hashes to; any other data plane that means
- * to pick the same backend as XDP for the same flow must compute the same value. */
+ * to pick the same backend as XDP for the same flow must compute the same value.
+ *
+ * It is the kernel's jhash() over the bytes saddr, daddr, then the two ports as they sit
+ * in the transport header (sport zeroed with VIP_F_HASH_NO_SPORT), seeded with the
+ * protocol: jhash_3words and jhash_9words equal jhash() of 12 and 36 bytes. nftables
+ * computes the same with "jhash ip saddr . ip daddr . th 0-4 bytes seed <proto>"
+ * (pkg/lb/nft/rules.go hashExprs); keep the two in step. */
 #ifndef L4LB_FLOWHASH_H
 #define L4LB_FLOWHASH_H
 

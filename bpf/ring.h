@@ -10,10 +10,13 @@
 #include "lb_structs.h"
 #include "lb_maps.h"
 
-/* The slot a flow hash selects in a ring of size slots. */
+/* The slot a flow hash selects in a ring of size slots: the kernel's reciprocal_scale(),
+ * which is how nftables' "jhash ... mod size" scales its hash, so the nftables data plane
+ * (pkg/lb/nft) picks the same slot, hence the same backend, for the same flow.
+ * pkg/lb/xdp/flowhash.go RingSlot mirrors it. */
 static __always_inline __u32 ring_slot(__u32 hash, __u32 size)
 {
-	return hash % size;
+	return (__u32)(((__u64)hash * size) >> 32);
 }
 
 /* ring_pick returns the backend id in the slot hash selects in the VIP's ring, or 0 when

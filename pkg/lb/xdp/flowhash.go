@@ -107,3 +107,7 @@ func FlowHash(f Flow, flags lb.VIPFlags) uint32 {
 	k[8] = ports
 	return jhash9Words(k, uint32(f.Proto))
 }
+
+// RingSlot returns the ring slot a flow hash selects (bpf/ring.h ring_slot): the kernel's
+// reciprocal_scale, as nftables' "jhash ... mod size" computes it.
+func RingSlot(hash, size uint32) uint32 { return uint32(uint64(hash) * uint64(size) >> 32) }
