@@ -1,27 +1,114 @@
 package daemon
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/l4lb/l4lb/pkg/config"
 	"github.com/l4lb/l4lb/pkg/lb"
+	"github.com/l4lb/l4lb/pkg/lb/iptables"
+	"github.com/l4lb/l4lb/pkg/lb/nft"
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
 
 // newDataplane loads the configured data plane. It is the only place that names a
-// concrete one.
+// concrete one. dataplane: auto tries xdp, then nftables, then iptables, and logs what it
+// chose and why; an explicit mode that cannot work fails here with the reason.
 func newDataplane(cfg *config.Config, logger *slog.Logger) (lb.Dataplane, error) {
 	switch cfg.Dataplane {
 	case "xdp":
-		d, err := xdp.Load(xdp.Options{
-			PinPath: cfg.BPFFS, RingSize: cfg.XDP.RingSize, ConntrackSize: cfg.XDP.ConntrackSize,
-			UDPTimeout: cfg.XDP.UDPTimeout, MTU: cfg.XDP.MTU, Logger: logger,
-		})
-		if err != nil {
-			return nil, err
+		return loadXDP(cfg, logger, "configured (dataplane: xdp)")
+	case "nftables":
+		return loadNFT(cfg, logger, "configured (dataplane: nftables)")
+	case "iptables":
+		return loadIPTables(cfg, logger, "configured (dataplane: iptables)")
+	case "auto":
+		var why []string
+		dp, err := loadXDP(cfg, logger, "auto: the xdp program loads on this kernel")
+		if err == nil {
+			logger.Info("dataplane chosen", "mode", "xdp", "reason", dp.Info().Reason)
+			return dp, nil
 		}
-		return xdp.NewNode(d, "configured (dataplane: xdp)"), nil
+		why = append(why, "xdp: "+short(err))
+		dp, err = loadNFT(cfg, logger, "auto: xdp unavailable ("+why[0]+"); nftables NAT works")
+		if err == nil {
+			logger.Warn("dataplane chosen", "mode", "nftables", "reason", dp.Info().Reason)
+			return dp, nil
+		}
+		why = append(why, "nftables: "+short(err))
+		dp, err = loadIPTables(cfg, logger, "auto: "+strings.Join(why, "; ")+"; iptables NAT works")
+		if err == nil {
+			logger.Warn("dataplane chosen", "mode", "iptables", "reason", dp.Info().Reason)
+			return dp, nil
+		}
+		why = append(why, "iptables: "+short(err))
+		return nil, fmt.Errorf("dataplane auto: no data plane works here: %s: %w", strings.Join(why, "; "), ErrUnsupported)
 	}
 	return nil, fmt.Errorf("dataplane %q: %w", cfg.Dataplane, ErrUnsupported)
+}
+
+// short keeps the first line of an error, which is what a reason needs (the verifier log
+// of a failed XDP load is long).
+func short(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
+
+func loadXDP(cfg *config.Config, logger *slog.Logger, reason string) (lb.Dataplane, error) {
+	d, err := xdp.Load(xdp.Options{
+		PinPath: cfg.BPFFS, RingSize: cfg.XDP.RingSize, ConntrackSize: cfg.XDP.ConntrackSize,
+		UDPTimeout: cfg.XDP.UDPTimeout, MTU: cfg.XDP.MTU, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return xdp.NewNode(d, reason), nil
+}
+
+// loadNFT: rings of the XDP ring size, so both modes pick the same backend for a flow.
+func loadNFT(cfg *config.Config, logger *slog.Logger, reason string) (lb.Dataplane, error) {
+	d, err := nft.New(nft.Options{RingSize: cfg.XDP.RingSize, Reason: reason, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("dataplane nftables: %w", err)
+	}
+	return d, nil
+}
+
+func loadIPTables(cfg *config.Config, logger *slog.Logger, reason string) (lb.Dataplane, error) {
+	d, err := iptables.New(iptables.Options{Reason: reason, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("dataplane iptables: %w", err)
+	}
+	return d, nil
+}
+
+// watcher is a data plane that notices its rules being removed by someone else and asks
+// the controller for a pass that writes them again.
+type watcher interface {
+	Watch(ctx context.Context, kick func()) error
+}
+
+// watchDataplane runs the data plane's watcher, if it has one, until ctx is done.
+func watchDataplane(ctx context.Context, dp lb.Dataplane, kick func()) error {
+	if w, ok := dp.(watcher); ok {
+		return w.Watch(ctx, kick)
+	}
+	return nil
+}
+
+// cleanupNAT removes what the NAT data planes left (their table and chains), whichever
+// mode ran: a node that fell back from one mode to another leaves nothing behind.
+func cleanupNAT() ([]string, error) {
+	var removed []string
+	r, err1 := nft.Remove(0)
+	removed = append(removed, r...)
+	r, err2 := iptables.Remove()
+	removed = append(removed, r...)
+	return removed, errors.Join(err1, err2)
 }

@@ -4,16 +4,12 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,16 +25,11 @@ var update = flag.Bool("update", false, "rewrite golden files")
 
 const testRing = 4099 // small prime: quick ring swaps in tests
 
-// bed is a client, an LB namespace running the nftables data plane and two backends.
+// bed is the NAT test bed with the nftables data plane programming its LB namespace.
 type bed struct {
-	client, lb *netns_
-	backends   []*netns_
-	beAddr4    []netip.Addr
-	beAddr6    []netip.Addr
-	d          *Dataplane
+	*testutil.NATBed
+	d *Dataplane
 }
-
-type netns_ = testutil.NetNS
 
 var (
 	vip4 = netip.MustParseAddr("198.51.100.10")
@@ -47,34 +38,9 @@ var (
 
 func newBed(t *testing.T) *bed {
 	t.Helper()
-	testutil.RequireCommands(t, "ip", "nft", "ethtool")
-	b := &bed{client: testutil.NewNetNS(t, "nftc"), lb: testutil.NewNetNS(t, "nftlb")}
-	testutil.Veth(t, b.client, "c0", b.lb, "l0")
-	b.client.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "c0")
-	b.client.Run(t, "ip", "addr", "add", "2001:db8:c::1/64", "dev", "c0", "nodad")
-	b.client.Run(t, "ip", "route", "add", "default", "via", "192.0.2.2")
-	b.client.Run(t, "ip", "-6", "route", "add", "default", "via", "2001:db8:c::2")
-	b.lb.Run(t, "ip", "addr", "add", "192.0.2.2/24", "dev", "l0")
-	b.lb.Run(t, "ip", "addr", "add", "2001:db8:c::2/64", "dev", "l0", "nodad")
-	b.lb.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
-	for i := 1; i <= 2; i++ {
-		be := testutil.NewNetNS(t, fmt.Sprintf("nftb%d", i))
-		lbIf, beIf := fmt.Sprintf("b%d", i), "e0"
-		testutil.Veth(t, b.lb, lbIf, be, beIf)
-		b.lb.Run(t, "ip", "addr", "add", fmt.Sprintf("203.0.113.%d/30", 4*i+1), "dev", lbIf)
-		b.lb.Run(t, "ip", "addr", "add", fmt.Sprintf("2001:db8:b%d::1/64", i), "dev", lbIf, "nodad")
-		a4 := netip.MustParseAddr(fmt.Sprintf("203.0.113.%d", 4*i+2))
-		a6 := netip.MustParseAddr(fmt.Sprintf("2001:db8:b%d::2", i))
-		be.Run(t, "ip", "addr", "add", a4.String()+"/30", "dev", beIf)
-		be.Run(t, "ip", "addr", "add", a6.String()+"/64", "dev", beIf, "nodad")
-		be.Run(t, "ip", "route", "add", "default", "via", fmt.Sprintf("203.0.113.%d", 4*i+1))
-		be.Run(t, "ip", "-6", "route", "add", "default", "via", fmt.Sprintf("2001:db8:b%d::1", i))
-		serveName(t, be, fmt.Sprintf("be%d", i))
-		b.backends = append(b.backends, be)
-		b.beAddr4 = append(b.beAddr4, a4)
-		b.beAddr6 = append(b.beAddr6, a6)
-	}
-	h, err := netns.GetFromName(b.lb.Name())
+	testutil.RequireCommands(t, "nft")
+	b := &bed{NATBed: testutil.NewNATBed(t)}
+	h, err := netns.GetFromName(b.LB.Name())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,134 +52,13 @@ func newBed(t *testing.T) *bed {
 	return b
 }
 
-// serveName answers on TCP and UDP port 80 and 53 of every address with the backend's
-// name and the peer address it saw ("be1 203.0.113.5").
-func serveName(t *testing.T, ns *netns_, name string) {
-	t.Helper()
-	var ls []net.Listener
-	var pcs []net.PacketConn
-	err := ns.Do(func() error {
-		for _, p := range []string{"80", "53"} {
-			l, err := net.Listen("tcp", ":"+p)
-			if err != nil {
-				return err
-			}
-			pc, err := net.ListenPacket("udp", ":"+p)
-			if err != nil {
-				return err
-			}
-			ls, pcs = append(ls, l), append(pcs, pc)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for _, l := range ls {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				ap := netip.MustParseAddrPort(c.RemoteAddr().String())
-				fmt.Fprintf(c, "%s %s", name, ap.Addr().Unmap())
-				c.Close()
-			}
-		}()
-	}
-	for _, pc := range pcs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 1500)
-			for {
-				_, from, err := pc.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				ap := netip.MustParseAddrPort(from.String())
-				_, _ = pc.WriteTo([]byte(fmt.Sprintf("%s %s", name, ap.Addr().Unmap())), from)
-			}
-		}()
-	}
-	t.Cleanup(func() {
-		for _, l := range ls {
-			l.Close()
-		}
-		for _, pc := range pcs {
-			pc.Close()
-		}
-		wg.Wait()
-	})
-}
-
-// ask sends one request from the client to the VIP and returns the answer and the
-// client's source port.
 func (b *bed) ask(t *testing.T, k lb.VIPKey, sport uint16) (string, error) {
 	t.Helper()
-	var answer string
-	err := b.client.Do(func() error {
-		network := strings.ToLower(k.Proto.String())
-		dst := netip.AddrPortFrom(k.Addr, k.Port).String()
-		var laddr net.Addr
-		if sport != 0 {
-			if network == "tcp" {
-				laddr = &net.TCPAddr{Port: int(sport)}
-			} else {
-				laddr = &net.UDPAddr{Port: int(sport)}
-			}
-		}
-		dl := net.Dialer{Timeout: 2 * time.Second, LocalAddr: laddr}
-		c, err := dl.Dial(network, dst)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-		if network == "udp" {
-			if _, err := c.Write([]byte("hi")); err != nil {
-				return err
-			}
-			buf := make([]byte, 100)
-			n, err := c.Read(buf)
-			if err != nil {
-				return err
-			}
-			answer = string(buf[:n])
-			return nil
-		}
-		bs, err := io.ReadAll(c)
-		answer = string(bs)
-		return err
-	})
-	return answer, err
+	return b.Ask(k, sport)
 }
 
 func (b *bed) vip(k lb.VIPKey, flags lb.VIPFlags, weights ...uint32) lb.VIP {
-	v := lb.VIP{Key: k, Flags: flags}
-	for i := range b.backends {
-		a := b.beAddr4[i]
-		if k.Addr.Is6() {
-			a = b.beAddr6[i]
-		}
-		w := uint32(1)
-		if i < len(weights) {
-			w = weights[i]
-		}
-		v.Backends = append(v.Backends, lb.Backend{ID: uint32(i + 1 + 10*boolInt(k.Addr.Is6())), Addr: a, Weight: w})
-	}
-	return v
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
+	return b.VIP(k, flags, weights...)
 }
 
 // predict is the backend XDP's flow hash and ring slot pick for the flow.
@@ -233,18 +78,11 @@ func predict(t *testing.T, v lb.VIP, src netip.Addr, sport uint16) netip.Addr {
 	return netip.Addr{}
 }
 
-func (b *bed) nameOf(a netip.Addr) string {
-	for i := range b.backends {
-		if b.beAddr4[i] == a || b.beAddr6[i] == a {
-			return fmt.Sprintf("be%d", i+1)
-		}
-	}
-	return "none"
-}
+func (b *bed) nameOf(a netip.Addr) string { return b.Name(a) }
 
 func (b *bed) nft(t *testing.T, args ...string) string {
 	t.Helper()
-	return b.lb.Run(t, append([]string{"nft"}, args...)...)
+	return b.LB.Run(t, append([]string{"nft"}, args...)...)
 }
 
 func TestPrivilegedNFTForwarding(t *testing.T) {
@@ -286,12 +124,9 @@ func TestPrivilegedNFTForwarding(t *testing.T) {
 					t.Fatalf("flow from port %d: %v", sport, err)
 				}
 				want := predict(t, vips[k], src, sport)
-				name, peer, _ := strings.Cut(got, " ")
+				name := b.CheckAnswer(t, got)
 				if name != b.nameOf(want) {
 					t.Errorf("flow from port %d reached %s, XDP's hash picks %s", sport, name, b.nameOf(want))
-				}
-				if pa := netip.MustParseAddr(peer); !strings.HasPrefix(pa.String(), "203.0.113.") && !strings.HasPrefix(pa.String(), "2001:db8:b") {
-					t.Errorf("backend saw %s, want the LB node's address", pa)
 				}
 				seen[name]++
 			}
