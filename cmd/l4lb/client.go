@@ -117,6 +117,9 @@ func newStatusCmds(f *clientFlags) []*cobra.Command {
 			ifs = append(ifs, k+" ("+m+")")
 		}
 		fmt.Fprintf(w, "mode %s, interfaces %s, next hop %s, ready %v\n", v.Mode, strings.Join(ifs, ", "), v.NextHop, v.Ready)
+		if v.ModeReason != "" {
+			fmt.Fprintf(w, "mode chosen: %s\n", v.ModeReason)
+		}
 		fmt.Fprintf(w, "last apply %s (%.1f ms) %s\n", v.LastApply.At.Format(time.RFC3339), v.LastApply.DurationMS, v.LastApply.Error)
 		if v.LastReload != nil {
 			fmt.Fprintf(w, "last reload %s ok=%v %s\n", v.LastReload.At.Format(time.RFC3339), v.LastReload.OK, v.LastReload.Error)

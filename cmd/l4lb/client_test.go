@@ -16,6 +16,7 @@ import (
 // state is a /v1/state answer, with a counter beyond float64's exact range.
 const state = `{
   "mode": "xdp",
+  "mode_reason": "auto: the xdp program loads on this kernel",
   "interfaces": {"eth0": "native"},
   "next_hop": "02:00:00:00:00:01",
   "ready": true,

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -34,7 +35,7 @@ func newCleanupCmd(logger *slog.Logger) *cobra.Command {
 	var path string
 	cmd := &cobra.Command{
 		Use:   "cleanup --config FILE",
-		Short: "Detach the XDP program and remove its pinned maps (forwarding stops)",
+		Short: "Detach the XDP program, remove its pinned maps and l4lb's nftables/iptables rules (forwarding stops)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(path)
@@ -49,10 +50,10 @@ func newCleanupCmd(logger *slog.Logger) *cobra.Command {
 				return err
 			}
 			if len(removed) == 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "nothing pinned in %s\n", cfg.BPFFS)
+				fmt.Fprintf(cmd.OutOrStdout(), "nothing pinned in %s and no l4lb rules\n", cfg.BPFFS)
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s (%d pinned objects)\n", cfg.BPFFS, len(removed))
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s (%d objects: %s)\n", cfg.BPFFS, len(removed), strings.Join(removed, ", "))
 			return nil
 		},
 	}

@@ -12,7 +12,8 @@ import (
 type Config struct {
 	// Interfaces the XDP program attaches to.
 	Interfaces []string `mapstructure:"interfaces"`
-	// Dataplane: xdp (nftables, iptables, ipvs and auto arrive with the fallback issue).
+	// Dataplane: auto (the default: xdp if its program loads, else nftables, else
+	// iptables), xdp, nftables or iptables.
 	Dataplane string `mapstructure:"dataplane"`
 	// BPFFS is the directory on a bpffs where maps and links are pinned.
 	BPFFS string `mapstructure:"bpffs"`
@@ -120,7 +121,7 @@ type Health struct {
 
 // Defaults for keys left out.
 const (
-	DefaultDataplane  = "xdp"
+	DefaultDataplane  = "auto"
 	DefaultBPFFS      = "/sys/fs/bpf/l4lb"
 	DefaultStateFile  = "/var/lib/l4lb/state.json"
 	DefaultAdmin      = "127.0.0.1:9100"

@@ -45,11 +45,11 @@ func Validate(c *Config) []Problem {
 		}
 	}
 	switch c.Dataplane {
-	case "xdp":
-	case "nftables", "iptables", "ipvs", "auto":
-		bad("dataplane", "%q is not available yet (only xdp)", c.Dataplane)
+	case "auto", "xdp", "nftables", "iptables":
+	case "ipvs":
+		bad("dataplane", "%q is not available yet (want auto, xdp, nftables or iptables)", c.Dataplane)
 	default:
-		bad("dataplane", "%q: want xdp", c.Dataplane)
+		bad("dataplane", "%q: want auto, xdp, nftables or iptables", c.Dataplane)
 	}
 	if !filepath.IsAbs(c.BPFFS) {
 		bad("bpffs", "%q: want an absolute path", c.BPFFS)

@@ -179,6 +179,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return srv.Shutdown(sctx)
 	})
 	g.Go(func() error { return d.resolveLoop(gctx) })
+	g.Go(func() error { return watchDataplane(gctx, d.dp, d.ctrl.Kick) })
 	g.Go(func() error {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
@@ -236,18 +237,21 @@ func (d *Daemon) shutdown() error {
 
 // Cleanup removes what a node left pinned for its configuration (l4lb cleanup): it
 // detaches the pinned links and removes the pinned maps without loading anything, so it
-// works after ring_size or conntrack_size changed. It refuses while a daemon runs on the
+// works after ring_size or conntrack_size changed, and removes the NAT data planes'
+// nftables table and iptables chains. It refuses while a daemon runs on the
 // same bpffs directory.
 func Cleanup(cfg *config.Config) ([]string, error) {
 	if _, err := os.Stat(cfg.BPFFS); errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return cleanupNAT()
 	}
 	unlock, err := lockInstance(cfg.BPFFS)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	return xdp.RemovePinned(cfg.BPFFS)
+	removed, err := xdp.RemovePinned(cfg.BPFFS)
+	nat, err2 := cleanupNAT()
+	return append(removed, nat...), errors.Join(err, err2)
 }
 
 func (d *Daemon) setForwarding(cfg *config.Config) error {
