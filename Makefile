@@ -80,8 +80,9 @@ fuzz: deps
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -fuzz FuzzXDP -fuzztime 60s ./pkg/lb/xdp/
 
 # demo brings the testbed up (root) and shows the system work; the testbed stays up.
+# MODE=nftables or MODE=iptables runs the LB nodes on a NAT data plane instead of XDP.
 demo: build
-	scripts/demo.sh
+	L4LB_TESTBED_MODE=$(MODE) scripts/demo.sh
 
 demo-down:
 	@if [ -x bin/testbed ]; then bin/testbed down; else $(GO) run ./testbed/cmd/testbed down; fi

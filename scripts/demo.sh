@@ -17,7 +17,11 @@ vip_packets() { # the web VIP's packet counter on an LB node
 	$T exec "$1" -- "$L" vips | awk '$2 == "web" {print $4}'
 }
 
-say "Building and bringing the testbed up (removes a stale one first)"
+# MODE (make demo MODE=nftables|iptables) picks the LB nodes' data plane; default: their
+# config's (xdp). bin/testbed reads it from L4LB_TESTBED_MODE.
+export L4LB_TESTBED_MODE="${L4LB_TESTBED_MODE:-${MODE:-}}"
+
+say "Building and bringing the testbed up (removes a stale one first; data plane: ${L4LB_TESTBED_MODE:-from the config})"
 $T up
 $T status
 
@@ -68,7 +72,7 @@ $T exec router -- birdc -s /run/l4lb-testbed/router/bird.ctl show protocols | gr
 say "300 requests: all through lb2"
 requests 300 http://203.0.113.10/
 after2=$(vip_packets lb2)
-echo "   web VIP packets on lb2: $before2 -> $after2 (lb1 is stopped; its XDP program stays attached but receives nothing)"
+echo "   web VIP packets on lb2: $before2 -> $after2 (lb1 is stopped; its XDP program or NAT rules stay but receive nothing)"
 
 say "Starting l4lb on lb1 again: it adopts its pinned maps and announces"
 $T start lb1

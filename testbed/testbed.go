@@ -78,6 +78,11 @@ type Config struct {
 	L4LB, Self string
 	// LBConfig returns the l4lb config file for an LB node; env are extra L4LB_* overrides.
 	LBConfig func(lb string) (path string, env []string)
+	// Mode, if set, is the data plane the LB nodes run (L4LB_DATAPLANE: auto, xdp,
+	// nftables, iptables) instead of their config's. Up remembers it for StartLB.
+	Mode string
+	// NodeModes overrides Mode per LB node (a fleet that mixes modes; tests).
+	NodeModes map[string]string
 }
 
 // Bed is a testbed, up or not.
@@ -453,7 +458,16 @@ func (b *Bed) Up(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := os.WriteFile(b.path("mode"), []byte(b.cfg.Mode), 0o644); err != nil {
+		return err
+	}
 	for _, lb := range LBNodes {
+		// NAT data planes forward what they DNAT (XDP transmits by itself).
+		if natMode(b.mode(lb)) {
+			if err := b.In(lb, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"); err != nil {
+				return err
+			}
+		}
 		if err := os.MkdirAll(b.path(lb, "bpffs"), 0o700); err != nil {
 			return err
 		}
@@ -497,13 +511,38 @@ func (b *Bed) StopBackend(be string) error {
 
 // StartLB starts l4lb on an LB node with its config.
 func (b *Bed) StartLB(lb string) error {
+	cfg, env := b.LBConfig(lb)
+	return b.Start(lb, "l4lb", env, b.cfg.L4LB, "run", "--config", cfg)
+}
+
+// LBConfig is the config file an LB node's l4lb runs with and the L4LB_* environment
+// that overrides it (bpffs, state file, data plane mode): what any l4lb command on that
+// node (cleanup) needs too.
+func (b *Bed) LBConfig(lb string) (string, []string) {
 	cfg, env := b.cfg.LBConfig(lb)
-	env = append(env,
+	if m := b.mode(lb); m != "" {
+		env = append(env, "L4LB_DATAPLANE="+m)
+	}
+	return cfg, append(env,
 		"L4LB_BPFFS="+b.path(lb, "bpffs", "l4lb"),
 		"L4LB_STATE_FILE="+b.path(lb, "state.json"),
 	)
-	return b.Start(lb, "l4lb", env, b.cfg.L4LB, "run", "--config", cfg)
 }
+
+// mode is the data plane mode an LB node runs: Config.NodeModes, Config.Mode, or what Up
+// remembered ("": its config's).
+func (b *Bed) mode(lb string) string {
+	if m := b.cfg.NodeModes[lb]; m != "" {
+		return m
+	}
+	if b.cfg.Mode != "" {
+		return b.cfg.Mode
+	}
+	m, _ := os.ReadFile(b.path("mode"))
+	return strings.TrimSpace(string(m))
+}
+
+func natMode(m string) bool { return m == "nftables" || m == "iptables" }
 
 // Status describes each node: namespace present, processes running.
 func (b *Bed) Status() (string, error) {

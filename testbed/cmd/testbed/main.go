@@ -36,7 +36,7 @@ func main() {
 }
 
 type flags struct {
-	prefix, dir, l4lb, conf string
+	prefix, dir, l4lb, conf, mode string
 }
 
 func (f *flags) bed() (*testbed.Bed, error) {
@@ -55,6 +55,7 @@ func (f *flags) bed() (*testbed.Bed, error) {
 	return testbed.New(testbed.Config{
 		Prefix: f.prefix, Dir: f.dir, L4LB: bin, Self: self,
 		LBConfig: func(lb string) (string, []string) { return filepath.Join(conf, lb+".yaml"), nil },
+		Mode:     f.mode,
 	}), nil
 }
 
@@ -89,6 +90,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&f.dir, "dir", "/run/l4lb-testbed", "directory for configs, logs, pid files and bpffs mounts")
 	root.PersistentFlags().StringVar(&f.l4lb, "l4lb", "", "l4lb binary (default: next to this one)")
 	root.PersistentFlags().StringVar(&f.conf, "conf", "conf/testbed", "directory with lb1.yaml and lb2.yaml")
+	root.PersistentFlags().StringVar(&f.mode, "mode", os.Getenv("L4LB_TESTBED_MODE"), "data plane of the LB nodes: auto, xdp, nftables, iptables (default: their config's, or what up was given; env L4LB_TESTBED_MODE)")
 
 	var wait bool
 	up := &cobra.Command{
