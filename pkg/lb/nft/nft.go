@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/pkg/lb"
@@ -35,9 +36,9 @@ const (
 	CounterNoBackend = "drop_no_backend"
 )
 
-// A new ring is filled in steps while nothing refers to it: elementsPerMessage keeps a
-// message's element list under netlink's 64 KiB attribute length, messagesPerBatch keeps
-// a batch under the socket's default send buffer.
+// elementsPerMessage keeps a message's element list under netlink's 64 KiB attribute
+// length; messagesPerBatch keeps a batch under a default send buffer, where a ring must be
+// written in steps.
 const (
 	elementsPerMessage = 1024
 	messagesPerBatch   = 4
@@ -113,11 +114,32 @@ func Probe(netns int) error {
 }
 
 func conn(netns int) (*nftables.Conn, error) {
-	var o []nftables.ConnOption
+	o := []nftables.ConnOption{nftables.WithSockOptions(bigSendBuffer)}
 	if netns != 0 {
 		o = append(o, nftables.WithNetNSFd(netns))
 	}
 	return nftables.New(o...)
+}
+
+// sendBuffer holds a whole ring in one batch (65537 IPv6 elements take about 3 MB), so a
+// ring is created, filled and swapped in one transaction.
+const sendBuffer = 8 << 20
+
+// bigSendBuffer raises the netlink socket's send buffer past net.core.wmem_max
+// (SO_SNDBUFFORCE needs CAP_NET_ADMIN, which programming nftables needs anyway); where it
+// cannot, rings are written in more batches.
+func bigSendBuffer(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer)
+	}); err != nil || serr != nil {
+		_ = c.SetWriteBuffer(sendBuffer)
+	}
+	return nil
 }
 
 func (d *Dataplane) conn() (*nftables.Conn, error) { return conn(d.opts.NetNS) }
@@ -344,9 +366,6 @@ func (d *Dataplane) SetVIP(v lb.VIP) error {
 	key := lb.VIPKey{Addr: v.Key.Addr.Unmap(), Port: v.Key.Port, Proto: v.Key.Proto}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.ensure(); err != nil {
-		return err
-	}
 	c, err := d.conn()
 	if err != nil {
 		return err
@@ -354,6 +373,14 @@ func (d *Dataplane) SetVIP(v lb.VIP) error {
 	s, err := d.read(c)
 	if err != nil {
 		return err
+	}
+	if !s.tableOK || !s.chainsOK() {
+		if err := d.ensure(); err != nil {
+			return err
+		}
+		if s, err = d.read(c); err != nil {
+			return err
+		}
 	}
 	// Backends first.
 	_, bes := s.held()
@@ -399,43 +426,61 @@ func (d *Dataplane) SetVIP(v lb.VIP) error {
 			gen = max(gen, g+1)
 		}
 	}
-	// The new ring, filled in steps while nothing refers to it.
+	// The new ring, created, filled and swapped in for the old one in one transaction
+	// where the send buffer holds it whole; else filled in steps while nothing refers to
+	// it, then swapped in.
 	rs := ringSet(d.t, ringName(id, gen), is6(key.Addr))
+	els := ringElements(ring, addrs)
+	count, dnat, drop := vipRules(d.t, vipTag{Key: key, ID: id, Flags: v.Flags, Ring: rs.Name}, rs, d.opts.RingSize)
+	swap := func() {
+		d.putRule(c, s, chainCount, key, "count", count)
+		d.putRule(c, s, chainDNAT, key, "vip", dnat)
+		d.putRule(c, s, chainDNAT, key, "nobackend", drop)
+		// The old ring goes in the same transaction: the rules that named it are
+		// deleted before it.
+		for _, name := range oldRings {
+			c.DelSet(&nftables.Set{Table: d.t, Name: name})
+		}
+	}
 	if err := c.AddSet(rs, nil); err != nil {
 		return err
 	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("vip %s: create ring: %w", v.Key, err)
+	for rest := els; len(rest) > 0; rest = rest[min(len(rest), elementsPerMessage):] {
+		if err := c.SetAddElements(rs, rest[:min(len(rest), elementsPerMessage)]); err != nil {
+			return err
+		}
 	}
-	els := ringElements(ring, addrs)
+	swap()
+	err = c.Flush()
+	if errors.Is(err, unix.EMSGSIZE) {
+		err = d.swapInSteps(c, rs, els, swap)
+	}
+	if err != nil {
+		return fmt.Errorf("vip %s: write ring and rules: %w", v.Key, err)
+	}
+	d.writtenVIPs[key] = true
+	return nil
+}
+
+// swapInSteps writes a ring in batches the socket's send buffer holds, then swaps it in.
+func (d *Dataplane) swapInSteps(c *nftables.Conn, rs *nftables.Set, els []nftables.SetElement, swap func()) error {
+	if err := c.AddSet(rs, nil); err != nil {
+		return err
+	}
 	for i := 0; len(els) > 0; i++ {
 		n := min(len(els), elementsPerMessage)
 		if err := c.SetAddElements(rs, els[:n]); err != nil {
 			return err
 		}
 		els = els[n:]
-		if (i+1)%messagesPerBatch == 0 || len(els) == 0 {
+		if (i+1)%messagesPerBatch == 0 {
 			if err := c.Flush(); err != nil {
-				return fmt.Errorf("vip %s: fill ring: %w", v.Key, err)
+				return fmt.Errorf("fill ring: %w", err)
 			}
 		}
 	}
-	// Swap: the VIP's rules replaced (or added) in one transaction.
-	count, dnat, drop := vipRules(d.t, vipTag{Key: key, ID: id, Flags: v.Flags, Ring: rs.Name}, rs, d.opts.RingSize)
-	d.putRule(c, s, chainCount, key, "count", count)
-	d.putRule(c, s, chainDNAT, key, "vip", dnat)
-	d.putRule(c, s, chainDNAT, key, "nobackend", drop)
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("vip %s: swap rules: %w", v.Key, err)
-	}
-	d.writtenVIPs[key] = true
-	for _, name := range oldRings {
-		c.DelSet(&nftables.Set{Table: d.t, Name: name})
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("vip %s: delete old ring: %w", v.Key, err)
-	}
-	return nil
+	swap()
+	return c.Flush()
 }
 
 // putRule swaps the VIP's rule of that kind: the old one deleted and the new one
