@@ -345,7 +345,7 @@ func (d *Dataplane) Counters() (lb.Counters, error) {
 		cs.VIPs[k] = t
 		for _, b := range e.vip.Backends {
 			bt := cs.Backends[b.ID]
-			bt.NewFlows += s.counters[tagDNAT(e.id, b)].packets
+			bt.NewFlows += s.counters[tagDNAT(e.id, b)].packets + s.counters[tagAffinity(e.id, b)].packets
 			cs.Backends[b.ID] = bt
 		}
 		cs.Global[CounterNoBackend] += s.counters[tagNoBackend(e.id)].packets

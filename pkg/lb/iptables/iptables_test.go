@@ -194,6 +194,21 @@ func TestPrivilegedIPTables(t *testing.T) {
 	if flows != 120 || pkts < 120 {
 		t.Errorf("backends: %d new flows, %d packets, want 120 and at least 120: %+v", flows, pkts, cs.Backends)
 	}
+	// hash_no_source_port: one client's connections all reach one backend.
+	if err := d.SetVIP(b.VIP(keys[3], lb.FlagHashNoSourcePort)); err != nil {
+		t.Fatal(err)
+	}
+	sticky := map[string]int{}
+	for i := range 20 {
+		got, err := b.Ask(keys[3], uint16(40000+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sticky[b.CheckAnswer(t, got)]++
+	}
+	if len(sticky) != 1 {
+		t.Errorf("no-source-port vip: one client's 20 flows reached %v, want one backend", sticky)
+	}
 	// Drain be1 of the TCP VIP: new flows go to be2 only; counters survive the rewrite.
 	if err := d.SetVIP(b.VIP(keys[0], 0, 0, 1)); err != nil {
 		t.Fatal(err)

@@ -34,6 +34,14 @@ func tagNoBackend(id uint32) string { return fmt.Sprintf("l4lb nobackend %d", id
 func tagDNAT(vipID uint32, b lb.Backend) string {
 	return fmt.Sprintf("l4lb be %d %d %s", vipID, b.ID, b.Addr)
 }
+func tagAffinity(vipID uint32, b lb.Backend) string {
+	return fmt.Sprintf("l4lb aff %d %d %s", vipID, b.ID, b.Addr)
+}
+
+// affinitySeconds is how long a client of a hash_no_source_port VIP keeps its backend
+// after its last new connection (kube-proxy's default for ClientIP affinity).
+const affinitySeconds = 10800
+
 func tagMasq(a netip.Addr) string { return fmt.Sprintf("l4lb masq %s", a) }
 func tagBackendCount(id uint32, a netip.Addr) string {
 	return fmt.Sprintf("l4lb bcount %d %s", id, a)
@@ -274,6 +282,25 @@ func render(six bool, vips map[lb.VIPKey]vipEntry, backends map[uint32]netip.Add
 				last = i
 			}
 		}
+		// hash_no_source_port: statistic mode cannot hash, so a client keeps the backend
+		// its first connection drew (kube-proxy's ClientIP affinity, xt_recent), as long
+		// as that backend takes new flows.
+		sticky := e.vip.Flags&lb.FlagHashNoSourcePort != 0
+		recent := func(be lb.Backend) string { return fmt.Sprintf("%s-B%d", vipChain(e.id), be.ID) }
+		set := func(be lb.Backend) string {
+			if !sticky {
+				return ""
+			}
+			return fmt.Sprintf(" -m recent --set --name %s --rsource", recent(be))
+		}
+		if sticky {
+			for _, be := range e.vip.Backends {
+				if be.Weight > 0 {
+					rule(tagAffinity(e.id, be), "-A %s -m recent --rcheck --seconds %d --reap --name %s --rsource -j DNAT --to-destination %s",
+						vipChain(e.id), affinitySeconds, recent(be), be.Addr)
+				}
+			}
+		}
 		for i, be := range e.vip.Backends {
 			tag := fmt.Sprintf("%s w=%d", tagDNAT(e.id, be), be.Weight)
 			switch {
@@ -281,10 +308,10 @@ func render(six bool, vips map[lb.VIPKey]vipEntry, backends map[uint32]netip.Add
 				// No new flows; the rule keeps the backend's weight and counter.
 				rule(tag, "-A %s -m statistic --mode random --probability 0.0000000000", vipChain(e.id))
 			case i == last:
-				rule(tag, "-A %s -j DNAT --to-destination %s", vipChain(e.id), be.Addr)
+				rule(tag, "-A %s%s -j DNAT --to-destination %s", vipChain(e.id), set(be), be.Addr)
 			default:
-				rule(tag, "-A %s -m statistic --mode random --probability %.10f -j DNAT --to-destination %s",
-					vipChain(e.id), float64(be.Weight)/float64(rest), be.Addr)
+				rule(tag, "-A %s -m statistic --mode random --probability %.10f%s -j DNAT --to-destination %s",
+					vipChain(e.id), float64(be.Weight)/float64(rest), set(be), be.Addr)
 			}
 			rest -= uint64(be.Weight)
 		}
