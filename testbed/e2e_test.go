@@ -27,7 +27,7 @@ import (
 
 // newBed builds the binaries and brings a testbed with unique namespace names up, its LB
 // nodes on the committed configs; it is removed when the test ends.
-func newBed(t *testing.T, opts ...func(*testbed.Config)) *testbed.Bed {
+func newBed(t testing.TB, opts ...func(*testbed.Config)) *testbed.Bed {
 	conf, err := filepath.Abs("../conf/testbed")
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +37,7 @@ func newBed(t *testing.T, opts ...func(*testbed.Config)) *testbed.Bed {
 
 // newBedWith is newBed with the LB nodes' configs from lbConfig; opts change the
 // testbed's Config before it comes up.
-func newBedWith(t *testing.T, lbConfig func(lb string) (string, []string), opts ...func(*testbed.Config)) *testbed.Bed {
+func newBedWith(t testing.TB, lbConfig func(lb string) (string, []string), opts ...func(*testbed.Config)) *testbed.Bed {
 	testutil.RequirePrivileged(t)
 	testutil.RequireCommands(t, "ip", "ethtool", "sysctl", "bird", "birdc", "curl", "iperf3", "go")
 	dir := t.TempDir()
@@ -80,7 +80,7 @@ func newBedWith(t *testing.T, lbConfig func(lb string) (string, []string), opts 
 	return b
 }
 
-func dumpLogs(t *testing.T, dir string) {
+func dumpLogs(t testing.TB, dir string) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		raw, _ := os.ReadFile(filepath.Join(dir, e.Name()))
@@ -93,7 +93,7 @@ func dumpLogs(t *testing.T, dir string) {
 }
 
 // waitHops waits until the router's routes to both VIPs have hops next hops.
-func waitHops(t *testing.T, b *testbed.Bed, hops int, timeout time.Duration) time.Duration {
+func waitHops(t testing.TB, b *testbed.Bed, hops int, timeout time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -169,7 +169,7 @@ func curlCounts(t *testing.T, b *testbed.Bed, url string, n int) map[string]int 
 }
 
 // waitAllHealthy waits until every LB node reports every backend of every VIP healthy.
-func waitAllHealthy(t *testing.T, b *testbed.Bed, timeout time.Duration) {
+func waitAllHealthy(t testing.TB, b *testbed.Bed, timeout time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -253,6 +253,9 @@ func TestPrivilegedTestbed(t *testing.T) {
 	})
 
 	t.Run("iperf3 through a vip that hashes without the source port", func(t *testing.T) {
+		if testMode() == "iptables" {
+			t.Skip("iptables mode: each node picks at random; iperf3's two connections may cross different nodes (ECMP) and reach different backends (docs/architecture.md)")
+		}
 		// iperf3's control and data connections come from different source ports and must
 		// reach the same server: only hash_no_source_port makes that so.
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)

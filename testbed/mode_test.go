@@ -195,7 +195,7 @@ func TestPrivilegedTestbedMixedModes(t *testing.T) {
 		}) {
 			t.Fatal("the deleted rule did not come back in 10s")
 		}
-		t.Logf("the deleted rule was back after %s (check interval 2s)", time.Since(deleted).Round(10*time.Millisecond))
+		t.Logf("the deleted rule was back after %s (check interval 2s; includes listing the rules, which takes nft seconds with 65537-slot rings)", time.Since(deleted).Round(10*time.Millisecond))
 		out, err := b.Output(ctx, "lb2", "curl", "-s", "http://127.0.0.1:9100/metrics")
 		if err != nil {
 			t.Fatal(err)
