@@ -1,0 +1,54 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/l4lb/l4lb/internal/testutil"
+	"github.com/l4lb/l4lb/pkg/config"
+	"github.com/l4lb/l4lb/pkg/lb/nft"
+)
+
+// TestPrivilegedAutoFallsBack: where the XDP program cannot be loaded (here: its pin
+// directory is not on a bpffs), dataplane: auto picks nftables and says why; an explicit
+// xdp fails with the reason instead.
+func TestPrivilegedAutoFallsBack(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	ns := testutil.NewNetNS(t, "auto")
+	cfg := &config.Config{Dataplane: "auto", BPFFS: t.TempDir()}
+	cfg.XDP.RingSize = 1021
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	err := ns.Do(func() error {
+		dp, err := newDataplane(cfg, logger)
+		if err != nil {
+			return err
+		}
+		defer func() { _, _ = nft.Remove(0) }()
+		info := dp.Info()
+		if info.Mode != "nftables" || !strings.HasPrefix(info.Reason, "auto: xdp unavailable (") {
+			t.Errorf("auto chose %q because %q", info.Mode, info.Reason)
+		}
+		if !strings.Contains(logs.String(), `msg="dataplane chosen" mode=nftables`) {
+			t.Errorf("the choice was not logged:\n%s", logs.String())
+		}
+		cfg.Dataplane = "xdp"
+		if _, err := newDataplane(cfg, logger); err == nil {
+			t.Error("dataplane: xdp loaded where its pin directory is no bpffs")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUnknownDataplane(t *testing.T) {
+	_, err := newDataplane(&config.Config{Dataplane: "ipvs"}, slog.New(slog.DiscardHandler))
+	if !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("ipvs: %v, want ErrUnsupported", err)
+	}
+}
