@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 
 	"github.com/l4lb/l4lb/pkg/config"
@@ -71,8 +72,24 @@ func loadXDP(cfg *config.Config, logger *slog.Logger, reason string) (lb.Datapla
 	return xdp.NewNode(d, reason), nil
 }
 
+// ErrXDPLeft: a NAT mode was chosen on a node where an earlier run's XDP program is still
+// attached; it would take the VIPs' packets before netfilter sees them.
+var ErrXDPLeft = errors.New("an XDP program from an earlier run is still attached")
+
+// checkNoXDP refuses a NAT mode while the configured bpffs directory pins XDP links.
+func checkNoXDP(cfg *config.Config) error {
+	links, _ := filepath.Glob(filepath.Join(cfg.BPFFS, "link_*"))
+	if len(links) > 0 {
+		return fmt.Errorf("%w (pinned in %s): run l4lb cleanup first", ErrXDPLeft, cfg.BPFFS)
+	}
+	return nil
+}
+
 // loadNFT: rings of the XDP ring size, so both modes pick the same backend for a flow.
 func loadNFT(cfg *config.Config, logger *slog.Logger, reason string) (lb.Dataplane, error) {
+	if err := checkNoXDP(cfg); err != nil {
+		return nil, fmt.Errorf("dataplane nftables: %w", err)
+	}
 	d, err := nft.New(nft.Options{RingSize: cfg.XDP.RingSize, Reason: reason, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("dataplane nftables: %w", err)
@@ -81,6 +98,9 @@ func loadNFT(cfg *config.Config, logger *slog.Logger, reason string) (lb.Datapla
 }
 
 func loadIPTables(cfg *config.Config, logger *slog.Logger, reason string) (lb.Dataplane, error) {
+	if err := checkNoXDP(cfg); err != nil {
+		return nil, fmt.Errorf("dataplane iptables: %w", err)
+	}
 	d, err := iptables.New(iptables.Options{Reason: reason, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("dataplane iptables: %w", err)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -50,5 +52,18 @@ func TestUnknownDataplane(t *testing.T) {
 	_, err := newDataplane(&config.Config{Dataplane: "ipvs"}, slog.New(slog.DiscardHandler))
 	if !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("ipvs: %v, want ErrUnsupported", err)
+	}
+}
+
+func TestNATRefusesLeftoverXDP(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "link_eth0"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"nftables", "iptables"} {
+		_, err := newDataplane(&config.Config{Dataplane: mode, BPFFS: dir}, slog.New(slog.DiscardHandler))
+		if !errors.Is(err, ErrXDPLeft) || !strings.Contains(err.Error(), "l4lb cleanup") {
+			t.Errorf("%s with a pinned xdp link: %v", mode, err)
+		}
 	}
 }

@@ -95,24 +95,6 @@ func New(opts Options) (*Dataplane, error) {
 	return d, nil
 }
 
-// Probe reports whether nftables NAT can be programmed here: it creates and deletes a
-// scratch table with a nat chain.
-func Probe(netns int) error {
-	c, err := conn(netns)
-	if err != nil {
-		return err
-	}
-	t := &nftables.Table{Name: "l4lb_probe", Family: nftables.TableFamilyINet}
-	c.AddTable(t)
-	c.AddChain(&nftables.Chain{Name: "p", Table: t, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
-	c.AddSet(&nftables.Set{Table: t, Name: "m", IsMap: true, KeyType: nftables.TypeInteger, DataType: nftables.TypeIPAddr}, nil)
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("%w: %w", ErrNoNFT, err)
-	}
-	c.DelTable(t)
-	return c.Flush()
-}
-
 func conn(netns int) (*nftables.Conn, error) {
 	o := []nftables.ConnOption{nftables.WithSockOptions(bigSendBuffer)}
 	if netns != 0 {
