@@ -59,11 +59,13 @@ package: deps
 	rm -rf bin/pkg/man bin/pkg/completion && mkdir -p bin/pkg/man bin/pkg/completion
 	bin/pkg/l4lb completion bash > bin/pkg/completion/l4lb.bash
 	bin/pkg/l4lb completion zsh > bin/pkg/completion/_l4lb
-	bin/pkg/l4lb man --dir bin/pkg/man && gzip -9n bin/pkg/man/*.1
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) bin/pkg/l4lb man --dir bin/pkg/man && gzip -9n bin/pkg/man/*.1
 	rm -f bin/l4lb_*.deb
 	VERSION=$(VERSION) $(GO) tool nfpm package -f packaging/nfpm.yaml -p deb -t bin/
 
-# test-package builds the package and installs it into a fresh Debian 12 root (root).
+# test-package builds the package and installs it into a fresh Debian 12 root (root). make
+# test runs the same test through go test ./...: the first run debootstraps (minutes),
+# later ones unpack the cached root (~30 s).
 test-package: package
 	L4LB_PRIVILEGED_TESTS=1 L4LB_DEB=$$(ls bin/l4lb_*.deb) $(GO) test -count=1 -run 'Package|Unit' -v ./packaging/
 
