@@ -83,7 +83,7 @@ check-generated: deps
 	done; exit $$stale
 
 vet: deps
-	@out=$$(gofmt -l cmd internal pkg testbed); [ -z "$$out" ] || { echo "not gofmt'ed (run gofmt -w):"; echo "$$out"; exit 1; }
+	@out=$$(gofmt -l cmd internal pkg testbed packaging); [ -z "$$out" ] || { echo "not gofmt'ed (run gofmt -w):"; echo "$$out"; exit 1; }
 	$(GO) vet ./...
 
 # test runs everything: unit tests, privileged tests when L4LB_PRIVILEGED_TESTS=1 (CI), the
