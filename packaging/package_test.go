@@ -93,6 +93,9 @@ func TestPrivilegedPackage(t *testing.T) {
 	if got := in("bash", "-c", "source /usr/share/bash-completion/completions/l4lb && type -t __start_l4lb"); got != "function\n" {
 		t.Errorf("bash completion defines no __start_l4lb: %q", got)
 	}
+	if zsh := string(must(os.ReadFile(filepath.Join(root, "usr/share/zsh/vendor-completions/_l4lb")))); !strings.HasPrefix(zsh, "#compdef l4lb") {
+		t.Errorf("zsh completion does not start with #compdef l4lb: %.40q", zsh)
+	}
 	// The unit as installed, with its man pages where man looks for them.
 	unit := filepath.Join(t.TempDir(), "l4lb.service")
 	b, err := os.ReadFile(filepath.Join(root, "lib/systemd/system/l4lb.service"))
