@@ -159,7 +159,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		d.ctrl.Reannounce()
 	}
-	d.sd.setAttached(d.log, fmt.Sprintf("forwarding: %s on %v, %d vips", d.dp.Info().Mode, cfg.Interfaces, len(cfg.VIPs)))
+	d.sd.setAttached(d.log, readyStatus(d.dp.Info().Mode, links, len(cfg.VIPs)))
 
 	srv := &http.Server{
 		Handler: admin.New(d.log, d, token, reg), ReadHeaderTimeout: 5 * time.Second,

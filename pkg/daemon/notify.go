@@ -3,8 +3,10 @@ package daemon
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -74,6 +76,16 @@ func (r *readiness) set(log *slog.Logger, f func()) {
 	if err := sdNotify("READY=1", "STATUS="+r.status); err != nil {
 		log.Warn("tell systemd the node is ready", "error", err)
 	}
+}
+
+// readyStatus is the STATUS= line sent with READY=1, made from what Attach returned:
+// "forwarding: xdp on eth0 (native), eth1 (adopted), 3 vips".
+func readyStatus(mode string, links map[string]string, vips int) string {
+	var ifs []string
+	for _, name := range slices.Sorted(maps.Keys(links)) {
+		ifs = append(ifs, fmt.Sprintf("%s (%s)", name, links[name]))
+	}
+	return fmt.Sprintf("forwarding: %s on %s, %d vips", mode, strings.Join(ifs, ", "), vips)
 }
 
 // notifyState sends a state change (STOPPING=1, RELOADING=1, READY=1 after a reload),

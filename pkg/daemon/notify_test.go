@@ -115,3 +115,10 @@ func TestSdNotify(t *testing.T) {
 		}
 	})
 }
+
+func TestReadyStatus(t *testing.T) {
+	got := readyStatus("xdp", map[string]string{"eth1": "adopted", "eth0": "native"}, 3)
+	if want := "forwarding: xdp on eth0 (native), eth1 (adopted), 3 vips"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
