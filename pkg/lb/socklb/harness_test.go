@@ -2,12 +2,12 @@ package socklb
 
 import (
 	"bufio"
-	"io"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -216,6 +216,7 @@ func newEnv(t *testing.T, pinPath string) *env {
 		t.Fatalf("load socket lb: %v", err)
 	}
 	t.Cleanup(func() { e.sock.Close() })
+	e.sock.ResetOnNewVIP(e.xdp)
 	if err := e.sock.Attach(e.cgroup); err != nil {
 		t.Fatalf("attach: %v", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,6 +134,15 @@ func Load(opts Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("load sock_lb: %w", err)
 	}
 	return d, nil
+}
+
+// ResetOnNewVIP makes x reset this program's per-VIP state (counters, sampled clients)
+// whenever it gives a new VIP an id, as it does its own counters.
+func (d *Dataplane) ResetOnNewVIP(x *xdp.Dataplane) {
+	x.OnNewVIPID(func(id uint32) error {
+		d.clients.forget(id)
+		return d.ResetCounters(id)
+	})
 }
 
 func lastLines(s string, n int) string {
@@ -388,10 +396,3 @@ func cgroupID(path string) (uint64, error) {
 	return st.Ino, nil
 }
 
-// addr16 is the maps' address layout: IPv4 in the first 4 bytes.
-func addrFrom16(a [16]byte, family uint8) netip.Addr {
-	if family == 4 {
-		return netip.AddrFrom4([4]byte(a[:4]))
-	}
-	return netip.AddrFrom16(a)
-}

@@ -76,6 +76,20 @@ func TestPrivilegedTCP(t *testing.T) {
 		t.Errorf("counters: vip4 %+v (want 60 connects), vip6 %+v (want 30)", c4, c6)
 	}
 
+	t.Run("a new vip in a reused id starts from zero", func(t *testing.T) {
+		if err := e.xdp.DeleteVIP(lb.VIPKey{Addr: netip.MustParseAddr("203.0.113.10"), Port: 80, Proto: lb.ProtoTCP}); err != nil {
+			t.Fatal(err)
+		}
+		id := e.setVIP("203.0.113.20", 80, lb.ProtoTCP, weights(1, v4...))
+		if id != id4 {
+			t.Skipf("id %d not reused (was %d)", id, id4)
+		}
+		if c, err := e.sock.Counters(id); err != nil || c != (VIPCounters{}) {
+			t.Errorf("counters of the new vip: %+v, %v", c, err)
+		}
+		e.xdp.DeleteVIP(lb.VIPKey{Addr: netip.MustParseAddr("203.0.113.20"), Port: 80, Proto: lb.ProtoTCP})
+		e.setVIP("203.0.113.10", 80, lb.ProtoTCP, weights(1, v4...))
+	})
 	t.Run("outside the cgroup", func(t *testing.T) {
 		rs := e.client(clientSpec{Proto: "tcp", Family: 4, Addr: "203.0.113.10", Port: 80, Count: 1}, false)
 		if len(rs) != 1 || !strings.Contains(rs[0].Err, "network is unreachable") {

@@ -28,3 +28,12 @@ func (d *Dataplane) Shared() Shared {
 	}
 	return s
 }
+
+// OnNewVIPID registers f, called (under the data plane's lock) when SetVIP gives a new
+// VIP an id, after the id's own counters were zeroed: another program keeping per-VIP
+// state by id (socket LB counters) resets it there.
+func (d *Dataplane) OnNewVIPID(f func(id uint32) error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.onNewID = append(d.onNewID, f)
+}
