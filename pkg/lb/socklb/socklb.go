@@ -395,4 +395,3 @@ func cgroupID(path string) (uint64, error) {
 	}
 	return st.Ino, nil
 }
-

@@ -95,7 +95,9 @@ type Dataplane struct {
 	mu      sync.Mutex
 	links   map[string]link.Link
 	pending map[uint32]bool // VIP ids handed out by SetVIP calls still swapping their ring
-	onNewID []func(id uint32) error // see OnNewVIPID (shared.go)
+
+	// onNewID: see OnNewVIPID (shared.go).
+	onNewID []func(id uint32) error
 }
 
 // Load loads the program and its maps (adopting pinned maps when opts.PinPath holds them).
