@@ -177,7 +177,7 @@ func exchange(fd int, s clientSpec) clientResult {
 // env is one test's world: a namespace with the backends on lo, a test cgroup, the XDP
 // data plane's maps (loaded, never attached) and the socket LB over them.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	ns     *testutil.NetNS
 	cgroup string
 	xdp    *xdp.Dataplane
@@ -192,7 +192,7 @@ var backendAddrs = []netip.Addr{
 // backendName is what a backend answers: "be-ADDR".
 func backendName(a netip.Addr) string { return "be-" + a.String() }
 
-func newEnv(t *testing.T, pinPath string) *env {
+func newEnv(t testing.TB, pinPath string) *env {
 	t.Helper()
 	testutil.RequireCommands(t, "ip")
 	e := &env{t: t, ns: testutil.NewNetNS(t, "sock")}
@@ -224,7 +224,7 @@ func newEnv(t *testing.T, pinPath string) *env {
 }
 
 // testCgroup creates a cgroup under the cgroup2 root, removed when the test ends.
-func testCgroup(t *testing.T) string {
+func testCgroup(t testing.TB) string {
 	t.Helper()
 	root, err := DefaultCgroup()
 	if err != nil {
@@ -362,7 +362,7 @@ func (e *env) client(spec clientSpec, inCgroup bool) []clientResult {
 	return decodeResults(e.t, string(out))
 }
 
-func decodeResults(t *testing.T, out string) []clientResult {
+func decodeResults(t testing.TB, out string) []clientResult {
 	t.Helper()
 	var rs []clientResult
 	dec := json.NewDecoder(strings.NewReader(out))
@@ -402,7 +402,7 @@ func weights(w uint32, addrs ...netip.Addr) map[netip.Addr]uint32 {
 
 // heldClient is a child started with Hold, driven line by line.
 type heldClient struct {
-	t     *testing.T
+	t     testing.TB
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	out   *bufio.Reader
