@@ -12,7 +12,8 @@ import (
 type Config struct {
 	// Interfaces the XDP program attaches to.
 	Interfaces []string `mapstructure:"interfaces"`
-	// Dataplane: xdp (nftables, iptables, ipvs and auto arrive with the fallback issue).
+	// Dataplane: xdp, or socket (connect-time socket LB only, no XDP; nftables,
+	// iptables, ipvs and auto arrive with the fallback issue).
 	Dataplane string `mapstructure:"dataplane"`
 	// BPFFS is the directory on a bpffs where maps and links are pinned.
 	BPFFS string `mapstructure:"bpffs"`
@@ -27,6 +28,8 @@ type Config struct {
 	Admin   Admin   `mapstructure:"admin"`
 	BGP     BGP     `mapstructure:"bgp"`
 	VIPs    []VIP   `mapstructure:"vips"`
+
+	SocketLB SocketLB `mapstructure:"socket_lb"`
 }
 
 // NextHop says where encapsulated packets go.
@@ -152,5 +155,8 @@ func defaults() map[string]any {
 		"bgp.local_asn":            uint32(0),
 		"bgp.router_id":            "",
 		"bgp.listen_port":          int32(-1),
+		"socket_lb.enabled":        false,
+		"socket_lb.cgroup":         "",
+		"socket_lb.sample_every":   uint32(1),
 	}
 }

@@ -95,7 +95,7 @@ func TestProblems(t *testing.T) {
 		{"only comments", "# nothing here\n\n", []string{"t.yaml:1: the file is empty: at least interfaces is required"}},
 		{"null document", "~\n", []string{"t.yaml:1: the file is empty: at least interfaces is required"}},
 		{"bgp without peers", base + "bgp:\n  enabled: true\n  local_asn: 1\n  router_id: 192.0.2.1\n", []string{"t.yaml:12: bgp.peers: at least one peer is required when bgp is enabled"}},
-		{"bad dataplane", base + "dataplane: dpdk\n", []string{`t.yaml:12: dataplane: "dpdk": want xdp`}},
+		{"bad dataplane", base + "dataplane: dpdk\n", []string{`t.yaml:12: dataplane: "dpdk": want xdp or socket`}},
 		{"relative bpffs", base + "bpffs: fs/bpf\n", []string{`t.yaml:12: bpffs: "fs/bpf": want an absolute path`}},
 		{"bad mac", base + "nexthop:\n  mac: zz\n", []string{`t.yaml:13: nexthop.mac: "zz" is not an Ethernet MAC address`}},
 		{"bad prefix", strings.Replace(base, "192.0.2.0/24", "192.0.2.0/33", 1), []string{`t.yaml:3: encap.source4: "192.0.2.0/33" is not an ipv4 prefix`}},
