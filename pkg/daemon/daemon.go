@@ -25,6 +25,7 @@ import (
 	"github.com/l4lb/l4lb/pkg/config"
 	"github.com/l4lb/l4lb/pkg/health"
 	"github.com/l4lb/l4lb/pkg/lb"
+	"github.com/l4lb/l4lb/pkg/lb/socklb"
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
 
@@ -61,6 +62,7 @@ type Daemon struct {
 	ready    bool
 
 	dp     lb.Dataplane
+	sock   *socketLB // nil without socket LB (socklb.go)
 	ctrl   *lb.Controller
 	ann    *announcer
 	prober *health.Prober
@@ -125,12 +127,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer d.dp.Close()
+	if err := d.setupSocketLB(cfg); err != nil {
+		return err
+	}
+	defer d.sock.close()
 	if err := d.setForwarding(cfg); err != nil {
 		return err
 	}
 
 	reg := prometheus.NewRegistry()
 	d.m = newMetrics(reg, d)
+	if d.sock != nil {
+		reg.MustRegister(newSocketMetrics(d))
+	}
 	d.ann = &announcer{d: d}
 	d.ctrl = lb.NewController(d.log, d.dp, d.dp.Info().MaxBackendID, d.ann, d.onApply)
 	d.prober = health.NewProber(d.log, d.onHealth)
@@ -148,6 +157,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.links = links
 	d.mu.Unlock()
 	if err != nil {
+		return err
+	}
+	if err := d.sock.attach(); err != nil {
 		return err
 	}
 	// Announce only once the program is attached: a route must never lead to a node that
@@ -179,6 +191,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return srv.Shutdown(sctx)
 	})
 	g.Go(func() error { return d.resolveLoop(gctx) })
+	if d.sock != nil {
+		g.Go(func() error { return d.sock.s.Run(gctx) })
+	}
 	g.Go(func() error {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
@@ -226,7 +241,7 @@ func (d *Daemon) shutdown() error {
 		d.log.Info("stopped; the pinned data plane keeps forwarding", "bpffs", cfg.BPFFS)
 		return errors.Join(errs...)
 	}
-	errs = append(errs, d.dp.Detach(context.Background()), d.dp.Unpin())
+	errs = append(errs, d.sock.detachAndUnpin(), d.dp.Detach(context.Background()), d.dp.Unpin())
 	if err := os.Remove(cfg.BPFFS); err != nil && !errors.Is(err, os.ErrNotExist) {
 		d.log.Warn("remove bpffs directory", "error", err)
 	}
@@ -247,7 +262,14 @@ func Cleanup(cfg *config.Config) ([]string, error) {
 		return nil, err
 	}
 	defer unlock()
-	return xdp.RemovePinned(cfg.BPFFS)
+	// The socket LB's cgroup links and maps first: xdp.RemovePinned names what it does
+	// not know as foreign.
+	sockRemoved, err := socklb.RemovePinned(cfg.BPFFS)
+	if err != nil {
+		return sockRemoved, err
+	}
+	removed, err := xdp.RemovePinned(cfg.BPFFS)
+	return append(sockRemoved, removed...), err
 }
 
 func (d *Daemon) setForwarding(cfg *config.Config) error {

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // ErrNoCgroup2: no cgroup v2 hierarchy is mounted.
@@ -84,4 +87,29 @@ func unescapeMountinfo(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// CgroupPaths maps cgroup ids (as sampled connects carry them) to their paths relative
+// to the cgroup v2 root, walking the hierarchy once; ids not found are left out.
+func CgroupPaths(ids map[uint64]bool) map[uint64]string {
+	out := map[uint64]string{}
+	root, err := DefaultCgroup()
+	if err != nil {
+		return out
+	}
+	filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || !e.IsDir() {
+			return nil
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(path, &st) == nil && ids[st.Ino] {
+			rel, _ := filepath.Rel(root, path)
+			out[st.Ino] = "/" + strings.TrimPrefix(rel, ".")
+			if len(out) == len(ids) {
+				return filepath.SkipAll
+			}
+		}
+		return nil
+	})
+	return out
 }

@@ -211,7 +211,7 @@ func newEnv(t testing.TB, pinPath string) *env {
 		t.Fatalf("load xdp maps: %v", err)
 	}
 	t.Cleanup(func() { e.xdp.Close() })
-	e.sock, err = Load(Options{Shared: e.xdp.Shared(), PinPath: pinPath})
+	e.sock, err = Load(Options{Shared: e.xdp.Shared(), PinPath: pinPath, SampleEvery: 1})
 	if err != nil {
 		t.Fatalf("load socket lb: %v", err)
 	}

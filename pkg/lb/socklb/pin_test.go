@@ -67,7 +67,7 @@ func TestPrivilegedPinnedRestartAndCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer x2.Close()
-	s2, err := Load(Options{Shared: x2.Shared(), PinPath: dir})
+	s2, err := Load(Options{Shared: x2.Shared(), PinPath: dir, SampleEvery: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

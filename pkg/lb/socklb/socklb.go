@@ -55,8 +55,9 @@ type Options struct {
 	PinPath string
 	// Shared are the XDP data plane's maps and ring size (xdp.Dataplane.Shared).
 	Shared xdp.Shared
-	// SampleEvery: one translated connect in SampleEvery is reported (top clients).
-	// 0 means 1 (every connect; the ring buffer drops what Go does not read in time).
+	// SampleEvery: one translated connect in SampleEvery is reported (top clients);
+	// 0 reports none. At 1 every connect is reported; the ring buffer drops what Go
+	// does not read in time.
 	SampleEvery uint32
 	Logger      *slog.Logger
 }
@@ -79,9 +80,6 @@ type Dataplane struct {
 func Load(opts Options) (*Dataplane, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
-	}
-	if opts.SampleEvery == 0 {
-		opts.SampleEvery = 1
 	}
 	if opts.Shared.RingSize == 0 || len(opts.Shared.Maps) == 0 {
 		return nil, fmt.Errorf("load sock_lb: no shared xdp maps given")
