@@ -47,15 +47,19 @@ func printSockets(w *tabwriter.Writer, v daemon.SocketsView) {
 	fmt.Fprintln(w, "VIP\tNAME\tCONNECTS\tSENDMSGS\tNO BACKEND")
 	for _, vip := range v.VIPs {
 		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\n", vip.Key, vip.Name, vip.Counters.Connects, vip.Counters.Sendmsgs, vip.Counters.NoBackend)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "TOP LOCAL CLIENTS\tCOMMAND\tSAMPLED\tPIDS\tLAST PID\tCGROUP")
+	for _, vip := range v.VIPs {
 		for _, c := range vip.Clients {
 			cg := v.Cgroups[c.CgroupID]
 			if cg == "" {
-				cg = fmt.Sprintf("cgroup id %d", c.CgroupID)
+				cg = fmt.Sprintf("id %d", c.CgroupID)
 			}
-			fmt.Fprintf(w, "  <- pid %d\t%s\t%d sampled\t%s\t\n", c.PID, c.Comm, c.Connects, cg)
+			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\n", vip.Name, c.Comm, c.Connects, c.PIDs, c.LastPID, cg)
 		}
 		if vip.Other > 0 {
-			fmt.Fprintf(w, "  <- others\t\t%d sampled\t\t\n", vip.Other)
+			fmt.Fprintf(w, "%s\t(others)\t%d\t\t\t\n", vip.Name, vip.Other)
 		}
 	}
 }

@@ -273,6 +273,9 @@ func Cleanup(cfg *config.Config) ([]string, error) {
 }
 
 func (d *Daemon) setForwarding(cfg *config.Config) error {
+	if cfg.Dataplane == "socket" {
+		return nil // nothing is encapsulated: no next hop, no source prefixes
+	}
 	fc := lb.Forwarding{}
 	if cfg.Encap.Source4 != "" {
 		fc.Source4 = netip.MustParsePrefix(cfg.Encap.Source4)

@@ -42,31 +42,41 @@ func decodeEvent(b []byte) (Event, error) {
 		BackendID: le.Uint32(b[16:]), Comm: string(comm)}, nil
 }
 
-// Client is a local process seen connecting to a VIP, with how many of its translated
-// connects were sampled.
+// maxPIDsPerClient bounds the distinct pids remembered per client row.
+const maxPIDsPerClient = 1024
+
+// Client is a local program seen connecting to a VIP: its command name and cgroup (a
+// program that runs as many short processes, like curl from a script, is one row), the
+// last pid seen and how many distinct pids made the sampled connects.
 type Client struct {
-	PID      uint32 `json:"pid"`
 	Comm     string `json:"comm"`
 	CgroupID uint64 `json:"cgroup_id"`
+	LastPID  uint32 `json:"last_pid"`
+	PIDs     int    `json:"pids"` // distinct, counted up to 1024
 	Connects uint64 `json:"sampled_connects"`
 }
 
 type clientKey struct {
-	pid    uint32
 	comm   string
 	cgroup uint64
+}
+
+type clientRow struct {
+	connects uint64
+	lastPID  uint32
+	pids     map[uint32]struct{}
 }
 
 // clients aggregates sampled connects per VIP id.
 type clients struct {
 	mu    sync.Mutex
-	byVIP map[uint32]map[clientKey]uint64
+	byVIP map[uint32]map[clientKey]*clientRow
 	other map[uint32]uint64
 	total uint64
 }
 
 func newClients() *clients {
-	return &clients{byVIP: map[uint32]map[clientKey]uint64{}, other: map[uint32]uint64{}}
+	return &clients{byVIP: map[uint32]map[clientKey]*clientRow{}, other: map[uint32]uint64{}}
 }
 
 func (c *clients) add(e Event) {
@@ -75,15 +85,24 @@ func (c *clients) add(e Event) {
 	c.total++
 	m := c.byVIP[e.VIPID]
 	if m == nil {
-		m = map[clientKey]uint64{}
+		m = map[clientKey]*clientRow{}
 		c.byVIP[e.VIPID] = m
 	}
-	k := clientKey{e.PID, e.Comm, e.CgroupID}
-	if _, ok := m[k]; !ok && len(m) >= maxClientsPerVIP {
-		c.other[e.VIPID]++
-		return
+	k := clientKey{e.Comm, e.CgroupID}
+	r := m[k]
+	if r == nil {
+		if len(m) >= maxClientsPerVIP {
+			c.other[e.VIPID]++
+			return
+		}
+		r = &clientRow{pids: map[uint32]struct{}{}}
+		m[k] = r
 	}
-	m[k]++
+	r.connects++
+	r.lastPID = e.PID
+	if len(r.pids) < maxPIDsPerClient {
+		r.pids[e.PID] = struct{}{}
+	}
 }
 
 // top returns the n clients with the most sampled connects to VIP id (all when n <= 0),
@@ -92,22 +111,26 @@ func (c *clients) top(id uint32, n int) ([]Client, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []Client
-	for k, v := range c.byVIP[id] {
-		out = append(out, Client{PID: k.pid, Comm: k.comm, CgroupID: k.cgroup, Connects: v})
+	for k, r := range c.byVIP[id] {
+		out = append(out, Client{Comm: k.comm, CgroupID: k.cgroup, LastPID: r.lastPID, PIDs: len(r.pids), Connects: r.connects})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Connects != out[j].Connects {
 			return out[i].Connects > out[j].Connects
 		}
-		if out[i].PID != out[j].PID {
-			return out[i].PID < out[j].PID
+		if out[i].Comm != out[j].Comm {
+			return out[i].Comm < out[j].Comm
 		}
-		return out[i].Comm < out[j].Comm
+		return out[i].CgroupID < out[j].CgroupID
 	})
+	var rest uint64
 	if n > 0 && len(out) > n {
+		for _, cl := range out[n:] {
+			rest += cl.Connects
+		}
 		out = out[:n]
 	}
-	return out, c.other[id]
+	return out, c.other[id] + rest
 }
 
 // forget drops what was sampled for VIP id (its VIP was removed or the id reused).
@@ -146,7 +169,7 @@ func (d *Dataplane) Run(ctx context.Context) error {
 }
 
 // TopClients returns the n local clients that made the most sampled translated connects
-// to VIP id, and the sampled connects of clients not listed for lack of room.
+// to VIP id, and the sampled connects of the clients not listed.
 func (d *Dataplane) TopClients(id uint32, n int) ([]Client, uint64) { return d.clients.top(id, n) }
 
 // ForgetClients drops the sampled clients of VIP id.

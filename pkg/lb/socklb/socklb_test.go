@@ -224,8 +224,8 @@ func TestPrivilegedClients(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if len(cs) != 1 || cs[0].Connects != 5 || cs[0].Comm != "socklb.test" || cs[0].CgroupID == 0 {
-		t.Fatalf("top clients: %+v, want one socklb.test with 5 connects", cs)
+	if len(cs) != 1 || cs[0].Connects != 5 || cs[0].Comm != "socklb.test" || cs[0].PIDs != 1 || cs[0].LastPID == 0 {
+		t.Fatalf("top clients: %+v, want one socklb.test with 5 connects from one pid", cs)
 	}
 	cgid, err := cgroupID(e.cgroup)
 	if err != nil {
