@@ -117,7 +117,7 @@ func connectClose(sa unix.Sockaddr) error {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := unix.Connect(fd, sa); err != nil {
+	if err := connectFD(fd, sa); err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
 	return unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})

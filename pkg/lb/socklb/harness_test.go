@@ -130,7 +130,7 @@ func clientRound(s clientSpec) (int, clientResult) {
 		return fail(fd, err)
 	}
 	if s.Proto == "tcp" || s.Connect {
-		if err := unix.Connect(fd, sa); err != nil {
+		if err := connectFD(fd, sa); err != nil {
 			return fail(fd, fmt.Errorf("connect: %w", err))
 		}
 		r := exchange(fd, s)
@@ -337,7 +337,9 @@ func (e *env) clientCmd(spec clientSpec, inCgroup bool) *exec.Cmd {
 	t := e.t
 	b, _ := json.Marshal(spec)
 	cmd := exec.Command("ip", "netns", "exec", e.ns.Name(), os.Args[0])
-	cmd.Env = append(os.Environ(), envClient+"="+string(b))
+	// No async preemption: its SIGURG interrupts a blocking connect (EINTR: a connect
+	// with a send timeout is not restarted), which a slow VM makes likely.
+	cmd.Env = append(os.Environ(), envClient+"="+string(b), "GODEBUG=asyncpreemptoff=1")
 	if inCgroup {
 		f, err := os.Open(e.cgroup)
 		if err != nil {
@@ -457,4 +459,31 @@ func (h *heldClient) release() clientResult {
 		h.t.Fatalf("held client: %v", err)
 	}
 	return r
+}
+
+// connectFD connects a blocking socket; a connect a signal interrupted goes on in the
+// background, so it waits for it instead of failing.
+func connectFD(fd int, sa unix.Sockaddr) error {
+	err := unix.Connect(fd, sa)
+	if err != unix.EINTR {
+		return err
+	}
+	for {
+		_, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, 5000)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	if soerr != 0 {
+		return syscall.Errno(soerr)
+	}
+	return nil
 }
