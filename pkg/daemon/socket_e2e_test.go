@@ -28,7 +28,13 @@ import (
 // straight from connect(); health checks and drain steer new connects as in XDP; a
 // stopped daemon's pinned hooks keep balancing and `l4lb cleanup` restores plain
 // behaviour.
-func TestPrivilegedSocketDataplane(t *testing.T) {
+func TestPrivilegedSocketDataplane(t *testing.T) { testSocketNode(t, false) }
+
+// TestPrivilegedSocketLBBesideXDP is the same with dataplane: xdp attached to an
+// interface and socket_lb.enabled: the mode stays xdp, the socket LB shares its maps.
+func TestPrivilegedSocketLBBesideXDP(t *testing.T) { testSocketNode(t, true) }
+
+func testSocketNode(t *testing.T, besideXDP bool) {
 	testutil.RequireCommands(t, "ip", "curl")
 	bin := buildBinary(t)
 	dir := t.TempDir()
@@ -85,11 +91,21 @@ func TestPrivilegedSocketDataplane(t *testing.T) {
 	token := filepath.Join(dir, "token")
 	os.WriteFile(token, []byte("s3cret\n"), 0o600)
 	cfgPath := filepath.Join(dir, "l4lb.yaml")
-	cfg := fmt.Sprintf(`dataplane: socket
-bpffs: %s/l4lb
+	head, mode := "dataplane: socket\n", "socket"
+	if besideXDP {
+		peer := testutil.NewNetNS(t, "peer")
+		testutil.Veth(t, ns, "l0", peer, "p0")
+		head, mode = `dataplane: xdp
+interfaces: [l0]
+encap: {source4: 192.0.2.0/26}
+nexthop: {mac: "02:00:00:00:00:01"}
+`, "xdp"
+	}
+	cfg := fmt.Sprintf(`%sbpffs: %s/l4lb
 state_file: %s/state.json
 drain_delay: 0s
 socket_lb:
+  enabled: %v
   cgroup: %s
 admin:
   listen: 127.0.0.1:9100
@@ -104,7 +120,7 @@ vips:
       - address: 198.51.100.1
       - address: 198.51.100.2
       - address: 198.51.100.3
-`, fs, dir, cg, token)
+`, head, fs, dir, besideXDP, cg, token)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +221,7 @@ vips:
 
 	var v daemon.View
 	adminGet("/v1/state", &v)
-	if v.Mode != "socket" || v.SocketLB == nil || !v.SocketLB.Attached || v.SocketLB.Cgroup != cg ||
+	if v.Mode != mode || v.SocketLB == nil || !v.SocketLB.Attached || v.SocketLB.Cgroup != cg ||
 		v.VIPs[0].Socket == nil || v.VIPs[0].Socket.Connects != 60 || v.VIPs[0].Packets != 0 {
 		t.Errorf("state: mode %s, socket lb %+v, vip %+v; want 60 socket connects and no packets", v.Mode, v.SocketLB, v.VIPs[0])
 	}
