@@ -171,17 +171,22 @@ vips:
 		}
 	}
 
-	daemonCmd := exec.Command("ip", "netns", "exec", ns.Name(), bin, "run", "--config", cfgPath)
-	daemonCmd.Stdout, daemonCmd.Stderr = logs, logs
-	if err := daemonCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if daemonCmd.ProcessState == nil {
-			daemonCmd.Process.Kill()
-			daemonCmd.Wait()
+	start := func() *exec.Cmd {
+		t.Helper()
+		cmd := exec.Command("ip", "netns", "exec", ns.Name(), bin, "run", "--config", cfgPath)
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
 		}
-	})
+		t.Cleanup(func() {
+			if cmd.ProcessState == nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+			}
+		})
+		return cmd
+	}
+	daemonCmd := start()
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -241,6 +246,19 @@ vips:
 	daemonCmd.Wait()
 	if got := spread(5); got["be-198.51.100.2"] != 5 {
 		t.Fatalf("with the daemon stopped: %v", got)
+	}
+	if besideXDP {
+		// Restarted with socket_lb off, the node removes the hooks a previous run pinned.
+		if err := os.WriteFile(cfgPath, []byte(strings.Replace(cfg, "enabled: true", "enabled: false", 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		daemonCmd = start()
+		waitFor("ready again", func() bool { _, err := curl(false, "-f", "http://127.0.0.1:9100/readyz"); return err == nil })
+		if out, err := curl(true, "http://203.0.113.10/"); err == nil {
+			t.Fatalf("socket_lb turned off, curl in the cgroup still reached the vip: %s", out)
+		}
+		daemonCmd.Process.Signal(syscall.SIGTERM)
+		daemonCmd.Wait()
 	}
 	if out, err := exec.Command("ip", "netns", "exec", ns.Name(), bin, "cleanup", "--config", cfgPath).CombinedOutput(); err != nil {
 		t.Fatalf("l4lb cleanup: %v: %s", err, out)

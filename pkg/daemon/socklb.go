@@ -76,7 +76,13 @@ func (d *Daemon) setupSocketLB(cfg *config.Config) error {
 		return nil
 	}
 	if !cfg.SocketLB.Enabled {
-		return nil
+		// A previous run with socket LB left its hooks pinned: they would go on
+		// balancing from the shared maps. Turning it off removes them.
+		removed, err := socklb.RemovePinned(cfg.BPFFS)
+		if len(removed) > 0 {
+			d.log.Info("socket lb is off: removed what a previous run pinned", "removed", removed)
+		}
+		return err
 	}
 	n, ok := d.dp.(*xdp.Node)
 	if !ok {
