@@ -187,14 +187,16 @@ vips:
 		return cmd
 	}
 	daemonCmd := start()
+	// Generous: under QEMU without KVM a start (loading and verifying the programs) takes
+	// seconds.
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 			if ok() {
 				return
 			}
 		}
-		t.Fatalf("%s: not within 10s", what)
+		t.Fatalf("%s: not within 30s", what)
 	}
 	waitFor("ready", func() bool { _, err := curl(false, "-f", "http://127.0.0.1:9100/readyz"); return err == nil })
 
