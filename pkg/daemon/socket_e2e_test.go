@@ -115,7 +115,7 @@ vips:
     address: 203.0.113.10
     port: 80
     protocol: tcp
-    health: {type: tcp, interval: 200ms, timeout: 100ms, rise: 1, fall: 1}
+    health: {type: tcp, interval: 1s, timeout: 1s, rise: 1, fall: 2}  # loose: QEMU without KVM is slow
     backends:
       - address: 198.51.100.1
       - address: 198.51.100.2
