@@ -60,6 +60,7 @@ type Daemon struct {
 	links    map[string]string // interface -> attach mode
 	nextHop  net.HardwareAddr
 	ready    bool
+	sd       readiness // READY=1 to systemd once applied and attached
 
 	dp     lb.Dataplane
 	sock   *socketLB // nil without socket LB (socklb.go)
@@ -170,6 +171,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		d.ctrl.Reannounce()
 	}
+	d.sd.setAttached(d.log, readyStatus(d.dp.Info().Mode, links, len(cfg.VIPs)))
 
 	srv := &http.Server{
 		Handler: admin.New(d.log, d, token, reg), ReadHeaderTimeout: 5 * time.Second,
@@ -203,9 +205,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			case <-gctx.Done():
 				return nil
 			case <-hup:
+				notifyState(d.log, "RELOADING=1", "MONOTONIC_USEC="+monotonicUsec())
 				if err := d.Reload(); err != nil {
 					d.log.Error("reload rejected, keeping the running config", "error", err)
 				}
+				notifyState(d.log, "READY=1")
 			}
 		}
 	})
@@ -213,6 +217,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("l4lb running", "dataplane", info.Mode, "reason", info.Reason, "interfaces", cfg.Interfaces,
 		"vips", len(cfg.VIPs), "admin", ln.Addr().String())
 	err = g.Wait()
+	notifyState(d.log, "STOPPING=1")
 	return errors.Join(err, d.shutdown())
 }
 
@@ -391,6 +396,7 @@ func (d *Daemon) onApply(r lb.ApplyResult) {
 		d.mu.Lock()
 		d.ready = true
 		d.mu.Unlock()
+		d.sd.setApplied(d.log)
 	}
 }
 
