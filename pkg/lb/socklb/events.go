@@ -172,9 +172,6 @@ func (d *Dataplane) Run(ctx context.Context) error {
 // to VIP id, and the sampled connects of the clients not listed.
 func (d *Dataplane) TopClients(id uint32, n int) ([]Client, uint64) { return d.clients.top(id, n) }
 
-// ForgetClients drops the sampled clients of VIP id.
-func (d *Dataplane) ForgetClients(id uint32) { d.clients.forget(id) }
-
 // SampledTotal is how many sampled connects were read.
 func (d *Dataplane) SampledTotal() uint64 {
 	d.clients.mu.Lock()

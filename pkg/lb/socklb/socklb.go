@@ -363,20 +363,6 @@ func (d *Dataplane) ResetCounters(id uint32) error {
 	return nil
 }
 
-// ReverseEntries returns the number of reverse-translation entries (tests, status).
-func (d *Dataplane) ReverseEntries() (int, error) {
-	var (
-		k socklbSockRevKey
-		v socklbSockRevVal
-		n int
-	)
-	it := d.objs.SockRev.Iterate()
-	for it.Next(&k, &v) {
-		n++
-	}
-	return n, it.Err()
-}
-
 // cgroupID is the id the kernel gives a cgroup v2 directory: its inode number.
 func cgroupID(path string) (uint64, error) {
 	var st syscall.Stat_t
