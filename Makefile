@@ -103,6 +103,7 @@ bench: deps
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench . -benchtime 20000x -count 1 ./pkg/lb/xdp/
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench Update -benchtime 10x -count 1 ./pkg/lb/nft/ ./pkg/lb/iptables/
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench TestbedModes -benchtime 2x -count 1 -timeout 20m ./testbed/
+	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench . -benchtime 20000x -count 1 ./pkg/lb/socklb/
 
 fuzz: deps
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -fuzz FuzzXDP -fuzztime 60s ./pkg/lb/xdp/

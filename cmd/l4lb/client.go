@@ -125,6 +125,7 @@ func newStatusCmds(f *clientFlags) []*cobra.Command {
 			fmt.Fprintf(w, "last reload %s ok=%v %s\n", v.LastReload.At.Format(time.RFC3339), v.LastReload.OK, v.LastReload.Error)
 		}
 		printVIPs(w, v, true)
+		printSocketLB(w, v)
 		if v.BGP != nil {
 			printBGP(w, v.BGP)
 		}

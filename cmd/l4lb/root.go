@@ -31,6 +31,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newManCmd())
 	root.AddCommand(newStatusCmds(&cf)...)
 	root.AddCommand(newMutateCmds(&cf)...)
+	root.AddCommand(newSocketsCmd(&cf))
 	return root
 }
 

@@ -26,10 +26,12 @@ type SuitePackage struct {
 
 // KernelSuite is what `make test-kernels` runs on each kernel: the packet table, the decap
 // table, the fuzz corpus replay, the pinning and end-to-end XDP tests (all of
-// pkg/lb/xdp), and the daemon test, which runs the real l4lb binary in namespaces.
+// pkg/lb/xdp), the daemon test, which runs the real l4lb binary in namespaces, and the
+// socket LB tests (cgroup hooks over the XDP maps).
 var KernelSuite = []SuitePackage{
 	{Name: "xdp", Pkg: "./pkg/lb/xdp", Testdir: "pkg/lb/xdp"},
 	{Name: "daemon", Pkg: "./pkg/daemon", Env: []string{"L4LB_BINARY={{work}}/l4lb"}},
+	{Name: "socklb", Pkg: "./pkg/lb/socklb"},
 }
 
 // Suite is a built kernel suite: test binaries and the l4lb binary in a work directory.

@@ -36,6 +36,12 @@ type Node interface {
 	Reload() error
 }
 
+// SocketsNode is a node that can say which local processes its socket LB balanced
+// (GET /v1/sockets).
+type SocketsNode interface {
+	Sockets() any
+}
+
 // Server is the API's handler.
 type Server struct {
 	log   *slog.Logger
@@ -120,6 +126,9 @@ func New(logger *slog.Logger, node Node, token string, reg *prometheus.Registry)
 	})
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /v1/state", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, node.State()) })
+	if sn, ok := node.(SocketsNode); ok {
+		s.mux.HandleFunc("GET /v1/sockets", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, sn.Sockets()) })
+	}
 	s.routeUI()
 	s.mux.HandleFunc("POST /v1/vips/{vip}/backends/{backend}/drain", s.auth(func(w http.ResponseWriter, r *http.Request) {
 		if err := noBody(w, r); err != nil {

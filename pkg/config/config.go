@@ -13,7 +13,7 @@ type Config struct {
 	// Interfaces the XDP program attaches to.
 	Interfaces []string `mapstructure:"interfaces"`
 	// Dataplane: auto (the default: xdp if its program loads, else nftables, else
-	// iptables), xdp, nftables or iptables.
+	// iptables), xdp, nftables, iptables, or socket (connect-time socket LB only, no XDP).
 	Dataplane string `mapstructure:"dataplane"`
 	// BPFFS is the directory on a bpffs where maps and links are pinned.
 	BPFFS string `mapstructure:"bpffs"`
@@ -28,6 +28,8 @@ type Config struct {
 	Admin   Admin   `mapstructure:"admin"`
 	BGP     BGP     `mapstructure:"bgp"`
 	VIPs    []VIP   `mapstructure:"vips"`
+
+	SocketLB SocketLB `mapstructure:"socket_lb"`
 }
 
 // NextHop says where encapsulated packets go.
@@ -153,5 +155,8 @@ func defaults() map[string]any {
 		"bgp.local_asn":            uint32(0),
 		"bgp.router_id":            "",
 		"bgp.listen_port":          int32(-1),
+		"socket_lb.enabled":        false,
+		"socket_lb.cgroup":         "",
+		"socket_lb.sample_every":   uint32(1),
 	}
 }

@@ -36,7 +36,7 @@ func Validate(c *Config) []Problem {
 		ps = append(ps, Problem{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
 
-	if len(c.Interfaces) == 0 {
+	if len(c.Interfaces) == 0 && c.Dataplane != "socket" {
 		bad("interfaces", "at least one interface is required")
 	}
 	for i, ifc := range c.Interfaces {
@@ -45,11 +45,11 @@ func Validate(c *Config) []Problem {
 		}
 	}
 	switch c.Dataplane {
-	case "auto", "xdp", "nftables", "iptables":
+	case "auto", "xdp", "nftables", "iptables", "socket":
 	case "ipvs":
-		bad("dataplane", "%q is not available yet (want auto, xdp, nftables or iptables)", c.Dataplane)
+		bad("dataplane", "%q is not available yet (want auto, xdp, nftables, iptables or socket)", c.Dataplane)
 	default:
-		bad("dataplane", "%q: want auto, xdp, nftables or iptables", c.Dataplane)
+		bad("dataplane", "%q: want auto, xdp, nftables, iptables or socket", c.Dataplane)
 	}
 	if !filepath.IsAbs(c.BPFFS) {
 		bad("bpffs", "%q: want an absolute path", c.BPFFS)
@@ -68,6 +68,9 @@ func Validate(c *Config) []Problem {
 		bad("nexthop.resolve_interval", "must be positive when nexthop.mac is empty")
 	}
 	src4, src6 := checkPrefix(c.Encap.Source4, true, "encap.source4", bad), checkPrefix(c.Encap.Source6, false, "encap.source6", bad)
+	if c.Dataplane == "socket" {
+		src4, src6 = true, true // nothing is encapsulated: sockets connect to backends directly
+	}
 
 	if n := c.XDP.RingSize; n < limits.MinRingSize || n > limits.MaxRingSize || !isPrime(n) {
 		bad("xdp.ring_size", "%d: want a prime from %d to %d (default %d)", n, limits.MinRingSize, limits.MaxRingSize, limits.DefaultRingSize)
@@ -91,6 +94,7 @@ func Validate(c *Config) []Problem {
 		bad("admin.token_file", "%q: want an absolute path", c.Admin.TokenFile)
 	}
 	validateBGP(&c.BGP, bad)
+	validateSocketLB(c, bad)
 
 	if len(c.VIPs) > MaxVIPs {
 		bad("vips", "%d vips: at most %d", len(c.VIPs), MaxVIPs)

@@ -25,6 +25,7 @@ import (
 	"github.com/l4lb/l4lb/pkg/config"
 	"github.com/l4lb/l4lb/pkg/health"
 	"github.com/l4lb/l4lb/pkg/lb"
+	"github.com/l4lb/l4lb/pkg/lb/socklb"
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
 
@@ -62,6 +63,7 @@ type Daemon struct {
 	sd       readiness // READY=1 to systemd once applied and attached
 
 	dp     lb.Dataplane
+	sock   *socketLB // nil without socket LB (socklb.go)
 	ctrl   *lb.Controller
 	ann    *announcer
 	prober *health.Prober
@@ -126,12 +128,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer d.dp.Close()
+	if err := d.setupSocketLB(cfg); err != nil {
+		return err
+	}
+	defer d.sock.close()
 	if err := d.setForwarding(cfg); err != nil {
 		return err
 	}
 
 	reg := prometheus.NewRegistry()
 	d.m = newMetrics(reg, d)
+	if d.sock != nil {
+		reg.MustRegister(newSocketMetrics(d))
+	}
 	d.ann = &announcer{d: d}
 	d.ctrl = lb.NewController(d.log, d.dp, d.dp.Info().MaxBackendID, d.ann, d.onApply)
 	d.prober = health.NewProber(d.log, d.onHealth)
@@ -149,6 +158,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.links = links
 	d.mu.Unlock()
 	if err != nil {
+		return err
+	}
+	if err := d.sock.attach(); err != nil {
 		return err
 	}
 	// Announce only once the program is attached: a route must never lead to a node that
@@ -182,6 +194,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return d.resolveLoop(gctx) })
 	g.Go(func() error { return watchDataplane(gctx, d.dp, d.ctrl.Kick) })
+	if d.sock != nil {
+		g.Go(func() error { return d.sock.s.Run(gctx) })
+	}
 	g.Go(func() error {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
@@ -232,7 +247,7 @@ func (d *Daemon) shutdown() error {
 		d.log.Info("stopped; the pinned data plane keeps forwarding", "bpffs", cfg.BPFFS)
 		return errors.Join(errs...)
 	}
-	errs = append(errs, d.dp.Detach(context.Background()), d.dp.Unpin())
+	errs = append(errs, d.sock.detachAndUnpin(), d.dp.Detach(context.Background()), d.dp.Unpin())
 	if err := os.Remove(cfg.BPFFS); err != nil && !errors.Is(err, os.ErrNotExist) {
 		d.log.Warn("remove bpffs directory", "error", err)
 	}
@@ -254,12 +269,19 @@ func Cleanup(cfg *config.Config) ([]string, error) {
 		return nil, err
 	}
 	defer unlock()
+	sockRemoved, err := socklb.RemovePinned(cfg.BPFFS)
+	if err != nil {
+		return sockRemoved, err
+	}
 	removed, err := xdp.RemovePinned(cfg.BPFFS)
 	nat, err2 := cleanupNAT()
-	return append(removed, nat...), errors.Join(err, err2)
+	return append(append(sockRemoved, removed...), nat...), errors.Join(err, err2)
 }
 
 func (d *Daemon) setForwarding(cfg *config.Config) error {
+	if cfg.Dataplane == "socket" {
+		return nil // nothing is encapsulated: no next hop, no source prefixes
+	}
 	fc := lb.Forwarding{}
 	if cfg.Encap.Source4 != "" {
 		fc.Source4 = netip.MustParsePrefix(cfg.Encap.Source4)

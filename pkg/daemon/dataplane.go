@@ -47,6 +47,8 @@ func newDataplane(cfg *config.Config, logger *slog.Logger) (lb.Dataplane, error)
 		}
 		why = append(why, "iptables: "+short(err))
 		return nil, fmt.Errorf("dataplane auto: no data plane works here: %s: %w", strings.Join(why, "; "), ErrUnsupported)
+	case "socket":
+		return newSocketDataplane(cfg, logger)
 	}
 	return nil, fmt.Errorf("dataplane %q: %w", cfg.Dataplane, ErrUnsupported)
 }
@@ -62,10 +64,7 @@ func short(err error) string {
 }
 
 func loadXDP(cfg *config.Config, logger *slog.Logger, reason string) (lb.Dataplane, error) {
-	d, err := xdp.Load(xdp.Options{
-		PinPath: cfg.BPFFS, RingSize: cfg.XDP.RingSize, ConntrackSize: cfg.XDP.ConntrackSize,
-		UDPTimeout: cfg.XDP.UDPTimeout, MTU: cfg.XDP.MTU, Logger: logger,
-	})
+	d, err := xdp.Load(xdpOptions(cfg, logger))
 	if err != nil {
 		return nil, err
 	}

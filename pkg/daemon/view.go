@@ -3,6 +3,9 @@ package daemon
 import (
 	"context"
 	"time"
+
+	"github.com/l4lb/l4lb/pkg/lb"
+	"github.com/l4lb/l4lb/pkg/lb/socklb"
 )
 
 // View is /v1/state: everything an operator asks about a node.
@@ -17,6 +20,7 @@ type View struct {
 	VIPs       []VIPView         `json:"vips"`
 	BGP        *BGPView          `json:"bgp,omitempty"`
 	Counters   map[string]uint64 `json:"counters"`
+	SocketLB   *SocketLBView     `json:"socket_lb,omitempty"`
 }
 
 // ApplyView is the controller's last pass.
@@ -35,6 +39,8 @@ type VIPView struct {
 	Bytes    uint64        `json:"bytes"`
 	NewFlows uint64        `json:"new_flows"`
 	Backends []BackendView `json:"backends"`
+	// Socket: the socket LB's counters (with socket LB only).
+	Socket *socklb.VIPCounters `json:"socket,omitempty"`
 }
 
 // BackendView is one backend of a VIP.
@@ -77,9 +83,14 @@ func (d *Daemon) view() View {
 	if err != nil {
 		d.log.Warn("read counters", "error", err)
 	}
+	var ids map[lb.VIPKey]uint32
+	if d.sock != nil {
+		ids = d.vipIDs()
+	}
 	for _, vs := range snap.State.VIPs {
 		c := counters.VIPs[vs.VIP.Key]
 		vv := VIPView{Name: vs.Name, Key: vs.VIP.Key.String(), Up: vs.Up, Packets: c.Packets, Bytes: c.Bytes, NewFlows: c.NewFlows}
+		vv.Socket = d.socketCounters(ids, vs.VIP.Key)
 		for _, b := range vs.Backends {
 			bc := counters.Backends[b.ID]
 			vv.Backends = append(vv.Backends, BackendView{Address: b.Addr.String(), ID: b.ID, Weight: b.Weight,
@@ -88,6 +99,7 @@ func (d *Daemon) view() View {
 		v.VIPs = append(v.VIPs, vv)
 	}
 	v.Counters = counters.Global
+	v.SocketLB = d.socketView()
 	if d.ann != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

@@ -95,6 +95,9 @@ type Dataplane struct {
 	mu      sync.Mutex
 	links   map[string]link.Link
 	pending map[uint32]bool // VIP ids handed out by SetVIP calls still swapping their ring
+
+	// onNewID: see OnNewVIPID (shared.go).
+	onNewID []func(id uint32) error
 }
 
 // Load loads the program and its maps (adopting pinned maps when opts.PinPath holds them).
@@ -376,6 +379,11 @@ func (d *Dataplane) reserveVIP(key xdplbVipKey, v lb.VIP) (xdplbVipMeta, bool, e
 		meta.Id = id
 		if err := d.zeroVIPCounters(id); err != nil {
 			return meta, false, err
+		}
+		for _, f := range d.onNewID {
+			if err := f(id); err != nil {
+				return meta, false, err
+			}
 		}
 	}
 	meta.Flags = uint32(v.Flags)
