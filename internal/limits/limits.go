@@ -7,8 +7,9 @@ package limits
 
 // VIPs.
 const (
-	// VIPMapSize is MAX_VIPS: the entries of the vips, vip_addrs, rings and vip_stats maps.
-	VIPMapSize = 1024
+	// VIPMapSize is MAX_VIPS: the entries of the vips, vip_addrs, ring_sel and vip_stats
+	// maps.
+	VIPMapSize = 16384
 	// MaxVIPs is how many VIPs one node serves. VIP ids are 0..MaxVIPs-1: every slot of the
 	// VIP maps is usable.
 	MaxVIPs = VIPMapSize

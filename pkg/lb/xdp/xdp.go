@@ -43,8 +43,13 @@ type Options struct {
 	// PinPath is a directory on a bpffs; maps are pinned there by name and reused by the
 	// next Load. Empty: nothing is pinned (tests).
 	PinPath string
-	// RingSize is the Maglev ring size, a prime. Default lb.DefaultRingSize.
+	// RingSize is the Maglev ring size of VIPs that do not set their own, a prime.
+	// Default lb.DefaultRingSize.
 	RingSize uint32
+	// RingSlots is the size of the flat rings array in slots: it holds both halves of
+	// every VIP's ring (RingSlotsFor). Default DefaultRingSlots. A pinned array of another
+	// size is migrated.
+	RingSlots uint64
 	// ConntrackSize is the number of conntrack entries. Default DefaultConntrackSize.
 	ConntrackSize uint32
 	// UDPTimeout is how long an idle UDP flow keeps its backend. Default DefaultUDPTimeout.
@@ -59,6 +64,9 @@ type Options struct {
 func (o *Options) setDefaults() {
 	if o.RingSize == 0 {
 		o.RingSize = lb.DefaultRingSize
+	}
+	if o.RingSlots == 0 {
+		o.RingSlots = DefaultRingSlots
 	}
 	if o.ConntrackSize == 0 {
 		o.ConntrackSize = DefaultConntrackSize
@@ -87,10 +95,10 @@ type Config struct {
 
 // Dataplane is the loaded XDP load balancer.
 type Dataplane struct {
-	opts     Options
-	log      *slog.Logger
-	objs     xdplbObjects
-	ringSpec *ebpf.MapSpec // template of one VIP's ring (inner map of rings)
+	opts  Options
+	log   *slog.Logger
+	objs  xdplbObjects
+	rings *ringState
 
 	mu      sync.Mutex
 	links   map[string]link.Link
@@ -108,13 +116,20 @@ func Load(opts Options) (*Dataplane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load xdp_lb spec: %w", err)
 	}
-	spec.Maps["rings"].InnerMap.MaxEntries = opts.RingSize
+	blocks := (opts.RingSlots + RingBlockSlots - 1) / RingBlockSlots
+	if blocks > 1<<26 {
+		return nil, fmt.Errorf("ring slots %d: at most %d", opts.RingSlots, uint64(1<<26)*RingBlockSlots)
+	}
+	spec.Maps["rings"].MaxEntries = uint32(blocks)
 	spec.Maps["conntrack"].MaxEntries = opts.ConntrackSize
 	for name, v := range map[string]any{
 		"ring_size":      opts.RingSize,
 		"udp_timeout_ns": uint64(opts.UDPTimeout.Nanoseconds()),
 		"mtu":            opts.MTU,
 	} {
+		if spec.Variables[name] == nil {
+			continue // not read by this build of the program
+		}
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
@@ -130,48 +145,30 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 		copts.Maps.PinPath = opts.PinPath
 	}
+	log := opts.Logger.With("component", "xdp")
 	if opts.PinPath != "" {
-		if err := checkPinnedRingSize(opts.PinPath, opts.RingSize); err != nil {
+		if err := migratePinned(spec, opts.PinPath, log); err != nil {
 			return nil, err
 		}
 	}
-	d := &Dataplane{opts: opts, log: opts.Logger.With("component", "xdp"), links: map[string]link.Link{},
-		ringSpec: spec.Maps["rings"].InnerMap.Copy()}
+	d := &Dataplane{opts: opts, log: log, links: map[string]link.Link{}}
 	if err := spec.LoadAndAssign(&d.objs, &copts); err != nil {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
-			return nil, fmt.Errorf("load xdp_lb: %w (%w: ring size or conntrack size changed? remove %s to start afresh)", err, ErrIncompatible, opts.PinPath)
+			return nil, fmt.Errorf("load xdp_lb: %w (%w: remove %s to start afresh)", err, ErrIncompatible, opts.PinPath)
 		}
 		return nil, loadError("xdp_lb", err)
 	}
-	return d, nil
-}
-
-// checkPinnedRingSize records the ring size next to the pinned maps (map lb_meta), and
-// refuses to adopt maps made for another size: the pinned rings and the program's modulo
-// must agree.
-func checkPinnedRingSize(dir string, size uint32) error {
-	m, err := ebpf.NewMapWithOptions(&ebpf.MapSpec{
-		Name: "lb_meta", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1, Pinning: ebpf.PinByName,
-	}, ebpf.MapOptions{PinPath: dir})
+	rs, err := newRingState(uint32(blocks))
 	if err != nil {
-		return fmt.Errorf("open lb_meta in %s: %w", dir, err)
+		d.objs.Close()
+		return nil, err
 	}
-	defer m.Close()
-	var have uint32
-	if err := m.Lookup(uint32(0), &have); err != nil {
-		return fmt.Errorf("read lb_meta: %w", err)
+	d.rings = rs
+	if err := d.adoptRings(); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("adopt pinned rings: %w", err)
 	}
-	if have == 0 {
-		if err := m.Put(uint32(0), size); err != nil {
-			return fmt.Errorf("write lb_meta: %w", err)
-		}
-		return nil
-	}
-	if have != size {
-		return fmt.Errorf("pinned maps in %s have ring size %d, not %d: %w; remove the directory (l4lb cleanup) to start afresh",
-			dir, have, size, ErrIncompatible)
-	}
-	return nil
+	return d, nil
 }
 
 func checkPrime(n uint32) error {
@@ -318,7 +315,11 @@ func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
 	if err := v.Validate(); err != nil {
 		return 0, err
 	}
-	table, err := lb.MaglevTable(v.Backends, d.opts.RingSize)
+	size := v.RingSize
+	if size == 0 {
+		size = d.opts.RingSize
+	}
+	table, err := lb.MaglevTable(v.Backends, size)
 	if err != nil {
 		return 0, fmt.Errorf("build ring for %s: %w", v.Key, err)
 	}
@@ -334,10 +335,8 @@ func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
 			d.mu.Unlock()
 		}()
 	}
-	// The swap waits for an RCU grace period (the kernel synchronises after every
-	// update of a map-in-map from user space); it runs unlocked so that SetVIP calls
-	// for different VIPs wait for their grace periods together.
-	if err := d.swapRing(meta.Id, table); err != nil {
+	// The ring is written whole into the VIP's inactive half and flipped in (rings.go).
+	if err := d.writeRing(meta.Id, table, fresh); err != nil {
 		return 0, fmt.Errorf("vip %s: %w", v.Key, err)
 	}
 	d.mu.Lock()
@@ -393,28 +392,6 @@ func (d *Dataplane) reserveVIP(key xdplbVipKey, v lb.VIP) (xdplbVipMeta, bool, e
 	return meta, !exists, nil
 }
 
-// swapRing fills a new inner map and replaces the VIP's ring with it in one update.
-func (d *Dataplane) swapRing(id uint32, table []uint32) error {
-	spec := d.ringSpec.Copy()
-	spec.Name = fmt.Sprintf("ring_%d", id)
-	m, err := ebpf.NewMap(spec)
-	if err != nil {
-		return fmt.Errorf("create ring: %w", err)
-	}
-	defer m.Close()
-	keys := make([]uint32, len(table))
-	for i := range keys {
-		keys[i] = uint32(i)
-	}
-	if _, err := m.BatchUpdate(keys, table, nil); err != nil {
-		return fmt.Errorf("fill ring: %w", err)
-	}
-	if err := d.objs.Rings.Put(id, m); err != nil {
-		return fmt.Errorf("swap ring: %w", err)
-	}
-	return nil
-}
-
 func (d *Dataplane) zeroVIPCounters(id uint32) error {
 	zero := make([]xdplbVipCounters, ebpf.MustPossibleCPU())
 	if err := d.objs.VipStats.Put(id, zero); err != nil {
@@ -453,7 +430,7 @@ func (d *Dataplane) DeleteVIP(k lb.VIPKey) error {
 			return fmt.Errorf("delete vip address %s: %w", k.Addr, err)
 		}
 	}
-	if err := d.objs.Rings.Delete(meta.Id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := d.freeRings(meta.Id); err != nil {
 		return fmt.Errorf("delete ring of %s: %w", k, err)
 	}
 	return nil
@@ -622,6 +599,7 @@ func (d *Dataplane) Close() error {
 	if err := d.objs.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	d.rings.close()
 	return errors.Join(errs...)
 }
 
@@ -634,7 +612,7 @@ func (d *Dataplane) Unpin() error {
 	if err := os.Remove(filepath.Join(d.opts.PinPath, "lb_meta")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
-	for _, m := range []*ebpf.Map{d.objs.Vips, d.objs.VipAddrs, d.objs.Rings, d.objs.Backends, d.objs.Conntrack, d.objs.LbCfg, d.objs.Stats, d.objs.VipStats, d.objs.BackendStats} {
+	for _, m := range []*ebpf.Map{d.objs.Vips, d.objs.VipAddrs, d.objs.Rings, d.objs.RingSel, d.objs.Backends, d.objs.Conntrack, d.objs.LbCfg, d.objs.Stats, d.objs.VipStats, d.objs.BackendStats} {
 		if err := m.Unpin(); err != nil {
 			errs = append(errs, err)
 		}
