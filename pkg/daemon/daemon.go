@@ -358,6 +358,9 @@ func (d *Daemon) onHealth(t health.Transition) {
 func (d *Daemon) onApply(r lb.ApplyResult) {
 	if d.m != nil {
 		d.m.applyDuration.Observe(r.Duration.Seconds())
+		if r.Changed {
+			d.m.applyWritten.Observe(float64(r.Written))
+		}
 		if r.Err != nil {
 			d.m.applyErrors.Inc()
 		}

@@ -57,6 +57,7 @@ func (n *Node) Programmed() (lb.Programmed, error) {
 	if p.Backends, err = n.d.Backends(); err != nil {
 		return p, err
 	}
+	n.d.vc.setBackends(p.Backends)
 	return p, nil
 }
 

@@ -1,8 +1,10 @@
 package xdp
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
 
@@ -275,6 +277,19 @@ func (s *ringState) adopt(id uint32, sel xdplbRingSelect) error {
 	s.sel[id] = sel
 	s.flipSeq[id] = 0 // flipped at an unknown time: a barrier before the next write
 	return nil
+}
+
+// pinnedRingBlocks returns the size of the flat rings array pinned in dir, or 0.
+func pinnedRingBlocks(dir string) uint32 {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, "rings"), nil)
+	if err != nil {
+		return 0
+	}
+	defer m.Close()
+	if m.Type() != ebpf.Array || m.ValueSize() != uint32(binary.Size(xdplbRingBlock{})) {
+		return 0
+	}
+	return m.MaxEntries()
 }
 
 // packRing converts a Maglev table into ring blocks.

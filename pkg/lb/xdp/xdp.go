@@ -100,9 +100,9 @@ type Dataplane struct {
 	objs  xdplbObjects
 	rings *ringState
 
-	mu      sync.Mutex
-	links   map[string]link.Link
-	pending map[uint32]bool // VIP ids handed out by SetVIP calls still swapping their ring
+	mu    sync.Mutex
+	links map[string]link.Link
+	vc    vipCache // what this process wrote to vips and backends (vipcache.go)
 }
 
 // Load loads the program and its maps (adopting pinned maps when opts.PinPath holds them).
@@ -119,6 +119,10 @@ func Load(opts Options) (*Dataplane, error) {
 	blocks := (opts.RingSlots + RingBlockSlots - 1) / RingBlockSlots
 	if blocks > 1<<26 {
 		return nil, fmt.Errorf("ring slots %d: at most %d", opts.RingSlots, uint64(1<<26)*RingBlockSlots)
+	}
+	if opts.PinPath != "" {
+		// A pinned rings array is never shrunk (the VIPs it holds would not fit).
+		blocks = max(blocks, uint64(pinnedRingBlocks(opts.PinPath)))
 	}
 	spec.Maps["rings"].MaxEntries = uint32(blocks)
 	spec.Maps["conntrack"].MaxEntries = opts.ConntrackSize
@@ -164,6 +168,10 @@ func Load(opts Options) (*Dataplane, error) {
 		return nil, err
 	}
 	d.rings = rs
+	if err := d.refreshVIPCache(); err != nil {
+		d.Close()
+		return nil, err
+	}
 	if err := d.adoptRings(); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("adopt pinned rings: %w", err)
@@ -240,6 +248,7 @@ func (d *Dataplane) SetBackend(id uint32, addr netip.Addr) error {
 	if err := d.objs.Backends.Put(id, &v); err != nil {
 		return fmt.Errorf("write backend %d: %w", id, err)
 	}
+	d.vc.setBackend(id, addr)
 	return nil
 }
 
@@ -251,6 +260,7 @@ func (d *Dataplane) DeleteBackend(id uint32) error {
 	if err := d.objs.Backends.Put(id, &xdplbBackend{}); err != nil {
 		return fmt.Errorf("clear backend %d: %w", id, err)
 	}
+	d.vc.setBackend(id, netip.Addr{})
 	return nil
 }
 
@@ -290,23 +300,6 @@ func vipAddrKey(k lb.VIPKey) xdplbVipKey {
 	return xdplbVipKey{Addr: a, Family: fam}
 }
 
-// vipIDs reads the vips map: key -> meta.
-func (d *Dataplane) vipEntries() (map[xdplbVipKey]xdplbVipMeta, error) {
-	out := map[xdplbVipKey]xdplbVipMeta{}
-	var (
-		k xdplbVipKey
-		v xdplbVipMeta
-	)
-	it := d.objs.Vips.Iterate()
-	for it.Next(&k, &v) {
-		out[k] = v
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read vips: %w", err)
-	}
-	return out, nil
-}
-
 // SetVIP programs a VIP: its backends, then a freshly built Maglev ring swapped in whole,
 // then the VIP entry. Backends with weight 0 stay in the backends map (their established
 // flows continue) but get no ring slot. It returns the VIP's id (the index of its counters).
@@ -328,26 +321,28 @@ func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	if fresh {
-		defer func() {
-			d.mu.Lock()
-			delete(d.pending, meta.Id)
-			d.mu.Unlock()
-		}()
-	}
 	// The ring is written whole into the VIP's inactive half and flipped in (rings.go).
 	if err := d.writeRing(meta.Id, table, fresh); err != nil {
+		if fresh {
+			d.mu.Lock()
+			d.vc.releaseID(meta.Id)
+			d.mu.Unlock()
+		}
 		return 0, fmt.Errorf("vip %s: %w", v.Key, err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.objs.Vips.Put(&key, &meta); err != nil {
+		if fresh {
+			d.vc.releaseID(meta.Id)
+		}
 		return 0, fmt.Errorf("write vip %s: %w", v.Key, err)
 	}
 	ak := vipAddrKey(v.Key)
 	if err := d.objs.VipAddrs.Put(&ak, uint32(1)); err != nil {
 		return 0, fmt.Errorf("write vip address %s: %w", v.Key.Addr, err)
 	}
+	d.vc.add(key, meta)
 	return meta.Id, nil
 }
 
@@ -356,38 +351,29 @@ func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
 func (d *Dataplane) reserveVIP(key xdplbVipKey, v lb.VIP) (xdplbVipMeta, bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	entries, err := d.vipEntries()
-	if err != nil {
-		return xdplbVipMeta{}, false, err
-	}
-	meta, exists := entries[key]
+	meta, exists := d.vc.vips[key]
 	if !exists {
-		used := make(map[uint32]bool, len(entries))
-		for _, m := range entries {
-			used[m.Id] = true
-		}
-		id := uint32(0)
-		for ; id < MaxVIPs && (used[id] || d.pending[id]); id++ {
-		}
-		if id == MaxVIPs {
+		id, ok := d.vc.allocID()
+		if !ok {
 			return meta, false, fmt.Errorf("add %s: %w (%d vips)", v.Key, ErrFull, MaxVIPs)
 		}
 		meta.Id = id
 		if err := d.zeroVIPCounters(id); err != nil {
+			d.vc.releaseID(id)
 			return meta, false, err
 		}
 	}
 	meta.Flags = uint32(v.Flags)
 	for _, b := range v.Backends {
+		if d.vc.hasBackend(b.ID, b.Addr) {
+			continue
+		}
 		if err := d.SetBackend(b.ID, b.Addr); err != nil {
+			if !exists {
+				d.vc.releaseID(meta.Id)
+			}
 			return meta, false, fmt.Errorf("vip %s: %w", v.Key, err)
 		}
-	}
-	if !exists {
-		if d.pending == nil {
-			d.pending = map[uint32]bool{}
-		}
-		d.pending[meta.Id] = true
 	}
 	return meta, !exists, nil
 }
@@ -405,27 +391,17 @@ func (d *Dataplane) zeroVIPCounters(id uint32) error {
 func (d *Dataplane) DeleteVIP(k lb.VIPKey) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	entries, err := d.vipEntries()
-	if err != nil {
-		return err
-	}
 	key := vipKey(k)
-	meta, ok := entries[key]
+	meta, ok := d.vc.vips[key]
 	if !ok {
 		return fmt.Errorf("delete vip %s: %w", k, ErrNotFound)
 	}
-	if err := d.objs.Vips.Delete(&key); err != nil {
+	if err := d.objs.Vips.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete vip %s: %w", k, err)
 	}
-	delete(entries, key)
+	d.vc.remove(key)
 	ak := vipAddrKey(k)
-	shared := false
-	for other := range entries {
-		if other.Addr == ak.Addr && other.Family == ak.Family {
-			shared = true
-		}
-	}
-	if !shared {
+	if d.vc.addrs[ak] == 0 {
 		if err := d.objs.VipAddrs.Delete(&ak); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete vip address %s: %w", k.Addr, err)
 		}
