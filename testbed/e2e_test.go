@@ -2,6 +2,7 @@ package testbed_test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -37,6 +38,11 @@ func newBed(t *testing.T) *testbed.Bed {
 
 // newBedWith is newBed with the LB nodes' configs from lbConfig.
 func newBedWith(t *testing.T, lbConfig func(lb string) (string, []string)) *testbed.Bed {
+	return newBedWithBinary(t, "", lbConfig)
+}
+
+// newBedWithBinary is newBedWith running the l4lb binary at l4lb ("": this build).
+func newBedWithBinary(t *testing.T, l4lb string, lbConfig func(lb string) (string, []string)) *testbed.Bed {
 	testutil.RequirePrivileged(t)
 	testutil.RequireCommands(t, "ip", "ethtool", "sysctl", "bird", "birdc", "curl", "iperf3", "go")
 	dir := t.TempDir()
@@ -53,7 +59,7 @@ func newBedWith(t *testing.T, lbConfig func(lb string) (string, []string)) *test
 	b := testbed.New(testbed.Config{
 		Prefix: "l4lbt" + hex.EncodeToString(r[:]) + "-",
 		Dir:    filepath.Join(dir, "bed"),
-		L4LB:   filepath.Join(dir, "l4lb"), Self: filepath.Join(dir, "testbed"),
+		L4LB:   cmp.Or(l4lb, filepath.Join(dir, "l4lb")), Self: filepath.Join(dir, "testbed"),
 		LBConfig: lbConfig,
 	})
 	t.Cleanup(func() {
