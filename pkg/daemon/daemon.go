@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"syscall"
@@ -367,8 +368,14 @@ func (d *Daemon) onApply(r lb.ApplyResult) {
 	}
 	if r.Err == nil {
 		d.mu.Lock()
+		first := !d.ready
 		d.ready = true
 		d.mu.Unlock()
+		if first && r.Written > 1000 {
+			// The first pass over a large configuration built every ring; hand the
+			// garbage back to the kernel now rather than when the scavenger gets to it.
+			debug.FreeOSMemory()
+		}
 	}
 }
 
