@@ -73,7 +73,8 @@ test-kernels: deps
 
 bench: deps
 	$(GO) test -run '^$$' -bench Maglev -benchtime 200x -count 1 ./pkg/lb/
-	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench . -benchtime 20000x -count 1 ./pkg/lb/xdp/
+	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench 'XDP|Decap' -benchtime 20000x -count 1 ./pkg/lb/xdp/
+	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench Scale -benchtime 1x -count 1 ./pkg/lb/xdp/
 
 fuzz: deps
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -fuzz FuzzXDP -fuzztime 60s ./pkg/lb/xdp/
