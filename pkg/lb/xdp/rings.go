@@ -142,6 +142,8 @@ type ringState struct {
 	alloc   *blockAlloc
 	sel     map[uint32]xdplbRingSelect // by VIP id
 	flipSeq map[uint32]uint64          // barrier seq at the VIP's last flip
+	anyFlip uint64                     // barrier seq at the last flip of any VIP
+	flipped bool                       // some VIP flipped since this process started
 	pending []pendingFree
 
 	barrierMu sync.Mutex // serialises barriers
@@ -370,8 +372,24 @@ func (d *Dataplane) writeRing(id uint32, table []uint32, fresh bool) error {
 	s.mu.Lock()
 	s.sel[id] = sel
 	s.flipSeq[id] = seq
+	s.anyFlip, s.flipped = max(s.anyFlip, seq), true
 	s.mu.Unlock()
 	return nil
+}
+
+// waitFlips returns once no BPF program still reads a ring half flipped away before the
+// call: a backend that the old rings named is deleted only after that, as it was when
+// every swap waited for a grace period (a flow that picked it just before the swap has
+// the grace period to finish its handshake).
+func (d *Dataplane) waitFlips() error {
+	s := d.rings
+	s.mu.Lock()
+	seq, flipped := s.anyFlip, s.flipped
+	s.mu.Unlock()
+	if !flipped {
+		return nil
+	}
+	return s.waitBarrier(seq)
 }
 
 // freeRings releases a deleted VIP's ring blocks once the next barrier has passed.

@@ -257,6 +257,9 @@ func (d *Dataplane) DeleteBackend(id uint32) error {
 	if id == 0 || id >= MaxBackends {
 		return fmt.Errorf("backend id %d: must be in 1..%d", id, MaxBackends-1)
 	}
+	if err := d.waitFlips(); err != nil {
+		return fmt.Errorf("clear backend %d: %w", id, err)
+	}
 	if err := d.objs.Backends.Put(id, &xdplbBackend{}); err != nil {
 		return fmt.Errorf("clear backend %d: %w", id, err)
 	}
