@@ -28,6 +28,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	cf.register(root)
 	root.AddCommand(newVersionCmd(&cf), newDecapCmd(logger), newRunCmd(logger), newCheckCmd(), newCleanupCmd(logger))
+	root.AddCommand(newManCmd())
 	root.AddCommand(newStatusCmds(&cf)...)
 	root.AddCommand(newMutateCmds(&cf)...)
 	return root

@@ -120,6 +120,7 @@ func New(logger *slog.Logger, node Node, token string, reg *prometheus.Registry)
 	})
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /v1/state", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, node.State()) })
+	s.routeUI()
 	s.mux.HandleFunc("POST /v1/vips/{vip}/backends/{backend}/drain", s.auth(func(w http.ResponseWriter, r *http.Request) {
 		if err := noBody(w, r); err != nil {
 			s.result(w, err)

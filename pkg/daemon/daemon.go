@@ -60,6 +60,7 @@ type Daemon struct {
 	links    map[string]string // interface -> attach mode
 	nextHop  net.HardwareAddr
 	ready    bool
+	sd       readiness // READY=1 to systemd once applied and attached
 
 	dp     lb.Dataplane
 	ctrl   *lb.Controller
@@ -159,6 +160,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		d.ctrl.Reannounce()
 	}
+	d.sd.setAttached(d.log, readyStatus(d.dp.Info().Mode, links, len(cfg.VIPs)))
 
 	srv := &http.Server{
 		Handler: admin.New(d.log, d, token, reg), ReadHeaderTimeout: 5 * time.Second,
@@ -189,9 +191,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			case <-gctx.Done():
 				return nil
 			case <-hup:
+				notifyState(d.log, "RELOADING=1", "MONOTONIC_USEC="+monotonicUsec())
 				if err := d.Reload(); err != nil {
 					d.log.Error("reload rejected, keeping the running config", "error", err)
 				}
+				notifyState(d.log, "READY=1")
 			}
 		}
 	})
@@ -199,6 +203,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("l4lb running", "dataplane", info.Mode, "reason", info.Reason, "interfaces", cfg.Interfaces,
 		"vips", len(cfg.VIPs), "admin", ln.Addr().String())
 	err = g.Wait()
+	notifyState(d.log, "STOPPING=1")
 	return errors.Join(err, d.shutdown())
 }
 
@@ -371,6 +376,7 @@ func (d *Daemon) onApply(r lb.ApplyResult) {
 		first := !d.ready
 		d.ready = true
 		d.mu.Unlock()
+		d.sd.setApplied(d.log)
 		if first && r.Written > 1000 {
 			// The first pass over a large configuration built every ring; hand the
 			// garbage back to the kernel now rather than when the scavenger gets to it.

@@ -1,0 +1,224 @@
+package packaging
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/l4lb/l4lb/internal/testutil"
+)
+
+// envDeb names a built package to test; without it the test runs `make package`.
+const envDeb = "L4LB_DEB"
+
+// envMirror overrides the Debian mirror debootstrap uses (default: the host's apt source).
+const envMirror = "L4LB_DEBIAN_MIRROR"
+
+// TestPrivilegedPackage installs the .deb into a fresh Debian 12 root made by debootstrap
+// from the host's apt mirror (see debianRoot), then checks what an operator gets: `l4lb check` passes on
+// the installed config, the version is the package's, the conffile, unit, completions,
+// man pages and admin token are in place, the unit verifies with its man pages, and
+// remove keeps the config while purge removes the state.
+func TestPrivilegedPackage(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	testutil.RequireCommands(t, "debootstrap", "chroot", "dpkg-deb", "systemd-analyze")
+	deb := os.Getenv(envDeb)
+	if deb == "" {
+		testutil.RequireCommands(t, "make", "go")
+		start := time.Now()
+		out, err := exec.Command("make", "-C", "..", "package").CombinedOutput()
+		if err != nil {
+			t.Fatalf("make package: %v\n%s", err, out)
+		}
+		matches, _ := filepath.Glob("../bin/l4lb_*_amd64.deb")
+		if len(matches) != 1 {
+			t.Fatalf("make package made %v, want one bin/l4lb_*_amd64.deb", matches)
+		}
+		deb = matches[0]
+		t.Logf("make package: %s in %s", deb, time.Since(start).Round(time.Second))
+	}
+	version := strings.TrimSpace(run(t, "dpkg-deb", "-f", deb, "Version"))
+
+	root := debianRoot(t)
+	in := func(args ...string) string {
+		t.Helper()
+		return run(t, append([]string{"chroot", root}, args...)...)
+	}
+	data, err := os.ReadFile(deb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "tmp/l4lb.deb"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in("dpkg", "-i", "/tmp/l4lb.deb")
+
+	if got := in("l4lb", "check"); !strings.Contains(got, "/etc/l4lb/l4lb.yaml: ok") {
+		t.Errorf("l4lb check on the installed config: %s", got)
+	}
+	if got := in("l4lb", "version"); !strings.HasPrefix(got, "l4lb "+version+" ") {
+		t.Errorf("l4lb version: %q, want the package version %s", got, version)
+	}
+	if got := in("l4lb", "--version"); !strings.HasPrefix(got, "l4lb "+version+" ") {
+		t.Errorf("l4lb --version: %q, want the package version %s", got, version)
+	}
+	if got := in("dpkg-query", "-W", "-f=${Conffiles}", "l4lb"); !strings.Contains(got, "/etc/l4lb/l4lb.yaml ") {
+		t.Errorf("conffiles: %q, want /etc/l4lb/l4lb.yaml", got)
+	}
+	for path, mode := range map[string]os.FileMode{
+		"usr/bin/l4lb":                               0o755,
+		"etc/l4lb/l4lb.yaml":                         0o640,
+		"etc/l4lb/token":                             0o600,
+		"lib/systemd/system/l4lb.service":            0o644,
+		"usr/share/bash-completion/completions/l4lb": 0o644,
+		"usr/share/zsh/vendor-completions/_l4lb":     0o644,
+		"usr/share/man/man1/l4lb.1.gz":               0o644,
+		"usr/share/man/man1/l4lb-run.1.gz":           0o644,
+		"var/lib/l4lb":                               os.ModeDir | 0o700,
+	} {
+		st, err := os.Stat(filepath.Join(root, path))
+		if err != nil {
+			t.Errorf("installed: %v", err)
+			continue
+		}
+		if st.Mode() != mode {
+			t.Errorf("/%s: mode %v, want %v", path, st.Mode(), mode)
+		}
+	}
+	// The bash completion completes commands.
+	if got := in("bash", "-c", "source /usr/share/bash-completion/completions/l4lb && type -t __start_l4lb"); got != "function\n" {
+		t.Errorf("bash completion defines no __start_l4lb: %q", got)
+	}
+	if zsh := string(must(os.ReadFile(filepath.Join(root, "usr/share/zsh/vendor-completions/_l4lb")))); !strings.HasPrefix(zsh, "#compdef l4lb") {
+		t.Errorf("zsh completion does not start with #compdef l4lb: %.40q", zsh)
+	}
+	// The unit as installed, with its man pages where man looks for them.
+	unit := filepath.Join(t.TempDir(), "l4lb.service")
+	b, err := os.ReadFile(filepath.Join(root, "lib/systemd/system/l4lb.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(unit, []byte(strings.ReplaceAll(string(b), "/usr/bin/l4lb", filepath.Join(root, "usr/bin/l4lb"))), 0o644)
+	verifyUnit(t, unit, []string{"MANPATH=" + filepath.Join(root, "usr/share/man")})
+
+	// Upgrade in place (the same package again): the edited config stays.
+	conf := filepath.Join(root, "etc/l4lb/l4lb.yaml")
+	edited := append(must(os.ReadFile(conf)), []byte("# edited by the operator\n")...)
+	if err := os.WriteFile(conf, edited, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	in("dpkg", "--force-confold", "-i", "/tmp/l4lb.deb")
+	if got := string(must(os.ReadFile(conf))); got != string(edited) {
+		t.Error("reinstalling replaced the edited config")
+	}
+	in("dpkg", "-r", "l4lb")
+	if _, err := os.Stat(conf); err != nil {
+		t.Errorf("remove took the config away: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "usr/bin/l4lb")); err == nil {
+		t.Error("remove left /usr/bin/l4lb")
+	}
+	in("dpkg", "-P", "l4lb")
+	for _, p := range []string{"etc/l4lb/l4lb.yaml", "etc/l4lb/token", "var/lib/l4lb"} {
+		if _, err := os.Stat(filepath.Join(root, p)); err == nil {
+			t.Errorf("purge left /%s", p)
+		}
+	}
+}
+
+// debianRoot returns a fresh Debian 12 (bookworm) minbase root in a temporary
+// directory. debootstrap makes it once, and a tarball of that pristine root is kept in
+// the user's cache directory; later runs unpack a new copy of it (seconds instead of
+// minutes). Delete the tarball to bootstrap afresh.
+func debianRoot(t *testing.T) string {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "root")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	tarball := filepath.Join(cache, "l4lb", "debootstrap-bookworm-minbase.tar")
+	if _, err := os.Stat(tarball); err != nil {
+		start := time.Now()
+		if out, err := exec.Command("debootstrap", "--variant=minbase", "bookworm", root, mirror()).CombinedOutput(); err != nil {
+			t.Fatalf("debootstrap from %s: %v\n%s", mirror(), err, tail(out))
+		}
+		t.Logf("debootstrap bookworm minbase from %s: %s", mirror(), time.Since(start).Round(time.Second))
+		if err := os.MkdirAll(filepath.Dir(tarball), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		tmp := tarball + ".tmp"
+		run(t, "tar", "-C", root, "--numeric-owner", "-cf", tmp, ".")
+		if err := os.Rename(tmp, tarball); err != nil {
+			t.Fatal(err)
+		}
+		return root
+	}
+	run(t, "tar", "-C", root, "--numeric-owner", "-xpf", tarball)
+	t.Logf("Debian 12 root unpacked from %s (made by debootstrap; delete it to bootstrap again)", tarball)
+	return root
+}
+
+func run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func tail(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 20 {
+		lines = lines[len(lines)-20:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// mirror is the Debian mirror of the host's apt sources (deb822 or one-line form), so
+// debootstrap goes where apt-get goes.
+func mirror() string {
+	if m := os.Getenv(envMirror); m != "" {
+		return m
+	}
+	files, _ := filepath.Glob("/etc/apt/sources.list.d/*.sources")
+	files = append(files, "/etc/apt/sources.list")
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			var uri string
+			switch {
+			case len(fields) >= 2 && fields[0] == "URIs:":
+				uri = fields[1]
+			case len(fields) >= 3 && fields[0] == "deb" && !strings.HasPrefix(fields[1], "["):
+				uri = fields[1]
+			}
+			if strings.HasSuffix(strings.TrimSuffix(uri, "/"), "/debian") {
+				fh.Close()
+				return uri
+			}
+		}
+		fh.Close()
+	}
+	return "http://deb.debian.org/debian"
+}

@@ -1,0 +1,124 @@
+package daemon
+
+import (
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// listenNotify listens on a real unixgram socket as systemd does and points
+// NOTIFY_SOCKET at it.
+func listenNotify(t *testing.T, name string) *net.UnixConn {
+	t.Helper()
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	t.Setenv("NOTIFY_SOCKET", name)
+	return c
+}
+
+// received returns the datagrams that arrive within wait.
+func received(t *testing.T, c *net.UnixConn, wait time.Duration) []string {
+	t.Helper()
+	var got []string
+	buf := make([]byte, 4096)
+	for {
+		c.SetReadDeadline(time.Now().Add(wait))
+		n, err := c.Read(buf)
+		if err != nil {
+			return got
+		}
+		got = append(got, string(buf[:n]))
+	}
+}
+
+// TestReadinessWaitsForBoth: READY=1 goes out once, at the step that makes the node both
+// applied and attached, whatever the order, and not before.
+func TestReadinessWaitsForBoth(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		name    string
+		steps   []string // "applied", "attached"
+		readyAt int      // the step after which READY=1 arrives; -1: never
+	}{
+		{"applied then attached", []string{"applied", "attached"}, 1},
+		{"attached, first pass failed, retry succeeds", []string{"attached", "applied"}, 1},
+		{"applied only", []string{"applied", "applied"}, -1},
+		{"attached only", []string{"attached"}, -1},
+		{"sent once", []string{"applied", "attached", "applied", "attached"}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := listenNotify(t, filepath.Join(t.TempDir(), "notify"))
+			var r readiness
+			for i, s := range tc.steps {
+				if s == "applied" {
+					r.setApplied(log)
+				} else {
+					r.setAttached(log, "forwarding")
+				}
+				var want []string
+				if i == tc.readyAt {
+					want = []string{"READY=1\nSTATUS=forwarding"}
+				}
+				if diff := cmp.Diff(want, received(t, c, 50*time.Millisecond)); diff != "" {
+					t.Fatalf("after step %d (%s): datagrams (-want +got):\n%s", i, s, diff)
+				}
+			}
+		})
+	}
+}
+
+func TestSdNotify(t *testing.T) {
+	t.Run("no socket: nothing to do", func(t *testing.T) {
+		t.Setenv("NOTIFY_SOCKET", "")
+		if err := sdNotify("READY=1"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("path socket", func(t *testing.T) {
+		c := listenNotify(t, filepath.Join(t.TempDir(), "notify"))
+		if err := sdNotify("RELOADING=1", "MONOTONIC_USEC="+monotonicUsec()); err != nil {
+			t.Fatal(err)
+		}
+		got := received(t, c, time.Second)
+		if len(got) != 1 || !strings.HasPrefix(got[0], "RELOADING=1\nMONOTONIC_USEC=") || strings.HasSuffix(got[0], "=0") {
+			t.Fatalf("got %q", got)
+		}
+	})
+	t.Run("abstract socket", func(t *testing.T) {
+		name := "@l4lb-notify-test-" + strings.ReplaceAll(t.Name(), "/", "-") + time.Now().Format("150405.000000000")
+		c := listenNotify(t, name)
+		if err := sdNotify("STOPPING=1"); err != nil {
+			t.Fatal(err)
+		}
+		if got := received(t, c, time.Second); cmp.Diff([]string{"STOPPING=1"}, got) != "" {
+			t.Fatalf("got %q", got)
+		}
+	})
+	t.Run("relative path refused", func(t *testing.T) {
+		t.Setenv("NOTIFY_SOCKET", "notify")
+		if err := sdNotify("READY=1"); err == nil {
+			t.Fatal("no error")
+		}
+	})
+	t.Run("no listener", func(t *testing.T) {
+		t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "absent"))
+		if err := sdNotify("READY=1"); err == nil {
+			t.Fatal("no error")
+		}
+	})
+}
+
+func TestReadyStatus(t *testing.T) {
+	got := readyStatus("xdp", map[string]string{"eth1": "adopted", "eth0": "native"}, 3)
+	if want := "forwarding: xdp on eth0 (native), eth1 (adopted), 3 vips"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
