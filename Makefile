@@ -100,7 +100,8 @@ test-kernels: deps
 
 bench: deps
 	$(GO) test -run '^$$' -bench Maglev -benchtime 200x -count 1 ./pkg/lb/
-	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench . -benchtime 20000x -count 1 ./pkg/lb/xdp/
+	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench 'XDP|Decap' -benchtime 20000x -count 1 ./pkg/lb/xdp/
+	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench Scale -benchtime 1x -count 1 ./pkg/lb/xdp/
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench Update -benchtime 10x -count 1 ./pkg/lb/nft/ ./pkg/lb/iptables/
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench TestbedModes -benchtime 2x -count 1 -timeout 20m ./testbed/
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench . -benchtime 20000x -count 1 ./pkg/lb/socklb/

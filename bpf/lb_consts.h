@@ -4,16 +4,24 @@
 #define L4LB_CONSTS_H
 
 #ifndef MAX_VIPS
-#define MAX_VIPS 1024
+#define MAX_VIPS 16384
 #endif
 
 #ifndef MAX_BACKENDS
 #define MAX_BACKENDS 4096
 #endif
 
-/* Default Maglev ring size (prime). The loader resizes the inner map template. */
+/* Default Maglev ring size (prime); a VIP may have its own. */
 #ifndef RING_SIZE
 #define RING_SIZE 65537
+#endif
+
+/* Ring slots are 16-bit backend ids packed RING_BLOCK_SLOTS to an entry of the flat rings
+ * array (64 bytes: no per-entry rounding). RING_BLOCKS is the default size of that array
+ * in entries; the loader sizes it from the configuration. */
+#define RING_BLOCK_SLOTS 32
+#ifndef RING_BLOCKS
+#define RING_BLOCKS 8192
 #endif
 
 #ifndef CT_SIZE

@@ -26,21 +26,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vip_addrs SEC(".maps");
 
-struct ring {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, RING_SIZE);
-	__type(key, __u32);
-	__type(value, __u32);
-};
-
-/* One Maglev ring per VIP id. The loader fills a new inner map and swaps it in whole. */
+/* Every VIP's Maglev rings, flat: each VIP owns two ranges of blocks (the halves of
+ * ring_sel), one read, one written. Sized by the loader. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RING_BLOCKS);
+	__type(key, __u32);
+	__type(value, struct ring_block);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_VIPS);
 	__type(key, __u32);
+	__type(value, struct ring_select);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__array(values, struct ring);
-} rings SEC(".maps");
+} ring_sel SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

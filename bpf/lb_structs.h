@@ -14,8 +14,27 @@ struct vip_key {
 } __attribute__((aligned(4)));
 
 struct vip_meta {
-	__u32 id;    /* index into rings and vip_stats; assigned by the loader */
+	__u32 id;    /* index into ring_sel and vip_stats (< MAX_VIPS); assigned by the loader */
 	__u32 flags; /* VIP_F_* */
+};
+
+/* One half of a VIP's ring: RING_BLOCK_SLOTS-slot blocks of the flat rings array. */
+struct ring_half {
+	__u32 block; /* first entry of rings */
+	__u32 size;  /* slots (a prime); 0: no ring */
+};
+
+/* Which ring a VIP reads, by VIP id. The loader writes the inactive half (rings, then
+ * half[inactive]) and then flips active: each update changes bytes no reader uses, or
+ * the one byte of active, so a reader sees the old ring or the new one, whole. */
+struct ring_select {
+	__u32 active; /* 0 or 1 */
+	struct ring_half half[2];
+};
+
+/* RING_BLOCK_SLOTS ring slots: backend ids (0 = none). */
+struct ring_block {
+	__u16 slot[RING_BLOCK_SLOTS];
 };
 
 /* A backend, indexed by its stable id (0 is never used). */

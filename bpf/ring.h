@@ -20,19 +20,28 @@ static __always_inline __u32 ring_slot(__u32 hash, __u32 size)
 }
 
 /* ring_pick returns the backend id in the slot hash selects in the VIP's ring, or 0 when
- * the VIP has no ring (0 is never a backend id). ring_size is the program's load-time
- * ring size. */
+ * the VIP has no ring (0 is never a backend id). Each VIP has its own ring size, in
+ * ring_sel; the ring_size argument is unused (kept so callers need not change). */
 static __always_inline __u32 ring_pick(const struct vip_meta *vip, __u32 hash, __u32 ring_size)
 {
 	__u32 vip_id = vip->id;
-	void *ring = bpf_map_lookup_elem(&rings, &vip_id);
+	struct ring_select *sel = bpf_map_lookup_elem(&ring_sel, &vip_id);
 
-	if (!ring)
+	(void)ring_size;
+	if (!sel)
 		return 0;
-	__u32 slot = ring_slot(hash, ring_size);
-	__u32 *bid = bpf_map_lookup_elem(ring, &slot);
+	struct ring_half *h = &sel->half[sel->active & 1];
+	__u32 size = h->size;
 
-	return bid ? *bid : 0;
+	if (!size)
+		return 0;
+	__u32 slot = ring_slot(hash, size);
+	__u32 block = h->block + slot / RING_BLOCK_SLOTS;
+	struct ring_block *b = bpf_map_lookup_elem(&rings, &block);
+
+	if (!b)
+		return 0;
+	return b->slot[slot % RING_BLOCK_SLOTS];
 }
 
 #endif

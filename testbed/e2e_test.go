@@ -2,6 +2,7 @@ package testbed_test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -38,6 +39,11 @@ func newBed(t testing.TB, opts ...func(*testbed.Config)) *testbed.Bed {
 // newBedWith is newBed with the LB nodes' configs from lbConfig; opts change the
 // testbed's Config before it comes up.
 func newBedWith(t testing.TB, lbConfig func(lb string) (string, []string), opts ...func(*testbed.Config)) *testbed.Bed {
+	return newBedWithBinary(t, "", lbConfig, opts...)
+}
+
+// newBedWithBinary is newBedWith running the l4lb binary at l4lb ("": this build).
+func newBedWithBinary(t testing.TB, l4lb string, lbConfig func(lb string) (string, []string), opts ...func(*testbed.Config)) *testbed.Bed {
 	testutil.RequirePrivileged(t)
 	testutil.RequireCommands(t, "ip", "ethtool", "sysctl", "bird", "birdc", "curl", "iperf3", "go")
 	dir := t.TempDir()
@@ -54,7 +60,7 @@ func newBedWith(t testing.TB, lbConfig func(lb string) (string, []string), opts 
 	cfg := testbed.Config{
 		Prefix: "l4lbt" + hex.EncodeToString(r[:]) + "-",
 		Dir:    filepath.Join(dir, "bed"),
-		L4LB:   filepath.Join(dir, "l4lb"), Self: filepath.Join(dir, "testbed"),
+		L4LB:   cmp.Or(l4lb, filepath.Join(dir, "l4lb")), Self: filepath.Join(dir, "testbed"),
 		LBConfig: lbConfig,
 		Mode:     testMode(),
 	}

@@ -94,6 +94,12 @@ func New(cfg Config) *Bed { return &Bed{cfg: cfg} }
 // L4LB is the l4lb binary the testbed runs.
 func (b *Bed) L4LB() string { return b.cfg.L4LB }
 
+// LogPath is the log file of a process Start started on a node.
+func (b *Bed) LogPath(node, name string) string { return b.path("logs", node+"-"+name+".log") }
+
+// SetL4LB changes the l4lb binary that StartLB runs from now on (an upgrade).
+func (b *Bed) SetL4LB(path string) { b.cfg.L4LB = path }
+
 // Self is the testbed binary (its udp command is a UDP client).
 func (b *Bed) Self() string { return b.cfg.Self }
 

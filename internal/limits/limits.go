@@ -7,8 +7,9 @@ package limits
 
 // VIPs.
 const (
-	// VIPMapSize is MAX_VIPS: the entries of the vips, vip_addrs, rings and vip_stats maps.
-	VIPMapSize = 1024
+	// VIPMapSize is MAX_VIPS: the entries of the vips, vip_addrs, ring_sel and vip_stats
+	// maps. Other per-VIP maps are indexed by the VIP id (vip_meta.id < VIPMapSize) too.
+	VIPMapSize = 16384
 	// MaxVIPs is how many VIPs one node serves. VIP ids are 0..MaxVIPs-1: every slot of the
 	// VIP maps is usable.
 	MaxVIPs = VIPMapSize
@@ -25,10 +26,11 @@ const (
 	MaxBackends = BackendMapSize - 1
 )
 
-// Maglev ring, one per VIP: an array map of RingSize 4-byte slots (the kernel rounds each
-// slot to 8 bytes), rebuilt in Go and swapped in whole on every change.
+// Maglev ring, one per VIP, with its own size (vips[].ring_size, default xdp.ring_size): two
+// halves of 16-bit slots in the flat rings array (pkg/lb/xdp/rings.go), one read, one
+// rewritten whole on every change of the VIP: 4 bytes of kernel memory per slot and VIP.
 const (
-	// DefaultRingSize is RING_SIZE, the default xdp.ring_size: 512 KiB of kernel memory per
+	// DefaultRingSize is RING_SIZE, the default xdp.ring_size: 256 KiB of kernel memory per
 	// VIP, and 100 slots per backend for up to 655 backends behind one VIP.
 	DefaultRingSize = 65537
 	// MinRingSize is the smallest ring accepted: below this, one backend more or less
@@ -36,8 +38,9 @@ const (
 	MinRingSize = 257
 	// MaxRingSize is the largest ring accepted, the largest prime below 2^20. It is enough
 	// for every backend the data plane holds behind one VIP: Maglev spreads flows evenly
-	// when the ring has at least 100 slots per backend, and 100 x MaxBackends is 409,500. It costs 8 MiB of kernel memory per VIP, and the ring is rebuilt and
-	// written whole on every change of the VIP.
+	// when the ring has at least 100 slots per backend, and 100 x MaxBackends is 409,500.
+	// It costs 4 MiB of kernel memory per VIP, and the ring is rebuilt and written whole on
+	// every change of the VIP.
 	MaxRingSize = 1048573
 )
 

@@ -94,6 +94,16 @@ type VIP struct {
 	Backends         []Backend `mapstructure:"backends"`
 	Communities      []string  `mapstructure:"communities"`
 	MED              uint32    `mapstructure:"med"`
+	// RingSize is this VIP's Maglev ring size (a prime); 0: xdp.ring_size.
+	RingSize uint32 `mapstructure:"ring_size"`
+}
+
+// EffectiveRingSize is the VIP's ring size: its own, or the global xdp.ring_size.
+func (v VIP) EffectiveRingSize(c *Config) uint32 {
+	if v.RingSize != 0 {
+		return v.RingSize
+	}
+	return c.XDP.RingSize
 }
 
 // Backend is one real server of a VIP.

@@ -105,6 +105,7 @@ func TestProblems(t *testing.T) {
 		{"ring size too small", base + "xdp:\n  ring_size: 251\n", []string{"t.yaml:13: xdp.ring_size: 251: want a prime from 257 to 1048573 (default 65537)"}},
 		{"ring size a prime above the maximum", base + "xdp:\n  ring_size: 1048583\n", []string{"t.yaml:13: xdp.ring_size: 1048583: want a prime from 257 to 1048573 (default 65537)"}},
 		{"ring size the largest uint32 prime", base + "xdp:\n  ring_size: 4294967291\n", []string{"t.yaml:13: xdp.ring_size: 4294967291: want a prime from 257 to 1048573 (default 65537)"}},
+		{"vip ring size not prime", strings.Replace(base, "    port: 80\n", "    port: 80\n    ring_size: 4096\n", 1), []string{"t.yaml:9: vips[0].ring_size: 4096: want a prime from 257 to 1048573 (or leave it out for xdp.ring_size)"}},
 		{"conntrack too small", base + "xdp:\n  conntrack_size: 1000\n", []string{"t.yaml:13: xdp.conntrack_size: 1000: want 1024 to 67108864 (the table is allocated at load time, about 120 bytes per entry)"}},
 		{"conntrack too big", base + "xdp:\n  conntrack_size: 134217728\n", []string{"t.yaml:13: xdp.conntrack_size: 134217728: want 1024 to 67108864 (the table is allocated at load time, about 120 bytes per entry)"}},
 		{"bad mtu", base + "xdp:\n  mtu: 100\n", []string{"t.yaml:13: xdp.mtu: 100: want 576 to 65535"}},
@@ -216,6 +217,7 @@ func TestParseCommunity(t *testing.T) {
 // TestWarnings: a valid configuration gives exactly the listed warnings, with their lines.
 func TestWarnings(t *testing.T) {
 	const open = "anyone who can reach it reads /v1/state and /metrics, and the API speaks plain HTTP"
+	const more = "      - address: 198.51.100.12\n      - address: 198.51.100.13\n"
 	const noToken = "t.yaml:12: admin.token_file: not set while admin.listen is not a loopback address: nothing on a network-facing API is authenticated (changes are refused, reads are open)"
 	for _, tc := range []struct {
 		name string
@@ -232,6 +234,10 @@ func TestWarnings(t *testing.T) {
 		{"empty host", base + "admin:\n  listen: :9100\n", []string{noToken,
 			"t.yaml:13: admin.listen: :9100 is not a loopback address: " + open +
 				" (state and metrics cross the network in clear text); listen on 127.0.0.1 and put a TLS proxy in front"}},
+		{"vip ring too small for its backends", strings.Replace(base+more, "    port: 80\n", "    port: 80\n    ring_size: 257\n", 1), []string{
+			"t.yaml:9: vips[0].ring_size: vip web: 257 slots for 3 backends, fewer than 100 per backend: shares may differ by more than a few percent; use a prime of at least 300"}},
+		{"global ring too small for a vip", base + more + "xdp:\n  ring_size: 257\n", []string{
+			"t.yaml:15: xdp.ring_size: vip web: 257 slots for 3 backends, fewer than 100 per backend: shares may differ by more than a few percent; use a prime of at least 300"}},
 		{"public address with a token", base + "admin:\n  listen: 192.0.2.5:9100\n  token_file: /etc/l4lb/token\n", []string{
 			"t.yaml:13: admin.listen: 192.0.2.5:9100 is not a loopback address: " + open +
 				" (state, metrics and the bearer token cross the network in clear text); listen on 127.0.0.1 and put a TLS proxy in front"}},

@@ -150,6 +150,9 @@ func Validate(c *Config) []Problem {
 		if len(v.Backends) == 0 {
 			bad(f+".backends", "at least one backend is required")
 		}
+		if n := v.RingSize; n != 0 && (n < limits.MinRingSize || n > limits.MaxRingSize || !isPrime(n)) {
+			bad(f+".ring_size", "%d: want a prime from %d to %d (or leave it out for xdp.ring_size)", n, limits.MinRingSize, limits.MaxRingSize)
+		}
 		seen := map[netip.Addr]int{}
 		for j, b := range v.Backends {
 			bf := fmt.Sprintf("%s.backends[%d]", f, j)

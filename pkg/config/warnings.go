@@ -26,6 +26,18 @@ func Warnings(c *Config) []Problem {
 			warn("admin.token_file", "not set while admin.listen is not a loopback address: nothing on a network-facing API is authenticated (changes are refused, reads are open)")
 		}
 	}
+	for i, v := range c.VIPs {
+		// Maglev keeps the imbalance between backends low when the ring has at least 100
+		// slots per backend.
+		if size, n := v.EffectiveRingSize(c), len(v.Backends); n > 0 && uint64(size) < 100*uint64(n) {
+			field := fmt.Sprintf("vips[%d].ring_size", i)
+			if v.RingSize == 0 {
+				field = "xdp.ring_size"
+			}
+			warn(field, "vip %s: %d slots for %d backends, fewer than 100 per backend: shares may differ by more than a few percent; use a prime of at least %d",
+				v.Name, size, n, 100*n)
+		}
+	}
 	return ws
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"syscall"
@@ -389,15 +390,24 @@ func (d *Daemon) onHealth(t health.Transition) {
 func (d *Daemon) onApply(r lb.ApplyResult) {
 	if d.m != nil {
 		d.m.applyDuration.Observe(r.Duration.Seconds())
+		if r.Changed {
+			d.m.applyWritten.Observe(float64(r.Written))
+		}
 		if r.Err != nil {
 			d.m.applyErrors.Inc()
 		}
 	}
 	if r.Err == nil {
 		d.mu.Lock()
+		first := !d.ready
 		d.ready = true
 		d.mu.Unlock()
 		d.sd.setApplied(d.log)
+		if first && r.Written > 1000 {
+			// The first pass over a large configuration built every ring; hand the
+			// garbage back to the kernel now rather than when the scavenger gets to it.
+			debug.FreeOSMemory()
+		}
 	}
 }
 

@@ -131,3 +131,12 @@ func cleanupNAT() ([]string, error) {
 	removed = append(removed, r...)
 	return removed, errors.Join(err1, err2)
 }
+
+// ringSlots sizes the XDP rings array for the configured VIPs' ring sizes.
+func ringSlots(cfg *config.Config) uint64 {
+	sizes := make([]uint32, len(cfg.VIPs))
+	for i, v := range cfg.VIPs {
+		sizes[i] = v.EffectiveRingSize(cfg)
+	}
+	return xdp.RingSlotsFor(sizes)
+}

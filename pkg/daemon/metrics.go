@@ -14,6 +14,7 @@ type metrics struct {
 	reloads           *prometheus.CounterVec
 	applyDuration     prometheus.Histogram
 	applyErrors       prometheus.Counter
+	applyWritten      prometheus.Histogram
 
 	vipPackets, vipBytes, vipNewFlows  *prometheus.Desc
 	bePackets, beBytes, beUp, beWeight *prometheus.Desc
@@ -28,6 +29,7 @@ func newMetrics(reg *prometheus.Registry, d *Daemon) *metrics {
 		reloads:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "l4lb_reloads_total", Help: "Configuration reloads by result (applied, rejected)."}, []string{"result"}),
 		applyDuration:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "l4lb_apply_duration_seconds", Help: "Controller pass duration.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}),
 		applyErrors:       prometheus.NewCounter(prometheus.CounterOpts{Name: "l4lb_apply_errors_total", Help: "Controller passes that failed (retried with backoff)."}),
+		applyWritten:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "l4lb_apply_vips_written", Help: "VIPs (rings) written per controller pass that changed something.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
 		vipPackets:        prometheus.NewDesc("l4lb_vip_packets_total", "Packets forwarded for a VIP.", []string{"vip"}, nil),
 		vipBytes:          prometheus.NewDesc("l4lb_vip_bytes_total", "IP bytes forwarded for a VIP.", []string{"vip"}, nil),
 		vipNewFlows:       prometheus.NewDesc("l4lb_vip_new_flows_total", "New flows (conntrack entries made) for a VIP.", []string{"vip"}, nil),
@@ -49,7 +51,7 @@ func newMetrics(reg *prometheus.Registry, d *Daemon) *metrics {
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "l4lb_build_info", Help: "The running l4lb's version (1).",
 		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "goversion": bi.GoVersion}})
 	build.Set(1)
-	reg.MustRegister(m.healthTransitions, m.reloads, m.applyDuration, m.applyErrors, build, m)
+	reg.MustRegister(m.healthTransitions, m.reloads, m.applyDuration, m.applyErrors, m.applyWritten, build, m)
 	return m
 }
 

@@ -19,7 +19,7 @@ const topClients = 10
 func xdpOptions(cfg *config.Config, logger *slog.Logger) xdp.Options {
 	return xdp.Options{
 		PinPath: cfg.BPFFS, RingSize: cfg.XDP.RingSize, ConntrackSize: cfg.XDP.ConntrackSize,
-		UDPTimeout: cfg.XDP.UDPTimeout, MTU: cfg.XDP.MTU, Logger: logger,
+		UDPTimeout: cfg.XDP.UDPTimeout, MTU: cfg.XDP.MTU, Logger: logger, RingSlots: ringSlots(cfg),
 	}
 }
 

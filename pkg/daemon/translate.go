@@ -25,6 +25,7 @@ func specFromConfig(cfg *config.Config) (lb.Spec, error) {
 		sv := lb.Service{
 			Name: v.Name, Key: lb.VIPKey{Addr: addr.Unmap(), Port: uint16(v.Port), Proto: proto}, MED: v.MED,
 			Communities: slices.Concat(cfg.BGP.Communities, v.Communities),
+			RingSize:    v.RingSize,
 		}
 		if v.HashNoSourcePort {
 			sv.Flags |= lb.FlagHashNoSourcePort

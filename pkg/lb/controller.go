@@ -31,6 +31,9 @@ type ApplyResult struct {
 	Duration time.Duration
 	Err      error
 	Changed  bool
+	// Written is how many VIPs the pass wrote (SetVIP), Deleted how many it removed: a
+	// health flip writes only the VIPs that list the backend.
+	Written, Deleted int
 }
 
 // Snapshot is the controller's state at one moment: its inputs (spec, overrides, health)
@@ -256,7 +259,7 @@ func (c *Controller) pass(ctx context.Context) ApplyResult {
 	prev, applied, reannounce := c.state, c.applied, c.reannounce
 	c.mu.Unlock()
 	res := ApplyResult{At: start}
-	st, changed, err := c.apply(ctx, spec, ov, health, prev, applied, reannounce)
+	st, changed, err := c.apply(ctx, spec, ov, health, prev, applied, reannounce, &res)
 	res.Duration, res.Err, res.Changed = time.Since(start), err, changed
 	c.mu.Lock()
 	if err == nil {
@@ -273,12 +276,12 @@ func (c *Controller) pass(ctx context.Context) ApplyResult {
 	c.last = res
 	c.mu.Unlock()
 	if changed && err == nil {
-		c.log.Info("applied", "vips", len(st.VIPs), "duration", res.Duration)
+		c.log.Info("applied", "vips", len(st.VIPs), "vips_written", res.Written, "vips_deleted", res.Deleted, "duration", res.Duration)
 	}
 	return res
 }
 
-func (c *Controller) apply(ctx context.Context, spec Spec, ov Overrides, health map[BackendKey]bool, prev State, applied, reannounce bool) (State, bool, error) {
+func (c *Controller) apply(ctx context.Context, spec Spec, ov Overrides, health map[BackendKey]bool, prev State, applied, reannounce bool, res *ApplyResult) (State, bool, error) {
 	have, err := c.dp.Programmed()
 	if err != nil {
 		return State{}, false, err
@@ -342,11 +345,12 @@ func (c *Controller) apply(ctx context.Context, spec Spec, ov Overrides, health 
 		if err := c.dp.DeleteVIP(k); err != nil {
 			return State{}, true, err
 		}
+		res.Deleted++
 	}
 	// Adding and changing: backends, the ring swapped whole, then the VIP (SetVIP does
 	// them in that order). A VIP is rewritten when it changed or the data plane lost any
-	// part of it. Each ring swap waits for an RCU grace period (tens of milliseconds), so
-	// changed VIPs are written in parallel.
+	// part of it: a health flip rewrites only the VIPs that list the backend. Changed VIPs
+	// are written in parallel (their Maglev tables are built on every CPU).
 	prevByKey := map[VIPKey]VIPState{}
 	if applied {
 		for _, v := range prev.VIPs {
@@ -359,6 +363,7 @@ func (c *Controller) apply(ctx context.Context, spec Spec, ov Overrides, health 
 		if p, ok := prevByKey[v.VIP.Key]; ok && reflect.DeepEqual(p.VIP, v.VIP) && holds(have, v.VIP) {
 			continue
 		}
+		res.Written++
 		g.Go(func() error { return c.dp.SetVIP(v.VIP) })
 	}
 	if err := g.Wait(); err != nil {

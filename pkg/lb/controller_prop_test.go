@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +22,9 @@ const (
 	propRing  = 251
 	propMaxID = 4095
 )
+
+// propRingSizes are the per-VIP ring sizes services get (0: the data plane's default).
+var propRingSizes = []uint32{0, 0, 257, 263}
 
 // world is the test's own account of what the operator configured, what the health checks
 // say and what the operators overrode: the oracle the controller is checked against.
@@ -66,6 +70,7 @@ func (w *world) newService() lb.Service {
 	for n := 1 + w.rng.IntN(4); len(sv.Backends) < n; {
 		w.addBackend(&sv)
 	}
+	sv.RingSize = propRingSizes[w.rng.IntN(len(propRingSizes))]
 	return sv
 }
 
@@ -152,6 +157,13 @@ func (w *world) step(c *lb.Controller) string {
 		w.forget()
 		c.SetSpec(cloneSpec(w.spec))
 		return what + " in " + sv.Name
+	case op == 4 && w.rng.IntN(3) == 0: // the VIP's own ring size
+		spec := cloneSpec(w.spec)
+		sv := &spec.Services[pick()]
+		sv.RingSize = propRingSizes[w.rng.IntN(len(propRingSizes))]
+		w.spec = spec
+		c.SetSpec(cloneSpec(w.spec))
+		return fmt.Sprintf("ring size %s = %d", sv.Name, sv.RingSize)
 	case op == 4: // configured weight
 		spec := cloneSpec(w.spec)
 		sv := &spec.Services[pick()]
@@ -270,6 +282,11 @@ func TestControllerProperties(t *testing.T) {
 				fail("pass failed: %v", res.Err)
 			}
 			checkWorld(t, w, dp, c, fail)
+			// Proportional apply: a health flip, drain or override of one VIP's backend
+			// rewrites that VIP only.
+			if perVIP := strings.HasPrefix(what, "health ") || strings.HasPrefix(what, "drain=") || strings.HasPrefix(what, "weight override"); perVIP && res.Written > 1 {
+				fail("%q wrote %d vips, want at most 1", what, res.Written)
+			}
 			if t.Failed() {
 				return
 			}
@@ -330,7 +347,11 @@ func checkWorld(t *testing.T, w *world, dp *memdp.Dataplane, c *lb.Controller, f
 			listed[got.ID] = true
 			backends = append(backends, got.Backend)
 		}
-		wantRing, err := lb.MaglevTable(backends, propRing)
+		size := uint32(propRing)
+		if sv.RingSize != 0 {
+			size = sv.RingSize
+		}
+		wantRing, err := lb.MaglevTable(backends, size)
 		if err != nil {
 			fail("maglev: %v", err)
 		}

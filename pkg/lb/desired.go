@@ -65,7 +65,7 @@ func Desired(spec Spec, ov Overrides, health map[BackendKey]bool, ids map[netip.
 	var st State
 	for _, sv := range spec.Services {
 		vs := VIPState{Name: sv.Name, Communities: slices.Clone(sv.Communities), MED: sv.MED,
-			VIP: VIP{Key: VIPKey{Addr: sv.Key.Addr.Unmap(), Port: sv.Key.Port, Proto: sv.Key.Proto}, Flags: sv.Flags}}
+			VIP: VIP{Key: VIPKey{Addr: sv.Key.Addr.Unmap(), Port: sv.Key.Port, Proto: sv.Key.Proto}, Flags: sv.Flags, RingSize: sv.RingSize}}
 		for _, b := range sv.Backends {
 			ba := b.Addr.Unmap()
 			id, ok := ids[ba]

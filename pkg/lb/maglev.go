@@ -52,39 +52,56 @@ func MaglevTable(backends []Backend, size uint32) ([]uint32, error) {
 		return cmp.Compare(a.ID, b.ID)
 	})
 
-	n := len(live)
-	pos := make([]uint64, n)
-	skip := make([]uint64, n)
-	credit := make([]uint64, n)
-	m := uint64(size)
+	// Each backend's permutation of the slots is pos + j*skip (mod size); pos holds where
+	// it continues. 32-bit arithmetic: size < 2^21, so pos + skip never overflows.
+	type perm struct{ pos, skip, id, weight, credit uint32 }
+	m := size
+	ps := make([]perm, len(live))
+	equal := true
 	for i, b := range live {
 		a := b.Addr.Unmap().As16()
 		h1 := hashAddr(a, 0x6c62272e07bb0142)
 		h2 := hashAddr(a, 0x9e3779b97f4a7c15)
-		pos[i] = h1 % m
-		skip[i] = h2%(m-1) + 1
+		ps[i] = perm{pos: uint32(h1 % uint64(m)), skip: uint32(h2%uint64(m-1) + 1), id: b.ID, weight: b.Weight}
+		equal = equal && uint64(b.Weight) == maxW
 	}
-	filled := uint64(0)
+	// take gives backend p the next free slot of its permutation.
+	take := func(p *perm) {
+		pos, skip := p.pos, p.skip
+		for table[pos] != 0 {
+			pos += skip
+			if pos >= m {
+				pos -= m
+			}
+		}
+		table[pos] = p.id
+		pos += skip
+		if pos >= m {
+			pos -= m
+		}
+		p.pos = pos
+	}
+	filled := uint32(0)
+	if equal {
+		// Equal weights: one slot per backend per round, the paper's population.
+		for {
+			for i := range ps {
+				take(&ps[i])
+				if filled++; filled == m {
+					return table, nil
+				}
+			}
+		}
+	}
+	mw := uint32(maxW)
 	for {
-		for i := range live {
-			credit[i] += uint64(live[i].Weight)
-			for credit[i] >= maxW {
-				credit[i] -= maxW
-				p := pos[i]
-				for table[p] != 0 {
-					p += skip[i]
-					if p >= m {
-						p -= m
-					}
-				}
-				table[p] = live[i].ID
-				p += skip[i]
-				if p >= m {
-					p -= m
-				}
-				pos[i] = p
-				filled++
-				if filled == m {
+		for i := range ps {
+			p := &ps[i]
+			p.credit += p.weight
+			for p.credit >= mw {
+				p.credit -= mw
+				take(p)
+				if filled++; filled == m {
 					return table, nil
 				}
 			}

@@ -84,6 +84,8 @@ type VIP struct {
 	Key      VIPKey
 	Flags    VIPFlags
 	Backends []Backend
+	// RingSize is the VIP's Maglev ring size (a prime); 0: the data plane's default.
+	RingSize uint32
 }
 
 // Validate checks what the data plane relies on.

@@ -29,6 +29,8 @@ type Service struct {
 	Backends    []ServiceBackend
 	Communities []string // BGP communities announced with the VIP (global ones included)
 	MED         uint32
+	// RingSize is the VIP's own Maglev ring size; 0: the data plane's default.
+	RingSize uint32
 }
 
 // ServiceBackend is a configured backend of a service and its configured weight.

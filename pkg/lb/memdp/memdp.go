@@ -93,7 +93,11 @@ func (d *Dataplane) SetVIP(v lb.VIP) error {
 	if err := v.Validate(); err != nil {
 		return err
 	}
-	table, err := lb.MaglevTable(v.Backends, d.ringSize)
+	size := d.ringSize
+	if v.RingSize != 0 {
+		size = v.RingSize
+	}
+	table, err := lb.MaglevTable(v.Backends, size)
 	if err != nil {
 		return err
 	}

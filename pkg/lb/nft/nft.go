@@ -3,6 +3,7 @@
 package nft
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -341,7 +342,8 @@ func (d *Dataplane) SetVIP(v lb.VIP) error {
 		}
 		addrs[b.ID] = b.Addr.Unmap()
 	}
-	ring, err := lb.MaglevTable(v.Backends, d.opts.RingSize)
+	size := cmp.Or(v.RingSize, d.opts.RingSize) // the VIP's own ring size, as in XDP
+	ring, err := lb.MaglevTable(v.Backends, size)
 	if err != nil {
 		return err
 	}
@@ -413,7 +415,7 @@ func (d *Dataplane) SetVIP(v lb.VIP) error {
 	// it, then swapped in.
 	rs := ringSet(d.t, ringName(id, gen), is6(key.Addr))
 	els := ringElements(ring, addrs)
-	count, dnat, drop := vipRules(d.t, vipTag{Key: key, ID: id, Flags: v.Flags, Ring: rs.Name}, rs, d.opts.RingSize)
+	count, dnat, drop := vipRules(d.t, vipTag{Key: key, ID: id, Flags: v.Flags, Ring: rs.Name}, rs, size)
 	swap := func() {
 		d.putRule(c, s, chainCount, key, "count", count)
 		d.putRule(c, s, chainDNAT, key, "vip", dnat)

@@ -56,6 +56,21 @@ type socklbLbConfig struct {
 	Src6HostMask uint32
 }
 
+type socklbRingBlock struct {
+	_    structs.HostLayout
+	Slot [32]uint16
+}
+
+type socklbRingSelect struct {
+	_      structs.HostLayout
+	Active uint32
+	Half   [2]struct {
+		_     structs.HostLayout
+		Block uint32
+		Size  uint32
+	}
+}
+
 type socklbSockRevKey struct {
 	_      structs.HostLayout
 	Cookie uint64
@@ -140,6 +155,7 @@ const (
 	socklbMapBackends          = "backends"
 	socklbMapConntrack         = "conntrack"
 	socklbMapLbCfg             = "lb_cfg"
+	socklbMapRingSel           = "ring_sel"
 	socklbMapRings             = "rings"
 	socklbMapSockEvents        = "sock_events"
 	socklbMapSockRev           = "sock_rev"
@@ -220,6 +236,7 @@ type socklbMapSpecs struct {
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
 	LbCfg        *ebpf.MapSpec `ebpf:"lb_cfg"`
+	RingSel      *ebpf.MapSpec `ebpf:"ring_sel"`
 	Rings        *ebpf.MapSpec `ebpf:"rings"`
 	SockEvents   *ebpf.MapSpec `ebpf:"sock_events"`
 	SockRev      *ebpf.MapSpec `ebpf:"sock_rev"`
@@ -262,6 +279,7 @@ type socklbMaps struct {
 	Backends     *ebpf.Map `ebpf:"backends"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
 	LbCfg        *ebpf.Map `ebpf:"lb_cfg"`
+	RingSel      *ebpf.Map `ebpf:"ring_sel"`
 	Rings        *ebpf.Map `ebpf:"rings"`
 	SockEvents   *ebpf.Map `ebpf:"sock_events"`
 	SockRev      *ebpf.Map `ebpf:"sock_rev"`
@@ -278,6 +296,7 @@ func (m *socklbMaps) Close() error {
 		m.Backends,
 		m.Conntrack,
 		m.LbCfg,
+		m.RingSel,
 		m.Rings,
 		m.SockEvents,
 		m.SockRev,

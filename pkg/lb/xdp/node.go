@@ -35,8 +35,8 @@ func (n *Node) Info() lb.Info {
 	return lb.Info{Mode: "xdp", Reason: n.reason, MaxBackendID: MaxBackends - 1}
 }
 
-// Programmed implements lb.Programmer: the vips map, whether each VIP's ring is in the
-// rings map, and the backends map.
+// Programmed implements lb.Programmer: the vips map, whether each VIP's active ring
+// half is set in ring_sel, and the backends map.
 func (n *Node) Programmed() (lb.Programmed, error) {
 	p := lb.Programmed{VIPs: map[lb.VIPKey]lb.ProgrammedVIP{}}
 	n.d.mu.Lock()
@@ -45,18 +45,19 @@ func (n *Node) Programmed() (lb.Programmed, error) {
 	if err != nil {
 		return p, err
 	}
+	sels, err := n.d.ringSelectors()
+	if err != nil {
+		return p, err
+	}
 	for k, m := range entries {
-		var inner uint32
-		err := n.d.objs.Rings.Lookup(m.Id, &inner)
-		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return p, fmt.Errorf("read ring of vip %d: %w", m.Id, err)
-		}
+		sel := sels[m.Id]
 		p.VIPs[lb.VIPKey{Addr: addrFrom16(k.Addr, k.Family), Port: htons(k.Port), Proto: lb.Proto(k.Proto)}] =
-			lb.ProgrammedVIP{ID: m.Id, Flags: lb.VIPFlags(m.Flags), Ready: err == nil}
+			lb.ProgrammedVIP{ID: m.Id, Flags: lb.VIPFlags(m.Flags), Ready: sel.Half[sel.Active&1].Size != 0}
 	}
 	if p.Backends, err = n.d.Backends(); err != nil {
 		return p, err
 	}
+	n.d.vc.setBackends(p.Backends)
 	return p, nil
 }
 
@@ -184,7 +185,7 @@ func RemovePinned(dir string) ([]string, error) {
 		if strings.HasPrefix(name, "link_") {
 			continue
 		}
-		if !ours[name] {
+		if !ours[name] && !strings.HasPrefix(name, migratingPrefix) {
 			foreign = append(foreign, name)
 			continue
 		}

@@ -93,7 +93,7 @@ func TestPrivilegedPacketTable(t *testing.T) {
 	for i := range table {
 		table[i] = 9
 	}
-	if err := r.d.swapRing(500, table); err != nil {
+	if err := r.d.writeRing(500, table, true); err != nil {
 		t.Fatal(err)
 	}
 	fk := vipKey(familyKey)

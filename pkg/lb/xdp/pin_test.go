@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/internal/testutil"
@@ -91,11 +92,42 @@ func TestPrivilegedPinnedMapsSurviveReload(t *testing.T) {
 		t.Errorf("SetVIP after reload: id %d, %v; want %d", again, err, id)
 	}
 
-	// Other sizes cannot adopt these maps, and the error says what to do.
-	_, err = Load(Options{PinPath: dir, RingSize: 251})
-	if !errors.Is(err, ErrIncompatible) {
-		t.Errorf("load with another ring size: %v, want ErrIncompatible", err)
+	if err := d2.Close(); err != nil {
+		t.Fatal(err)
 	}
+
+	// Other sizes: the rings array and conntrack are migrated to their new sizes, the
+	// conntrack entry and the ring survive, and the flow keeps its backend.
+	d3, err := Load(Options{PinPath: dir, RingSize: 4099, RingSlots: 3 * DefaultRingSlots, ConntrackSize: 2 * DefaultConntrackSize})
+	if err != nil {
+		t.Fatalf("load with other sizes: %v", err)
+	}
+	t.Cleanup(func() { d3.Close() })
+	if got, ok, _ := d3.ConntrackLookup(flow.flow()); !ok || got != first {
+		t.Fatalf("after migration conntrack = (%d, %v), want %d", got, ok, first)
+	}
+	if got := d3.objs.Conntrack.MaxEntries(); got != 2*DefaultConntrackSize {
+		t.Errorf("conntrack max entries %d after migration", got)
+	}
+	ring, err := d3.RingOf(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := lb.MaglevTable(web.Backends, lb.DefaultRingSize)
+	if diff := cmp.Diff(want, ring); diff != "" {
+		t.Errorf("ring after migration (-want +got):\n%s", diff)
+	}
+	if err := d3.objs.Conntrack.Delete(conntrackKey(flow.flow())); err != nil {
+		t.Fatal(err)
+	}
+	ret, out := runProg(t, d3.Program(), flow.build(t))
+	if ret != xdpTx {
+		t.Fatalf("after migration: verdict %d", ret)
+	}
+	if got, _, _ := d3.ConntrackLookup(flow.flow()); got != first {
+		t.Errorf("re-hashed after migration onto backend %d, want %d (ring changed)", got, first)
+	}
+	_ = out
 }
 
 func TestPrivilegedLoadRejectsBadRingSize(t *testing.T) {

@@ -43,8 +43,13 @@ type Options struct {
 	// PinPath is a directory on a bpffs; maps are pinned there by name and reused by the
 	// next Load. Empty: nothing is pinned (tests).
 	PinPath string
-	// RingSize is the Maglev ring size, a prime. Default lb.DefaultRingSize.
+	// RingSize is the Maglev ring size of VIPs that do not set their own, a prime.
+	// Default lb.DefaultRingSize.
 	RingSize uint32
+	// RingSlots is the size of the flat rings array in slots: it holds both halves of
+	// every VIP's ring (RingSlotsFor). Default DefaultRingSlots. A pinned array of another
+	// size is migrated.
+	RingSlots uint64
 	// ConntrackSize is the number of conntrack entries. Default DefaultConntrackSize.
 	ConntrackSize uint32
 	// UDPTimeout is how long an idle UDP flow keeps its backend. Default DefaultUDPTimeout.
@@ -59,6 +64,9 @@ type Options struct {
 func (o *Options) setDefaults() {
 	if o.RingSize == 0 {
 		o.RingSize = lb.DefaultRingSize
+	}
+	if o.RingSlots == 0 {
+		o.RingSlots = DefaultRingSlots
 	}
 	if o.ConntrackSize == 0 {
 		o.ConntrackSize = DefaultConntrackSize
@@ -87,14 +95,14 @@ type Config struct {
 
 // Dataplane is the loaded XDP load balancer.
 type Dataplane struct {
-	opts     Options
-	log      *slog.Logger
-	objs     xdplbObjects
-	ringSpec *ebpf.MapSpec // template of one VIP's ring (inner map of rings)
+	opts  Options
+	log   *slog.Logger
+	objs  xdplbObjects
+	rings *ringState
 
-	mu      sync.Mutex
-	links   map[string]link.Link
-	pending map[uint32]bool // VIP ids handed out by SetVIP calls still swapping their ring
+	mu    sync.Mutex
+	links map[string]link.Link
+	vc    vipCache // what this process wrote to vips and backends (vipcache.go)
 
 	// onNewID: see OnNewVIPID (shared.go).
 	onNewID []func(id uint32) error
@@ -111,13 +119,24 @@ func Load(opts Options) (*Dataplane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load xdp_lb spec: %w", err)
 	}
-	spec.Maps["rings"].InnerMap.MaxEntries = opts.RingSize
+	blocks := (opts.RingSlots + RingBlockSlots - 1) / RingBlockSlots
+	if blocks > 1<<26 {
+		return nil, fmt.Errorf("ring slots %d: at most %d", opts.RingSlots, uint64(1<<26)*RingBlockSlots)
+	}
+	if opts.PinPath != "" {
+		// A pinned rings array is never shrunk (the VIPs it holds would not fit).
+		blocks = max(blocks, uint64(pinnedRingBlocks(opts.PinPath)))
+	}
+	spec.Maps["rings"].MaxEntries = uint32(blocks)
 	spec.Maps["conntrack"].MaxEntries = opts.ConntrackSize
 	for name, v := range map[string]any{
 		"ring_size":      opts.RingSize,
 		"udp_timeout_ns": uint64(opts.UDPTimeout.Nanoseconds()),
 		"mtu":            opts.MTU,
 	} {
+		if spec.Variables[name] == nil {
+			continue // not read by this build of the program
+		}
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
@@ -133,48 +152,34 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 		copts.Maps.PinPath = opts.PinPath
 	}
+	log := opts.Logger.With("component", "xdp")
 	if opts.PinPath != "" {
-		if err := checkPinnedRingSize(opts.PinPath, opts.RingSize); err != nil {
+		if err := migratePinned(spec, opts.PinPath, log); err != nil {
 			return nil, err
 		}
 	}
-	d := &Dataplane{opts: opts, log: opts.Logger.With("component", "xdp"), links: map[string]link.Link{},
-		ringSpec: spec.Maps["rings"].InnerMap.Copy()}
+	d := &Dataplane{opts: opts, log: log, links: map[string]link.Link{}}
 	if err := spec.LoadAndAssign(&d.objs, &copts); err != nil {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
-			return nil, fmt.Errorf("load xdp_lb: %w (%w: ring size or conntrack size changed? remove %s to start afresh)", err, ErrIncompatible, opts.PinPath)
+			return nil, fmt.Errorf("load xdp_lb: %w (%w: remove %s to start afresh)", err, ErrIncompatible, opts.PinPath)
 		}
 		return nil, loadError("xdp_lb", err)
 	}
-	return d, nil
-}
-
-// checkPinnedRingSize records the ring size next to the pinned maps (map lb_meta), and
-// refuses to adopt maps made for another size: the pinned rings and the program's modulo
-// must agree.
-func checkPinnedRingSize(dir string, size uint32) error {
-	m, err := ebpf.NewMapWithOptions(&ebpf.MapSpec{
-		Name: "lb_meta", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1, Pinning: ebpf.PinByName,
-	}, ebpf.MapOptions{PinPath: dir})
+	rs, err := newRingState(uint32(blocks))
 	if err != nil {
-		return fmt.Errorf("open lb_meta in %s: %w", dir, err)
+		d.objs.Close()
+		return nil, err
 	}
-	defer m.Close()
-	var have uint32
-	if err := m.Lookup(uint32(0), &have); err != nil {
-		return fmt.Errorf("read lb_meta: %w", err)
+	d.rings = rs
+	if err := d.refreshVIPCache(); err != nil {
+		d.Close()
+		return nil, err
 	}
-	if have == 0 {
-		if err := m.Put(uint32(0), size); err != nil {
-			return fmt.Errorf("write lb_meta: %w", err)
-		}
-		return nil
+	if err := d.adoptRings(); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("adopt pinned rings: %w", err)
 	}
-	if have != size {
-		return fmt.Errorf("pinned maps in %s have ring size %d, not %d: %w; remove the directory (l4lb cleanup) to start afresh",
-			dir, have, size, ErrIncompatible)
-	}
-	return nil
+	return d, nil
 }
 
 func checkPrime(n uint32) error {
@@ -246,6 +251,7 @@ func (d *Dataplane) SetBackend(id uint32, addr netip.Addr) error {
 	if err := d.objs.Backends.Put(id, &v); err != nil {
 		return fmt.Errorf("write backend %d: %w", id, err)
 	}
+	d.vc.setBackend(id, addr)
 	return nil
 }
 
@@ -254,9 +260,13 @@ func (d *Dataplane) DeleteBackend(id uint32) error {
 	if id == 0 || id >= MaxBackends {
 		return fmt.Errorf("backend id %d: must be in 1..%d", id, MaxBackends-1)
 	}
+	if err := d.waitFlips(); err != nil {
+		return fmt.Errorf("clear backend %d: %w", id, err)
+	}
 	if err := d.objs.Backends.Put(id, &xdplbBackend{}); err != nil {
 		return fmt.Errorf("clear backend %d: %w", id, err)
 	}
+	d.vc.setBackend(id, netip.Addr{})
 	return nil
 }
 
@@ -296,23 +306,6 @@ func vipAddrKey(k lb.VIPKey) xdplbVipKey {
 	return xdplbVipKey{Addr: a, Family: fam}
 }
 
-// vipIDs reads the vips map: key -> meta.
-func (d *Dataplane) vipEntries() (map[xdplbVipKey]xdplbVipMeta, error) {
-	out := map[xdplbVipKey]xdplbVipMeta{}
-	var (
-		k xdplbVipKey
-		v xdplbVipMeta
-	)
-	it := d.objs.Vips.Iterate()
-	for it.Next(&k, &v) {
-		out[k] = v
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read vips: %w", err)
-	}
-	return out, nil
-}
-
 // SetVIP programs a VIP: its backends, then a freshly built Maglev ring swapped in whole,
 // then the VIP entry. Backends with weight 0 stay in the backends map (their established
 // flows continue) but get no ring slot. It returns the VIP's id (the index of its counters).
@@ -321,7 +314,11 @@ func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
 	if err := v.Validate(); err != nil {
 		return 0, err
 	}
-	table, err := lb.MaglevTable(v.Backends, d.opts.RingSize)
+	size := v.RingSize
+	if size == 0 {
+		size = d.opts.RingSize
+	}
+	table, err := lb.MaglevTable(v.Backends, size)
 	if err != nil {
 		return 0, fmt.Errorf("build ring for %s: %w", v.Key, err)
 	}
@@ -330,28 +327,28 @@ func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	if fresh {
-		defer func() {
+	// The ring is written whole into the VIP's inactive half and flipped in (rings.go).
+	if err := d.writeRing(meta.Id, table, fresh); err != nil {
+		if fresh {
 			d.mu.Lock()
-			delete(d.pending, meta.Id)
+			d.vc.releaseID(meta.Id)
 			d.mu.Unlock()
-		}()
-	}
-	// The swap waits for an RCU grace period (the kernel synchronises after every
-	// update of a map-in-map from user space); it runs unlocked so that SetVIP calls
-	// for different VIPs wait for their grace periods together.
-	if err := d.swapRing(meta.Id, table); err != nil {
+		}
 		return 0, fmt.Errorf("vip %s: %w", v.Key, err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.objs.Vips.Put(&key, &meta); err != nil {
+		if fresh {
+			d.vc.releaseID(meta.Id)
+		}
 		return 0, fmt.Errorf("write vip %s: %w", v.Key, err)
 	}
 	ak := vipAddrKey(v.Key)
 	if err := d.objs.VipAddrs.Put(&ak, uint32(1)); err != nil {
 		return 0, fmt.Errorf("write vip address %s: %w", v.Key.Addr, err)
 	}
+	d.vc.add(key, meta)
 	return meta.Id, nil
 }
 
@@ -360,24 +357,15 @@ func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
 func (d *Dataplane) reserveVIP(key xdplbVipKey, v lb.VIP) (xdplbVipMeta, bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	entries, err := d.vipEntries()
-	if err != nil {
-		return xdplbVipMeta{}, false, err
-	}
-	meta, exists := entries[key]
+	meta, exists := d.vc.vips[key]
 	if !exists {
-		used := make(map[uint32]bool, len(entries))
-		for _, m := range entries {
-			used[m.Id] = true
-		}
-		id := uint32(0)
-		for ; id < MaxVIPs && (used[id] || d.pending[id]); id++ {
-		}
-		if id == MaxVIPs {
+		id, ok := d.vc.allocID()
+		if !ok {
 			return meta, false, fmt.Errorf("add %s: %w (%d vips)", v.Key, ErrFull, MaxVIPs)
 		}
 		meta.Id = id
 		if err := d.zeroVIPCounters(id); err != nil {
+			d.vc.releaseID(id)
 			return meta, false, err
 		}
 		for _, f := range d.onNewID {
@@ -388,39 +376,17 @@ func (d *Dataplane) reserveVIP(key xdplbVipKey, v lb.VIP) (xdplbVipMeta, bool, e
 	}
 	meta.Flags = uint32(v.Flags)
 	for _, b := range v.Backends {
+		if d.vc.hasBackend(b.ID, b.Addr) {
+			continue
+		}
 		if err := d.SetBackend(b.ID, b.Addr); err != nil {
+			if !exists {
+				d.vc.releaseID(meta.Id)
+			}
 			return meta, false, fmt.Errorf("vip %s: %w", v.Key, err)
 		}
 	}
-	if !exists {
-		if d.pending == nil {
-			d.pending = map[uint32]bool{}
-		}
-		d.pending[meta.Id] = true
-	}
 	return meta, !exists, nil
-}
-
-// swapRing fills a new inner map and replaces the VIP's ring with it in one update.
-func (d *Dataplane) swapRing(id uint32, table []uint32) error {
-	spec := d.ringSpec.Copy()
-	spec.Name = fmt.Sprintf("ring_%d", id)
-	m, err := ebpf.NewMap(spec)
-	if err != nil {
-		return fmt.Errorf("create ring: %w", err)
-	}
-	defer m.Close()
-	keys := make([]uint32, len(table))
-	for i := range keys {
-		keys[i] = uint32(i)
-	}
-	if _, err := m.BatchUpdate(keys, table, nil); err != nil {
-		return fmt.Errorf("fill ring: %w", err)
-	}
-	if err := d.objs.Rings.Put(id, m); err != nil {
-		return fmt.Errorf("swap ring: %w", err)
-	}
-	return nil
 }
 
 func (d *Dataplane) zeroVIPCounters(id uint32) error {
@@ -436,32 +402,22 @@ func (d *Dataplane) zeroVIPCounters(id uint32) error {
 func (d *Dataplane) DeleteVIP(k lb.VIPKey) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	entries, err := d.vipEntries()
-	if err != nil {
-		return err
-	}
 	key := vipKey(k)
-	meta, ok := entries[key]
+	meta, ok := d.vc.vips[key]
 	if !ok {
 		return fmt.Errorf("delete vip %s: %w", k, ErrNotFound)
 	}
-	if err := d.objs.Vips.Delete(&key); err != nil {
+	if err := d.objs.Vips.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete vip %s: %w", k, err)
 	}
-	delete(entries, key)
+	d.vc.remove(key)
 	ak := vipAddrKey(k)
-	shared := false
-	for other := range entries {
-		if other.Addr == ak.Addr && other.Family == ak.Family {
-			shared = true
-		}
-	}
-	if !shared {
+	if d.vc.addrs[ak] == 0 {
 		if err := d.objs.VipAddrs.Delete(&ak); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete vip address %s: %w", k.Addr, err)
 		}
 	}
-	if err := d.objs.Rings.Delete(meta.Id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := d.freeRings(meta.Id); err != nil {
 		return fmt.Errorf("delete ring of %s: %w", k, err)
 	}
 	return nil
@@ -630,6 +586,7 @@ func (d *Dataplane) Close() error {
 	if err := d.objs.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	d.rings.close()
 	return errors.Join(errs...)
 }
 
@@ -642,7 +599,7 @@ func (d *Dataplane) Unpin() error {
 	if err := os.Remove(filepath.Join(d.opts.PinPath, "lb_meta")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
-	for _, m := range []*ebpf.Map{d.objs.Vips, d.objs.VipAddrs, d.objs.Rings, d.objs.Backends, d.objs.Conntrack, d.objs.LbCfg, d.objs.Stats, d.objs.VipStats, d.objs.BackendStats} {
+	for _, m := range []*ebpf.Map{d.objs.Vips, d.objs.VipAddrs, d.objs.Rings, d.objs.RingSel, d.objs.Backends, d.objs.Conntrack, d.objs.LbCfg, d.objs.Stats, d.objs.VipStats, d.objs.BackendStats} {
 		if err := m.Unpin(); err != nil {
 			errs = append(errs, err)
 		}

@@ -56,6 +56,21 @@ type xdplbLbConfig struct {
 	Src6HostMask uint32
 }
 
+type xdplbRingBlock struct {
+	_    structs.HostLayout
+	Slot [32]uint16
+}
+
+type xdplbRingSelect struct {
+	_      structs.HostLayout
+	Active uint32
+	Half   [2]struct {
+		_     structs.HostLayout
+		Block uint32
+		Size  uint32
+	}
+}
+
 type xdplbStatId uint32
 
 const (
@@ -115,6 +130,7 @@ const (
 	xdplbMapBackends     = "backends"
 	xdplbMapConntrack    = "conntrack"
 	xdplbMapLbCfg        = "lb_cfg"
+	xdplbMapRingSel      = "ring_sel"
 	xdplbMapRings        = "rings"
 	xdplbMapStats        = "stats"
 	xdplbMapVipAddrs     = "vip_addrs"
@@ -179,6 +195,7 @@ type xdplbMapSpecs struct {
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
 	LbCfg        *ebpf.MapSpec `ebpf:"lb_cfg"`
+	RingSel      *ebpf.MapSpec `ebpf:"ring_sel"`
 	Rings        *ebpf.MapSpec `ebpf:"rings"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
@@ -219,6 +236,7 @@ type xdplbMaps struct {
 	Backends     *ebpf.Map `ebpf:"backends"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
 	LbCfg        *ebpf.Map `ebpf:"lb_cfg"`
+	RingSel      *ebpf.Map `ebpf:"ring_sel"`
 	Rings        *ebpf.Map `ebpf:"rings"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
@@ -232,6 +250,7 @@ func (m *xdplbMaps) Close() error {
 		m.Backends,
 		m.Conntrack,
 		m.LbCfg,
+		m.RingSel,
 		m.Rings,
 		m.Stats,
 		m.VipAddrs,

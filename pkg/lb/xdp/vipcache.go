@@ -1,0 +1,147 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/cilium/ebpf"
+)
+
+// vipCache is what this process wrote to the vips, vip_addrs and backends maps, so that
+// SetVIP and DeleteVIP cost a few map writes and no read of the whole vips map (with
+// 10,000 VIPs a read per call made a full load quadratic). It is read from the maps at
+// Load. SetVIP always writes the VIP's entries (a lost entry is repaired by the next
+// SetVIP), and skips only backends this cache holds; Node.Programmed refreshes those every
+// controller pass. vips, ids and addrs are guarded by Dataplane.mu; backends by bmu.
+type vipCache struct {
+	vips   map[xdplbVipKey]xdplbVipMeta
+	ids    map[uint32]bool     // VIP ids in use, or reserved by a SetVIP in progress
+	addrs  map[xdplbVipKey]int // VIP addresses (vipAddrKey) -> VIPs on them
+	nextID uint32              // where the search for a free id starts
+
+	bmu      sync.Mutex
+	backends map[uint32]netip.Addr
+}
+
+func (c *vipCache) reset(vips map[xdplbVipKey]xdplbVipMeta, backends map[uint32]netip.Addr) {
+	c.vips = vips
+	c.ids = map[uint32]bool{}
+	c.addrs = map[xdplbVipKey]int{}
+	for k, m := range vips {
+		c.ids[m.Id] = true
+		c.addrs[addrKeyOf(k)]++
+	}
+	c.setBackends(backends)
+}
+
+// setBackends replaces the backends known to be written (Node.Programmed has just read
+// them), so a backend lost behind our back is written again by the next SetVIP.
+func (c *vipCache) setBackends(backends map[uint32]netip.Addr) {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	c.backends = make(map[uint32]netip.Addr, len(backends))
+	for id, a := range backends {
+		c.backends[id] = a
+	}
+}
+
+func addrKeyOf(k xdplbVipKey) xdplbVipKey { return xdplbVipKey{Addr: k.Addr, Family: k.Family} }
+
+func (c *vipCache) allocID() (uint32, bool) {
+	for i := uint32(0); i < MaxVIPs; i++ {
+		id := (c.nextID + i) % MaxVIPs
+		if !c.ids[id] {
+			c.ids[id] = true
+			c.nextID = id + 1
+			return id, true
+		}
+	}
+	return 0, false
+}
+
+func (c *vipCache) releaseID(id uint32) {
+	delete(c.ids, id)
+	if id < c.nextID {
+		c.nextID = id
+	}
+}
+
+func (c *vipCache) add(k xdplbVipKey, m xdplbVipMeta) {
+	if _, ok := c.vips[k]; !ok {
+		c.addrs[addrKeyOf(k)]++
+	}
+	c.vips[k] = m
+	c.ids[m.Id] = true
+}
+
+func (c *vipCache) remove(k xdplbVipKey) {
+	m, ok := c.vips[k]
+	if !ok {
+		return
+	}
+	delete(c.vips, k)
+	c.releaseID(m.Id)
+	ak := addrKeyOf(k)
+	if c.addrs[ak]--; c.addrs[ak] <= 0 {
+		delete(c.addrs, ak)
+	}
+}
+
+func (c *vipCache) hasBackend(id uint32, a netip.Addr) bool {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	got, ok := c.backends[id]
+	return ok && got == a
+}
+
+func (c *vipCache) setBackend(id uint32, a netip.Addr) {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	if c.backends == nil {
+		c.backends = map[uint32]netip.Addr{}
+	}
+	if a.IsValid() {
+		c.backends[id] = a
+	} else {
+		delete(c.backends, id)
+	}
+}
+
+// vipEntries reads the vips map, key -> meta, in batches.
+func (d *Dataplane) vipEntries() (map[xdplbVipKey]xdplbVipMeta, error) {
+	out := map[xdplbVipKey]xdplbVipMeta{}
+	const chunk = 1024
+	keys := make([]xdplbVipKey, chunk)
+	vals := make([]xdplbVipMeta, chunk)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.objs.Vips.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			out[keys[i]] = vals[i]
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && n == 0) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read vips: %w", err)
+		}
+	}
+}
+
+// refreshVIPCache re-reads the vips and backends maps into the cache.
+func (d *Dataplane) refreshVIPCache() error {
+	vips, err := d.vipEntries()
+	if err != nil {
+		return err
+	}
+	bes, err := d.Backends()
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.vc.reset(vips, bes)
+	d.mu.Unlock()
+	return nil
+}
