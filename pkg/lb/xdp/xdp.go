@@ -95,6 +95,8 @@ type Dataplane struct {
 	mu      sync.Mutex
 	links   map[string]link.Link
 	pending map[uint32]bool // VIP ids handed out by SetVIP calls still swapping their ring
+	// policies are the prefilter policies by VIP (prefilter.go), written with the VIP.
+	policies map[lb.VIPKey]Policy
 }
 
 // Load loads the program and its maps (adopting pinned maps when opts.PinPath holds them).
@@ -342,6 +344,9 @@ func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.writePolicy(meta.Id, d.policyFor(v.Key)); err != nil {
+		return 0, fmt.Errorf("vip %s: %w", v.Key, err)
+	}
 	if err := d.objs.Vips.Put(&key, &meta); err != nil {
 		return 0, fmt.Errorf("write vip %s: %w", v.Key, err)
 	}
@@ -419,6 +424,9 @@ func (d *Dataplane) zeroVIPCounters(id uint32) error {
 	zero := make([]xdplbVipCounters, ebpf.MustPossibleCPU())
 	if err := d.objs.VipStats.Put(id, zero); err != nil {
 		return fmt.Errorf("reset counters of vip %d: %w", id, err)
+	}
+	if err := d.objs.VipGuards.Put(id, make([]xdplbVipGuard, len(zero))); err != nil {
+		return fmt.Errorf("reset guard counters of vip %d: %w", id, err)
 	}
 	return nil
 }
@@ -634,7 +642,8 @@ func (d *Dataplane) Unpin() error {
 	if err := os.Remove(filepath.Join(d.opts.PinPath, "lb_meta")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
-	for _, m := range []*ebpf.Map{d.objs.Vips, d.objs.VipAddrs, d.objs.Rings, d.objs.Backends, d.objs.Conntrack, d.objs.LbCfg, d.objs.Stats, d.objs.VipStats, d.objs.BackendStats} {
+	for _, m := range []*ebpf.Map{d.objs.Vips, d.objs.VipAddrs, d.objs.Rings, d.objs.Backends, d.objs.Conntrack, d.objs.LbCfg, d.objs.Stats, d.objs.VipStats, d.objs.BackendStats,
+		d.objs.Deny4, d.objs.Deny6, d.objs.AllowList, d.objs.VipPolicies, d.objs.VipGuards} {
 		if err := m.Unpin(); err != nil {
 			errs = append(errs, err)
 		}
