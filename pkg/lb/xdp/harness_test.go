@@ -125,6 +125,7 @@ type pkt struct {
 	tos      uint8
 	ip4opts  bool // add a 4-byte IPv4 option (IHL 6)
 	ip4frag  uint16
+	df       bool // IPv4 don't fragment
 	hopByHop int // IPv6 hop-by-hop headers to insert
 }
 
@@ -152,6 +153,9 @@ func (p pkt) build(tb testing.TB) []byte {
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, TOS: p.tos, Protocol: l4proto, SrcIP: src.AsSlice(), DstIP: dst.AsSlice(), FragOffset: p.ip4frag & 0x1fff}
 		if p.ip4frag&0x2000 != 0 {
 			ip.Flags = layers.IPv4MoreFragments
+		}
+		if p.df {
+			ip.Flags |= layers.IPv4DontFragment
 		}
 		if p.ip4opts {
 			ip.Options = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
@@ -345,3 +349,6 @@ func tooBigReply(tb testing.TB, in []byte, fit uint32) []byte {
 	}
 	return append(out, buf.Bytes()...)
 }
+
+// with returns a copy of p changed by f.
+func with(p pkt, f func(*pkt)) pkt { f(&p); return p }

@@ -82,37 +82,31 @@ func batchUpdate[K any](m *ebpf.Map, keys []K) error {
 	return nil
 }
 
-// missing returns the keys not yet in m (existing prefixes keep their counters).
-func missing[K comparable](m *ebpf.Map, keys []K, existing func() (map[K]bool, error)) ([]K, error) {
-	var out []K
-	if len(keys) > 4096 {
-		have, err := existing()
-		if err != nil {
-			return nil, err
-		}
+// addDeny adds keys not yet in m; listed prefixes keep their counters. A small batch
+// inserts one by one with BPF_NOEXIST (a lookup would answer the longest match, not the
+// exact prefix); a large one reads the trie once and batch-inserts the rest.
+func addDeny[K comparable](m *ebpf.Map, keys []K) error {
+	if len(keys) <= 4096 {
 		for _, k := range keys {
-			if !have[k] {
-				out = append(out, k)
-				have[k] = true
+			err := m.Update(&k, &xdplbDenyValue{}, ebpf.UpdateNoExist)
+			if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+				return err
 			}
 		}
-		return out, nil
+		return nil
 	}
-	seen := map[K]bool{}
+	have := map[K]bool{}
+	if err := batchRead(m, func(k K, _ uint64) { have[k] = true }); err != nil {
+		return err
+	}
+	var add []K
 	for _, k := range keys {
-		var v xdplbDenyValue
-		err := m.Lookup(&k, &v)
-		switch {
-		case errors.Is(err, ebpf.ErrKeyNotExist):
-			if !seen[k] {
-				out = append(out, k)
-				seen[k] = true
-			}
-		case err != nil:
-			return nil, err
+		if !have[k] {
+			add = append(add, k)
+			have[k] = true
 		}
 	}
-	return out, nil
+	return batchUpdate(m, add)
 }
 
 // DenyAdd adds prefixes to the deny list with batch updates (a million prefixes load in
@@ -122,24 +116,10 @@ func (d *Dataplane) DenyAdd(prefixes []netip.Prefix) error {
 	if err != nil {
 		return err
 	}
-	k4, err = missing(d.objs.Deny4, k4, func() (map[xdplbDeny4Key]bool, error) {
-		have := map[xdplbDeny4Key]bool{}
-		return have, batchRead(d.objs.Deny4, func(k xdplbDeny4Key, _ uint64) { have[k] = true })
-	})
-	if err != nil {
-		return fmt.Errorf("read deny list: %w", err)
-	}
-	k6, err = missing(d.objs.Deny6, k6, func() (map[xdplbDeny6Key]bool, error) {
-		have := map[xdplbDeny6Key]bool{}
-		return have, batchRead(d.objs.Deny6, func(k xdplbDeny6Key, _ uint64) { have[k] = true })
-	})
-	if err != nil {
-		return fmt.Errorf("read deny list: %w", err)
-	}
-	if err := batchUpdate(d.objs.Deny4, k4); err != nil {
+	if err := addDeny(d.objs.Deny4, k4); err != nil {
 		return fmt.Errorf("add ipv4 deny prefixes: %w", err)
 	}
-	if err := batchUpdate(d.objs.Deny6, k6); err != nil {
+	if err := addDeny(d.objs.Deny6, k6); err != nil {
 		return fmt.Errorf("add ipv6 deny prefixes: %w", err)
 	}
 	return nil
