@@ -126,7 +126,7 @@ type pkt struct {
 	ip4opts  bool // add a 4-byte IPv4 option (IHL 6)
 	ip4frag  uint16
 	df       bool // IPv4 don't fragment
-	hopByHop int // IPv6 hop-by-hop headers to insert
+	hopByHop int  // IPv6 hop-by-hop headers to insert
 }
 
 func (p pkt) flow() Flow {

@@ -141,7 +141,6 @@ func TestPrivilegedPacketTable(t *testing.T) {
 	udp6 := pkt{src: cli6, dst: "2001:db8:f::10", proto: udp, sport: 5353, dport: 53, payload: 30}
 	nonVIP4 := pkt{src: cli4, dst: "198.51.100.99", proto: tcp, sport: 40000, dport: 80, flags: "S"}
 
-
 	// The ring-change rows: flow chg is pinned to b0 by conntrack; the VIP then changes so
 	// that its ring sends chg elsewhere.
 	chg := pkt{src: cli4, dst: "203.0.113.60", proto: tcp, sport: 40100, dport: 80, flags: "S"}
