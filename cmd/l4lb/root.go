@@ -30,6 +30,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newVersionCmd(&cf), newDecapCmd(logger), newRunCmd(logger), newCheckCmd(), newCleanupCmd(logger))
 	root.AddCommand(newStatusCmds(&cf)...)
 	root.AddCommand(newMutateCmds(&cf)...)
+	root.AddCommand(newDenyCmd(&cf))
 	return root
 }
 

@@ -27,6 +27,8 @@ type Config struct {
 	Admin   Admin   `mapstructure:"admin"`
 	BGP     BGP     `mapstructure:"bgp"`
 	VIPs    []VIP   `mapstructure:"vips"`
+	// Prefilter is the XDP prefilter's deny list (prefilter.go).
+	Prefilter Prefilter `mapstructure:"prefilter"`
 }
 
 // NextHop says where encapsulated packets go.
@@ -91,6 +93,10 @@ type VIP struct {
 	Backends         []Backend `mapstructure:"backends"`
 	Communities      []string  `mapstructure:"communities"`
 	MED              uint32    `mapstructure:"med"`
+	// Allow: when set, only these source prefixes reach the VIP (XDP prefilter).
+	Allow []string `mapstructure:"allow"`
+	// Guard: the VIP's new-flow flood guard (prefilter.go).
+	Guard *Guard `mapstructure:"guard"`
 }
 
 // Backend is one real server of a VIP.

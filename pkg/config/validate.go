@@ -91,6 +91,7 @@ func Validate(c *Config) []Problem {
 		bad("admin.token_file", "%q: want an absolute path", c.Admin.TokenFile)
 	}
 	validateBGP(&c.BGP, bad)
+	validatePrefilter(c, bad)
 
 	if len(c.VIPs) > MaxVIPs {
 		bad("vips", "%d vips: at most %d", len(c.VIPs), MaxVIPs)

@@ -61,6 +61,7 @@ type Daemon struct {
 	ready    bool
 
 	dp     lb.Dataplane
+	pf     prefilterState // prefilter.go
 	ctrl   *lb.Controller
 	ann    *announcer
 	prober *health.Prober
@@ -120,17 +121,29 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	pfPlan, err := planPrefilter(cfg)
+	if err != nil {
+		return err
+	}
+	denyRuntime, err := loadDeny(cfg.StateFile)
+	if err != nil {
+		return err
+	}
 	d.dp, err = newDataplane(cfg, d.log)
 	if err != nil {
 		return err
 	}
 	defer d.dp.Close()
+	if err := d.applyPrefilter(pfPlan, denyRuntime); err != nil {
+		return err
+	}
 	if err := d.setForwarding(cfg); err != nil {
 		return err
 	}
 
 	reg := prometheus.NewRegistry()
 	d.m = newMetrics(reg, d)
+	reg.MustRegister(newPrefilterCollector(d))
 	d.ann = &announcer{d: d}
 	d.ctrl = lb.NewController(d.log, d.dp, d.dp.Info().MaxBackendID, d.ann, d.onApply)
 	d.prober = health.NewProber(d.log, d.onHealth)
@@ -385,6 +398,13 @@ func (d *Daemon) Reload() error {
 	if err == nil {
 		spec, err = specFromConfig(cfg)
 	}
+	var pfPlan *prefilterPlan
+	if err == nil {
+		pfPlan, err = planPrefilter(cfg)
+	}
+	if err == nil && pfPlan.any {
+		_, err = d.prefilter()
+	}
 	res := reloadResult{At: time.Now(), OK: err == nil}
 	if err != nil {
 		res.Error = err.Error()
@@ -403,6 +423,9 @@ func (d *Daemon) Reload() error {
 	// The controller learns the new backends before the prober does: a report from a
 	// check that is about to stop is then ignored, and a backend added back starts
 	// healthy on both sides.
+	if err := d.applyPrefilter(pfPlan, nil); err != nil {
+		d.log.Error("apply prefilter", "error", err)
+	}
 	d.ctrl.SetSpec(spec)
 	if err := d.setHealthTargets(cfg); err != nil {
 		d.log.Error("health checks", "error", err)
