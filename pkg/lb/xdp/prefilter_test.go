@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/pkg/lb"
@@ -92,23 +91,29 @@ func TestPrivilegedPrefilterTable(t *testing.T) {
 			}
 		}
 	}
-	// freshWindow starts a new guard window on every CPU now, so the rows below (a few
-	// milliseconds) fall in one window.
-	freshWindow := func(k lb.VIPKey) func(t *testing.T) {
+	// guardAt starts a guard window on every CPU now with count new flows already in it
+	// (keeping the counters), so each guard row is independent of how long the rows
+	// before it took (a slow VM takes more than the one-second window for the table).
+	guardAt := func(k lb.VIPKey, count uint64) func(t *testing.T) {
 		return func(t *testing.T) {
 			var ts unix.Timespec
 			if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 				t.Fatal(err)
 			}
-			per := make([]xdplbVipGuard, ebpf.MustPossibleCPU())
+			var per []xdplbVipGuard
+			if err := r.d.objs.VipGuards.Lookup(vipIDs[k], &per); err != nil {
+				t.Fatal(err)
+			}
 			for i := range per {
 				per[i].WindowNs = uint64(ts.Nano())
+				per[i].Count = count
 			}
 			if err := r.d.objs.VipGuards.Put(vipIDs[k], per); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
+	freshWindow := func(k lb.VIPKey) func(t *testing.T) { return guardAt(k, 0) }
 	deny := func(prefixes ...string) func(t *testing.T) {
 		return func(t *testing.T) {
 			var ps []netip.Prefix
@@ -286,16 +291,14 @@ func TestPrivilegedPrefilterTable(t *testing.T) {
 				guardIs(guarded.Key, GuardCounters{Untracked: 2, Dropped: 1})(t)
 			}
 		}
-		if i == 0 {
-			c.setup = freshWindow(guarded.Key)
-		}
+		c.setup = guardAt(guarded.Key, uint64(i))
 		cases = append(cases, c)
 	}
 	cases = append(cases,
 		pktCase{name: "guard on: a tracked flow's ack hits conntrack", in: build(with(gsyn(0), func(p *pkt) { p.flags = "A" })), verdict: xdpTx,
 			want: toRing(guarded.Key, gsyn(0)), stats: map[string]uint64{"ct_hit": 1, "tx_encap4": 1}},
 		pktCase{name: "guard above the drop rate: an untracked flow's ack is a new flow and is dropped (the trade-off)",
-			in: build(with(gsyn(2), func(p *pkt) { p.flags = "A" })), verdict: xdpDrop, stats: map[string]uint64{"ct_miss": 1, "guard_drop": 1}},
+			setup: guardAt(guarded.Key, 5), in: build(with(gsyn(2), func(p *pkt) { p.flags = "A" })), verdict: xdpDrop, stats: map[string]uint64{"ct_miss": 1, "guard_drop": 1}},
 		pktCase{name: "guard, next window: the untracked flow's ack reaches its backend by the ring and is tracked", setup: freshWindow(guarded.Key),
 			in: build(with(gsyn(2), func(p *pkt) { p.flags = "A" })), verdict: xdpTx, want: toRing(guarded.Key, gsyn(2)),
 			stats: map[string]uint64{"ct_miss": 1, "tx_encap4": 1}, check: ctRing(guarded.Key, gsyn(2))},
