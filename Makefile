@@ -17,7 +17,7 @@ VM_KERNELS := linux-image-6.1.0-56-amd64:linux-image-amd64 linux-image-6.12.117+
 # Kernel series make test-kernels runs (comma-separated).
 KERNELS ?= 6.1,6.12
 
-.PHONY: all deps build generate check-generated test test-kernels test-unit test-privileged bench fuzz demo demo-down vet clean
+.PHONY: all deps build generate check-generated test test-kernels test-unit test-privileged bench flood fuzz demo demo-down vet clean
 
 all: build
 
@@ -74,6 +74,11 @@ test-kernels: deps
 bench: deps
 	$(GO) test -run '^$$' -bench Maglev -benchtime 200x -count 1 ./pkg/lb/
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench . -benchtime 20000x -count 1 ./pkg/lb/xdp/
+
+# flood: the testbed flood test (about 90 s): 50 connections, 1,000,000 spoofed SYNs, a
+# backend added; prints conntrack occupancy and the guard's counters.
+flood: deps
+	L4LB_PRIVILEGED_TESTS=1 L4LB_FLOOD_TEST=1 $(GO) test -count=1 -v -run TestPrivilegedFloodTestbed -timeout 10m ./testbed/
 
 fuzz: deps
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -fuzz FuzzXDP -fuzztime 60s ./pkg/lb/xdp/
