@@ -74,6 +74,10 @@
 #define ALLOW_SIZE 65536
 #endif
 
+/* prefilter_on flags */
+#define PREFILTER_F_DENY4 (1U << 0)
+#define PREFILTER_F_DENY6 (1U << 1)
+
 /* vip_policy.flags */
 #define VIP_POLICY_F_ALLOW (1U << 0) /* only sources in allow_list may reach the VIP */
 

@@ -137,6 +137,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vip_guards SEC(".maps");
 
+/* Which deny tries hold anything (PREFILTER_F_*), kept by the loader: an empty list costs
+ * one array load instead of a trie lookup per packet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} prefilter_on SEC(".maps");
+
 static __always_inline void stat_inc(__u32 id)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &id);

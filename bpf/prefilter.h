@@ -12,8 +12,18 @@
 
 /* denied4 / denied6: whether the source address is in the deny list; a hit counts a drop
  * on its prefix. The lookup walks at most 32 (128) bits whatever the list's size. */
+static __always_inline int prefilter_flag(__u32 flag)
+{
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&prefilter_on, &zero);
+
+	return on && (*on & flag);
+}
+
 static __always_inline int denied4(const void *saddr)
 {
+	if (!prefilter_flag(PREFILTER_F_DENY4))
+		return 0;
 	struct deny4_key k = { .prefixlen = 32 };
 
 	__builtin_memcpy(k.addr, saddr, 4);
@@ -27,6 +37,8 @@ static __always_inline int denied4(const void *saddr)
 
 static __always_inline int denied6(const void *saddr)
 {
+	if (!prefilter_flag(PREFILTER_F_DENY6))
+		return 0;
 	struct deny6_key k = { .prefixlen = 128 };
 
 	__builtin_memcpy(k.addr, saddr, 16);

@@ -122,6 +122,29 @@ func (d *Dataplane) DenyAdd(prefixes []netip.Prefix) error {
 	if err := addDeny(d.objs.Deny6, k6); err != nil {
 		return fmt.Errorf("add ipv6 deny prefixes: %w", err)
 	}
+	return d.refreshPrefilterOn()
+}
+
+// refreshPrefilterOn records which deny tries hold anything (map prefilter_on), so the
+// program skips the lookup of an empty one.
+func (d *Dataplane) refreshPrefilterOn() error {
+	var on uint32
+	for _, t := range []struct {
+		m    *ebpf.Map
+		flag uint32
+		key  any
+	}{{d.objs.Deny4, 1, new(xdplbDeny4Key)}, {d.objs.Deny6, 2, new(xdplbDeny6Key)}} {
+		err := t.m.NextKey(nil, t.key)
+		switch {
+		case err == nil:
+			on |= t.flag
+		case !errors.Is(err, ebpf.ErrKeyNotExist):
+			return fmt.Errorf("read deny list: %w", err)
+		}
+	}
+	if err := d.objs.PrefilterOn.Put(uint32(0), on); err != nil {
+		return fmt.Errorf("write prefilter_on: %w", err)
+	}
 	return nil
 }
 
@@ -141,7 +164,7 @@ func (d *Dataplane) DenyDelete(prefixes []netip.Prefix) error {
 			return fmt.Errorf("delete deny prefix: %w", err)
 		}
 	}
-	return nil
+	return d.refreshPrefilterOn()
 }
 
 // DenyList returns the deny list with each prefix's drops, sorted by prefix.

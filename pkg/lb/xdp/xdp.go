@@ -145,6 +145,10 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 		return nil, loadError("xdp_lb", err)
 	}
+	if err := d.refreshPrefilterOn(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -643,7 +647,7 @@ func (d *Dataplane) Unpin() error {
 		errs = append(errs, err)
 	}
 	for _, m := range []*ebpf.Map{d.objs.Vips, d.objs.VipAddrs, d.objs.Rings, d.objs.Backends, d.objs.Conntrack, d.objs.LbCfg, d.objs.Stats, d.objs.VipStats, d.objs.BackendStats,
-		d.objs.Deny4, d.objs.Deny6, d.objs.AllowList, d.objs.VipPolicies, d.objs.VipGuards} {
+		d.objs.Deny4, d.objs.Deny6, d.objs.AllowList, d.objs.VipPolicies, d.objs.VipGuards, d.objs.PrefilterOn} {
 		if err := m.Unpin(); err != nil {
 			errs = append(errs, err)
 		}

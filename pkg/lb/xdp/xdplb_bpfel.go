@@ -166,6 +166,7 @@ const (
 	xdplbMapDeny4        = "deny4"
 	xdplbMapDeny6        = "deny6"
 	xdplbMapLbCfg        = "lb_cfg"
+	xdplbMapPrefilterOn  = "prefilter_on"
 	xdplbMapRings        = "rings"
 	xdplbMapStats        = "stats"
 	xdplbMapVipAddrs     = "vip_addrs"
@@ -235,6 +236,7 @@ type xdplbMapSpecs struct {
 	Deny4        *ebpf.MapSpec `ebpf:"deny4"`
 	Deny6        *ebpf.MapSpec `ebpf:"deny6"`
 	LbCfg        *ebpf.MapSpec `ebpf:"lb_cfg"`
+	PrefilterOn  *ebpf.MapSpec `ebpf:"prefilter_on"`
 	Rings        *ebpf.MapSpec `ebpf:"rings"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
@@ -280,6 +282,7 @@ type xdplbMaps struct {
 	Deny4        *ebpf.Map `ebpf:"deny4"`
 	Deny6        *ebpf.Map `ebpf:"deny6"`
 	LbCfg        *ebpf.Map `ebpf:"lb_cfg"`
+	PrefilterOn  *ebpf.Map `ebpf:"prefilter_on"`
 	Rings        *ebpf.Map `ebpf:"rings"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
@@ -298,6 +301,7 @@ func (m *xdplbMaps) Close() error {
 		m.Deny4,
 		m.Deny6,
 		m.LbCfg,
+		m.PrefilterOn,
 		m.Rings,
 		m.Stats,
 		m.VipAddrs,
