@@ -22,12 +22,17 @@
 #define ICMP_MSG_LEN (8 + ICMP_QUOTE)
 #define IPV6_MIN_MTU 1280
 
-static __always_inline __u32 csum_words(const __u16 *p, int words, __u32 sum)
+/* csum_fold64 folds bpf_csum_diff's running sum into an Internet checksum. A helper call
+ * rather than an unrolled loop keeps this rarely taken path small in the program. */
+static __always_inline __u16 csum_fold64(__s64 sum)
 {
-#pragma unroll
-	for (int i = 0; i < words; i++)
-		sum += p[i];
-	return sum;
+	__u64 s = (__u64)sum;
+
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)~s;
 }
 
 /* send_too_big answers pkt (a packet of l3_len bytes that does not fit) with an ICMP that
@@ -86,7 +91,7 @@ static __always_inline __u32 send_too_big(struct xdp_md *ctx, const struct packe
 		ic->code = ICMP_FRAG_NEEDED_;
 		ic->checksum = 0;
 		ic->rest = bpf_htonl(fit & 0xffff);
-		ic->checksum = csum_fold32(csum_words((__u16 *)ic, ICMP_MSG_LEN / 2, 0));
+		ic->checksum = csum_fold64(bpf_csum_diff(0, 0, (__be32 *)ic, ICMP_MSG_LEN, 0));
 		return 0;
 	}
 
@@ -108,10 +113,15 @@ static __always_inline __u32 send_too_big(struct xdp_md *ctx, const struct packe
 	ic->checksum = 0;
 	ic->rest = bpf_htonl(fit);
 	/* Pseudo-header: source and destination (as written), length, next header. */
-	__u32 sum = csum_words((__u16 *)&ip6->saddr, 16, 0);
+	__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&ip6->saddr, 32, 0);
 
-	sum += bpf_htons(ICMP_MSG_LEN) + bpf_htons(PROTO_ICMPV6);
-	ic->checksum = csum_fold32(csum_words((__u16 *)ic, ICMP_MSG_LEN / 2, sum));
+	if (sum < 0)
+		return STAT_DROP_ADJUST;
+	__u64 seed = (__u64)sum + bpf_htons(ICMP_MSG_LEN) + bpf_htons(PROTO_ICMPV6);
+
+	seed = (seed & 0xffff) + (seed >> 16);
+	seed = (seed & 0xffff) + (seed >> 16);
+	ic->checksum = csum_fold64(bpf_csum_diff(0, 0, (__be32 *)ic, ICMP_MSG_LEN, (__u32)seed));
 	return 0;
 }
 
