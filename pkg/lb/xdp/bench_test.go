@@ -93,11 +93,11 @@ func BenchmarkXDP(b *testing.B) {
 	})
 	denied := pkt{src: "203.0.113.99", dst: "203.0.113.10", proto: tcp, sport: 40000, dport: 80, flags: "S"}.build(b)
 	sport := uint16(0)
+	seq := uint32(0) // shared by every syn run (and -count repeat): each SYN is a new flow
 	paths := func(prefix string) {
 		b.Run(prefix+"syn", func(b *testing.B) {
 			// Every run is a new flow: a fresh source address and port.
 			frame := append([]byte(nil), syn...)
-			seq := uint32(0)
 			measure(b, r.d.Program(), func(int) []byte {
 				seq++
 				binary.BigEndian.PutUint16(frame[14+20:], uint16(seq))            // TCP source port
