@@ -178,15 +178,15 @@ func (d *Daemon) DenyAdd(prefixes []netip.Prefix) error {
 	st := &d.pf
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	next := maps(st.runtime)
+	next := copyPrefixSet(st.runtime)
 	for _, p := range prefixes {
 		next[p] = true
 	}
-	if err := saveDeny(d.stateFile(), keys(next)); err != nil {
+	if err := saveDeny(d.stateFile(), sortedPrefixes(next)); err != nil {
 		return err
 	}
 	if err := pf.DenyAdd(prefixes); err != nil {
-		_ = saveDeny(d.stateFile(), keys(st.runtime))
+		_ = saveDeny(d.stateFile(), sortedPrefixes(st.runtime))
 		return err
 	}
 	st.runtime = next
@@ -204,7 +204,7 @@ func (d *Daemon) DenyDelete(prefixes []netip.Prefix) error {
 	st := &d.pf
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	next := maps(st.runtime)
+	next := copyPrefixSet(st.runtime)
 	for _, p := range prefixes {
 		if st.plan != nil && st.plan.deny[p] {
 			return fmt.Errorf("%w: %s is in the configuration (prefilter.deny or deny_files): remove it there and reload", admin.ErrBadRequest, p)
@@ -214,11 +214,11 @@ func (d *Daemon) DenyDelete(prefixes []netip.Prefix) error {
 		}
 		delete(next, p)
 	}
-	if err := saveDeny(d.stateFile(), keys(next)); err != nil {
+	if err := saveDeny(d.stateFile(), sortedPrefixes(next)); err != nil {
 		return err
 	}
 	if err := pf.DenyDelete(prefixes); err != nil {
-		_ = saveDeny(d.stateFile(), keys(st.runtime))
+		_ = saveDeny(d.stateFile(), sortedPrefixes(st.runtime))
 		return err
 	}
 	st.runtime = next
@@ -262,7 +262,7 @@ func (d *Daemon) stateFile() string {
 	return d.cfg.StateFile
 }
 
-func maps(m map[netip.Prefix]bool) map[netip.Prefix]bool {
+func copyPrefixSet(m map[netip.Prefix]bool) map[netip.Prefix]bool {
 	out := make(map[netip.Prefix]bool, len(m)+1)
 	for k, v := range m {
 		out[k] = v
@@ -270,7 +270,7 @@ func maps(m map[netip.Prefix]bool) map[netip.Prefix]bool {
 	return out
 }
 
-func keys(m map[netip.Prefix]bool) []netip.Prefix {
+func sortedPrefixes(m map[netip.Prefix]bool) []netip.Prefix {
 	out := make([]netip.Prefix, 0, len(m))
 	for k := range m {
 		out = append(out, k)
