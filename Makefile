@@ -26,7 +26,7 @@ VERSION ?= $(shell packaging/version.sh)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X github.com/l4lb/l4lb/internal/buildinfo.version=$(VERSION) -X github.com/l4lb/l4lb/internal/buildinfo.revision=$(REVISION)
 
-.PHONY: all deps build package test-package generate check-generated test test-kernels test-unit test-privileged bench fuzz demo demo-down vet clean
+.PHONY: all deps build package test-package generate check-generated test test-kernels test-unit test-privileged bench flood fuzz demo demo-down vet clean
 
 all: build
 
@@ -105,6 +105,11 @@ bench: deps
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench Update -benchtime 10x -count 1 ./pkg/lb/nft/ ./pkg/lb/iptables/
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench TestbedModes -benchtime 2x -count 1 -timeout 20m ./testbed/
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench . -benchtime 20000x -count 1 ./pkg/lb/socklb/
+
+# flood: the testbed flood test (about 90 s): 50 connections, 1,000,000 spoofed SYNs, a
+# backend added; prints conntrack occupancy and the guard's counters.
+flood: deps
+	L4LB_PRIVILEGED_TESTS=1 L4LB_FLOOD_TEST=1 $(GO) test -count=1 -v -run TestPrivilegedFloodTestbed -timeout 10m ./testbed/
 
 fuzz: deps
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -fuzz FuzzXDP -fuzztime 60s ./pkg/lb/xdp/

@@ -73,6 +73,27 @@
 /* vip_meta.flags */
 #define VIP_F_HASH_NO_SPORT (1U << 0)
 
+/* Prefilter sizes: LPM tries allocate per entry (no preallocation). */
+#ifndef DENY_SIZE
+#define DENY_SIZE 2097152
+#endif
+
+#ifndef ALLOW_SIZE
+#define ALLOW_SIZE 65536
+#endif
+
+/* prefilter_on flags */
+#define PREFILTER_F_DENY4 (1U << 0)
+#define PREFILTER_F_DENY6 (1U << 1)
+
+/* vip_policy.flags */
+#define VIP_POLICY_F_ALLOW (1U << 0) /* only sources in allow_list may reach the VIP */
+
+#define TCPF_FIN_ 0x01
+#define TCPF_PSH_ 0x08
+#define TCPF_ACK_ 0x10
+#define TCPF_URG_ 0x20
+
 /* backend.flags */
 #define BACKEND_F_EXISTS (1U << 0)
 

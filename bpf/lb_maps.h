@@ -95,6 +95,60 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backend_stats SEC(".maps");
 
+/* Prefilter (issue 9): source deny lists, per-VIP allow lists and flood guard. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, DENY_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct deny4_key);
+	__type(value, struct deny_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} deny4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, DENY_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct deny6_key);
+	__type(value, struct deny_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} deny6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, ALLOW_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct allow_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} allow_list SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct vip_policy);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_policies SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct vip_guard);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_guards SEC(".maps");
+
+/* Which deny tries hold anything (PREFILTER_F_*), kept by the loader: an empty list costs
+ * one array load instead of a trie lookup per packet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} prefilter_on SEC(".maps");
+
 static __always_inline void stat_inc(__u32 id)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &id);

@@ -110,7 +110,55 @@ enum stat_id {
 	STAT_DROP_TOO_BIG,    /* packet would exceed the MTU once encapsulated */
 	STAT_DROP_ICMP_BAD,   /* too-big ICMP to a VIP whose quoted packet is cut short */
 	STAT_DROP_ADJUST,     /* bpf_xdp_adjust_head failed */
+	STAT_DROP_DENY,       /* source address in the deny list (prefilter) */
+	STAT_DROP_NOT_ALLOWED, /* source not in the VIP's allow list (prefilter) */
+	STAT_DROP_TCP_FLAGS,  /* impossible TCP flag set to a VIP address */
+	STAT_DROP_UDP_LEN,    /* UDP length < 8 or not the IP payload length, to a VIP address */
+	STAT_GUARD_UNTRACKED, /* new flow above the VIP's guard rate: forwarded, no entry written */
+	STAT_GUARD_DROP,      /* new flow above the VIP's guard drop rate: dropped */
+	STAT_TX_ICMP_TOO_BIG, /* too big once encapsulated: ICMP frag-needed / packet-too-big sent back */
 	STAT__MAX,
+};
+
+/* Prefilter: deny-list keys (LPM tries). prefixlen counts address bits. */
+struct deny4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct deny6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Deny-list value: packets dropped by this prefix (all CPUs, atomic adds). */
+struct deny_value {
+	__u64 drops;
+};
+
+/* Per-VIP allow list key: prefixlen = 32 + address bits; vip_id is vip_meta.id. An IPv4
+ * VIP's entries use the first 4 bytes of addr. */
+struct allow_key {
+	__u32 prefixlen;
+	__u32 vip_id;
+	__u8 addr[16];
+};
+
+/* Per-VIP policy, indexed by vip_meta.id; written by the loader before the VIP entry. */
+struct vip_policy {
+	__u32 flags;          /* VIP_POLICY_F_* */
+	__u32 guard_rate;     /* new flows per second per CPU above which none is tracked; 0 = off */
+	__u32 guard_drop_rate; /* new flows per second per CPU above which new flows drop; 0 = off */
+	__u32 pad;
+};
+
+/* Per-VIP, per-CPU guard state and counters. */
+struct vip_guard {
+	__u64 window_ns; /* start of the current one-second window */
+	__u64 count;     /* new flows in the window */
+	__u64 untracked; /* new flows forwarded without a conntrack entry */
+	__u64 dropped;   /* new flows dropped above the drop rate */
+	__u64 denied;    /* packets dropped: source not in the allow list */
 };
 
 #endif

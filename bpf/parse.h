@@ -6,6 +6,12 @@
  *     frame): XDP_DROP; the kernel would drop it too, and we never forward it;
  *   - a fragment, a cut-short L4 header or too many IPv6 extension headers: XDP_DROP when
  *     the destination address carries a VIP, XDP_PASS otherwise (not our traffic);
+ *   - a source in the deny list (prefilter.h): XDP_DROP, checked as soon as the IP header
+ *     is read, before anything else;
+ *   - what parses but no backend should see, to a VIP address: impossible TCP flag sets,
+ *     a UDP length that is < 8 or disagrees with the IP payload length: XDP_DROP;
+ *   - an ICMP too-big whose outer destination is not a VIP address: XDP_PASS (the node's
+ *     own traffic); one to a VIP address quoting a packet from another address: XDP_DROP;
  *   - anything that is not for a VIP: XDP_PASS, untouched.
  */
 #ifndef L4LB_PARSE_H
@@ -22,6 +28,7 @@
 #include "lb_consts.h"
 #include "lb_structs.h"
 #include "lb_maps.h"
+#include "prefilter.h"
 
 #define PARSE_OK (-1)
 
@@ -57,7 +64,7 @@ struct packet {
 	__u8 tos;         /* IPv4 TOS / IPv6 traffic class, copied to the outer header */
 	__u8 tcp_flags;
 	__u8 icmp_too_big; /* an ICMP too-big about a VIP flow: flow is the reversed inner flow */
-	__u8 pad;
+	__u8 df;           /* IPv4 with DF set, or IPv6: a too-big packet gets an ICMP answer */
 };
 
 static __always_inline int verdict(__u32 stat, int action)
@@ -94,6 +101,8 @@ static __always_inline int parse_l4_ports(void *l4, void *data_end, __u32 room, 
 		pkt->flow.sport = th->source;
 		pkt->flow.dport = th->dest;
 		pkt->tcp_flags = ((__u8 *)th)[13];
+		if (!tcp_flags_valid(pkt->tcp_flags))
+			return not_ours(&pkt->flow, STAT_DROP_TCP_FLAGS);
 		return PARSE_OK;
 	}
 	struct udphdr *uh = l4;
@@ -102,6 +111,10 @@ static __always_inline int parse_l4_ports(void *l4, void *data_end, __u32 room, 
 		return not_ours(&pkt->flow, STAT_DROP_TRUNC_L4);
 	pkt->flow.sport = uh->source;
 	pkt->flow.dport = uh->dest;
+	__u32 ulen = len16(&uh->len);
+
+	if (ulen < sizeof(*uh) || ulen != room)
+		return not_ours(&pkt->flow, STAT_DROP_UDP_LEN);
 	return PARSE_OK;
 }
 
@@ -127,8 +140,14 @@ static __always_inline int parse_icmp4(void *l4, void *data_end, __u32 room, str
 	/* The quote must hold the ports, inside the frame and inside the IP total length. */
 	if ((void *)(ports + 2) > data_end || sizeof(*ic) + in_ihl + 4 > room)
 		return not_ours(&pkt->flow, STAT_DROP_ICMP_BAD);
+	/* Only an ICMP addressed to a VIP address is ours; one to the node goes to the kernel. */
+	if (!vip_addr_known(&pkt->flow))
+		return verdict(STAT_PASS_NON_VIP, XDP_PASS);
 	if (in->protocol != PROTO_TCP && in->protocol != PROTO_UDP)
 		return verdict(STAT_PASS_OTHER_PROTO, XDP_PASS);
+	/* The quoted packet must have left the VIP the ICMP is addressed to. */
+	if (__builtin_memcmp(&in->saddr, pkt->flow.dst, 4))
+		return verdict(STAT_DROP_ICMP_BAD, XDP_DROP);
 
 	__builtin_memset(pkt->flow.src, 0, 16);
 	__builtin_memset(pkt->flow.dst, 0, 16);
@@ -159,8 +178,12 @@ static __always_inline int parse_icmp6(void *l4, void *data_end, __u32 room, str
 
 	if ((void *)(ports + 2) > data_end || sizeof(*ic) + IPV6_HDR_LEN + 4 > room)
 		return not_ours(&pkt->flow, STAT_DROP_ICMP_BAD);
+	if (!vip_addr_known(&pkt->flow))
+		return verdict(STAT_PASS_NON_VIP, XDP_PASS);
 	if (in->nexthdr != PROTO_TCP && in->nexthdr != PROTO_UDP)
 		return verdict(STAT_PASS_OTHER_PROTO, XDP_PASS);
+	if (__builtin_memcmp(&in->saddr, pkt->flow.dst, 16))
+		return verdict(STAT_DROP_ICMP_BAD, XDP_DROP);
 
 	__builtin_memcpy(pkt->flow.src, &in->daddr, 16);
 	__builtin_memcpy(pkt->flow.dst, &in->saddr, 16);
@@ -190,10 +213,13 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct packet 
 
 	pkt->l3_len = tot;
 	pkt->tos = iph->tos;
+	pkt->df = (iph->frag_off & bpf_htons(IP_DF)) != 0;
 	pkt->flow.family = FAMILY_V4;
 	pkt->flow.proto = iph->protocol;
 	__builtin_memcpy(pkt->flow.src, &iph->saddr, 4);
 	__builtin_memcpy(pkt->flow.dst, &iph->daddr, 4);
+	if (denied4(&iph->saddr))
+		return verdict(STAT_DROP_DENY, XDP_DROP);
 
 	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return not_ours(&pkt->flow, STAT_DROP_FRAGMENT);
@@ -233,10 +259,13 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct packet 
 		return verdict(STAT_DROP_TRUNC_IP, XDP_DROP);
 
 	pkt->l3_len = tot;
+	pkt->df = 1;
 	pkt->tos = (bpf_ntohl(*(__be32 *)ip6) >> 20) & 0xff;
 	pkt->flow.family = FAMILY_V6;
 	__builtin_memcpy(pkt->flow.src, &ip6->saddr, 16);
 	__builtin_memcpy(pkt->flow.dst, &ip6->daddr, 16);
+	if (denied6(&ip6->saddr))
+		return verdict(STAT_DROP_DENY, XDP_DROP);
 
 	__u8 nh = ip6->nexthdr;
 	__u32 off = IPV6_HDR_LEN;

@@ -1,7 +1,8 @@
 //go:build ignore
 
 /* xdp_lb.c: the l4lb fast path. One XDP program: parse -> VIP lookup -> conntrack ->
- * Maglev ring -> IPIP/ip6ip6/4in6 encapsulation -> XDP_TX towards the next hop. */
+ * Maglev ring -> IPIP/ip6ip6/4in6 encapsulation -> XDP_TX towards the next hop, with the
+ * prefilter (deny list, allow lists, new-flow guard) in front of the load-balancing work. */
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -14,6 +15,8 @@
 #include "ring.h"
 #include "parse.h"
 #include "encap.h"
+#include "prefilter.h"
+#include "icmp.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -55,6 +58,7 @@ int xdp_lb(struct xdp_md *ctx)
 	struct packet pkt = {};
 	int ret;
 
+	/* Parsing runs the prefilter's deny list as soon as the source address is known. */
 	ret = parse_packet(data, data_end, &pkt);
 	if (ret != PARSE_OK)
 		return ret;
@@ -64,13 +68,26 @@ int xdp_lb(struct xdp_md *ctx)
 	if (!vip)
 		return verdict(STAT_PASS_NON_VIP, XDP_PASS);
 	__u32 vip_id = vip->id;
+	struct vip_policy *pol = bpf_map_lookup_elem(&vip_policies, &vip_id);
+
+	if (pol && (pol->flags & VIP_POLICY_F_ALLOW) && !allowed(vip_id, &pkt.flow)) {
+		struct vip_guard *g = bpf_map_lookup_elem(&vip_guards, &vip_id);
+
+		if (g)
+			g->denied++;
+		return verdict(STAT_DROP_NOT_ALLOWED, XDP_DROP);
+	}
 	__u32 hash = flow_hash(&pkt.flow, vip->flags);
 	int is_udp = pkt.flow.proto == PROTO_UDP;
-	struct ct_entry *ct = bpf_map_lookup_elem(&conntrack, &pkt.flow);
+	/* A SYN always goes to the ring (no conntrack lookup): a client reusing a source port
+	 * reaches a live backend, and the entry it writes replaces any stale one. */
+	int is_syn = pkt.flow.proto == PROTO_TCP && !pkt.icmp_too_big &&
+		     (pkt.tcp_flags & (TCPF_SYN_ | TCPF_ACK_)) == TCPF_SYN_;
+	struct ct_entry *ct = is_syn ? NULL : bpf_map_lookup_elem(&conntrack, &pkt.flow);
 	struct backend *be = NULL;
 	__u32 backend_id = 0;
 	__u64 now = 0;
-	int new_flow = 0;
+	int write_ct = 0; /* 1: update *ct in place; 2: insert a new entry */
 
 	if (ct) {
 		backend_id = ct->backend_id;
@@ -99,27 +116,30 @@ int xdp_lb(struct xdp_md *ctx)
 		if (!pkt.icmp_too_big) {
 			if (!ct)
 				stat_inc(STAT_CT_MISS);
-			if (is_udp && !now)
-				now = bpf_ktime_get_ns();
-			if (ct) {
-				ct->backend_id = backend_id;
-				ct->last_seen_ns = now;
-				new_flow = 1;
-			} else if (pkt.flow.proto == PROTO_TCP && (pkt.tcp_flags & TCPF_RST_)) {
+			if (ct)
+				write_ct = 1;
+			else if (pkt.flow.proto == PROTO_TCP && (pkt.tcp_flags & TCPF_RST_))
 				stat_inc(STAT_CT_SKIP_RST);
-			} else {
-				struct ct_entry e = { .last_seen_ns = now, .backend_id = backend_id };
-
-				bpf_map_update_elem(&conntrack, &pkt.flow, &e, BPF_ANY);
-				new_flow = 1;
-			}
+			else
+				write_ct = 2;
 		}
 	}
 
 	if (be->family == FAMILY_V4 && pkt.flow.family == FAMILY_V6)
 		return verdict(STAT_DROP_FAMILY, XDP_DROP);
-	if (pkt.l3_len + (be->family == FAMILY_V4 ? IPV4_HDR_LEN : IPV6_HDR_LEN) > mtu)
-		return verdict(STAT_DROP_TOO_BIG, XDP_DROP);
+	__u32 outer_len = be->family == FAMILY_V4 ? IPV4_HDR_LEN : IPV6_HDR_LEN;
+
+	/* Too big once encapsulated: nothing is written to conntrack; the client is told the
+	 * size that fits (IPv4 without DF may be fragmented by no one here: dropped). */
+	if (pkt.l3_len + outer_len > mtu) {
+		if (pkt.icmp_too_big || !pkt.df)
+			return verdict(STAT_DROP_TOO_BIG, XDP_DROP);
+		__u32 fail = send_too_big(ctx, &pkt, mtu - outer_len);
+
+		if (fail)
+			return verdict(fail, XDP_DROP);
+		return verdict(STAT_TX_ICMP_TOO_BIG, XDP_TX);
+	}
 
 	__u32 zero = 0;
 	struct lb_config *cfg = bpf_map_lookup_elem(&lb_cfg, &zero);
@@ -127,6 +147,31 @@ int xdp_lb(struct xdp_md *ctx)
 	if (!cfg || (be->family == FAMILY_V4 && !cfg->has_src4) ||
 	    (be->family == FAMILY_V6 && !cfg->has_src6))
 		return verdict(STAT_DROP_NO_SOURCE, XDP_DROP);
+
+	int new_flow = write_ct != 0;
+
+	if (write_ct == 2 && pol && (pol->guard_rate | pol->guard_drop_rate)) {
+		int g = guard_new_flow(vip_id, pol);
+
+		if (g == 2)
+			return verdict(STAT_GUARD_DROP, XDP_DROP);
+		if (g == 1) {
+			stat_inc(STAT_GUARD_UNTRACKED);
+			write_ct = 0;
+		}
+	}
+	if (write_ct) {
+		if (is_udp && !now)
+			now = bpf_ktime_get_ns();
+		if (write_ct == 1) {
+			ct->backend_id = backend_id;
+			ct->last_seen_ns = now;
+		} else {
+			struct ct_entry e = { .last_seen_ns = now, .backend_id = backend_id };
+
+			bpf_map_update_elem(&conntrack, &pkt.flow, &e, BPF_ANY);
+		}
+	}
 
 	struct vip_counters *vs = bpf_map_lookup_elem(&vip_stats, &vip_id);
 

@@ -32,6 +32,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newStatusCmds(&cf)...)
 	root.AddCommand(newMutateCmds(&cf)...)
 	root.AddCommand(newSocketsCmd(&cf))
+	root.AddCommand(newDenyCmd(&cf))
 	return root
 }
 

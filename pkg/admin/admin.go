@@ -181,6 +181,7 @@ func New(logger *slog.Logger, node Node, token string, reg *prometheus.Registry)
 		}
 		s.result(w, node.Reload())
 	}))
+	s.registerDeny() // deny.go
 	return s
 }
 

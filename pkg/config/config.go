@@ -30,6 +30,8 @@ type Config struct {
 	VIPs    []VIP   `mapstructure:"vips"`
 
 	SocketLB SocketLB `mapstructure:"socket_lb"`
+	// Prefilter is the XDP prefilter's deny list (prefilter.go).
+	Prefilter Prefilter `mapstructure:"prefilter"`
 }
 
 // NextHop says where encapsulated packets go.
@@ -96,6 +98,10 @@ type VIP struct {
 	MED              uint32    `mapstructure:"med"`
 	// RingSize is this VIP's Maglev ring size (a prime); 0: xdp.ring_size.
 	RingSize uint32 `mapstructure:"ring_size"`
+	// Allow: when set, only these source prefixes reach the VIP (XDP prefilter).
+	Allow []string `mapstructure:"allow"`
+	// Guard: the VIP's new-flow flood guard (prefilter.go).
+	Guard *Guard `mapstructure:"guard"`
 }
 
 // EffectiveRingSize is the VIP's ring size: its own, or the global xdp.ring_size.

@@ -95,6 +95,7 @@ func Validate(c *Config) []Problem {
 	}
 	validateBGP(&c.BGP, bad)
 	validateSocketLB(c, bad)
+	validatePrefilter(c, bad)
 
 	if len(c.VIPs) > MaxVIPs {
 		bad("vips", "%d vips: at most %d", len(c.VIPs), MaxVIPs)

@@ -65,6 +65,7 @@ type Daemon struct {
 
 	dp     lb.Dataplane
 	sock   *socketLB // nil without socket LB (socklb.go)
+	pf     prefilterState // prefilter.go
 	ctrl   *lb.Controller
 	ann    *announcer
 	prober *health.Prober
@@ -124,11 +125,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	pfPlan, err := planPrefilter(cfg)
+	if err != nil {
+		return err
+	}
+	denyRuntime, err := loadDeny(cfg.StateFile)
+	if err != nil {
+		return err
+	}
 	d.dp, err = newDataplane(cfg, d.log)
 	if err != nil {
 		return err
 	}
 	defer d.dp.Close()
+	if err := d.applyPrefilter(pfPlan, denyRuntime); err != nil {
+		return err
+	}
 	if err := d.setupSocketLB(cfg); err != nil {
 		return err
 	}
@@ -142,6 +154,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.sock != nil {
 		reg.MustRegister(newSocketMetrics(d))
 	}
+	reg.MustRegister(newPrefilterCollector(d))
 	d.ann = &announcer{d: d}
 	d.ctrl = lb.NewController(d.log, d.dp, d.dp.Info().MaxBackendID, d.ann, d.onApply)
 	d.prober = health.NewProber(d.log, d.onHealth)
@@ -427,6 +440,13 @@ func (d *Daemon) Reload() error {
 	if err == nil {
 		spec, err = specFromConfig(cfg)
 	}
+	var pfPlan *prefilterPlan
+	if err == nil {
+		pfPlan, err = planPrefilter(cfg)
+	}
+	if err == nil && pfPlan.any {
+		_, err = d.prefilter()
+	}
 	res := reloadResult{At: time.Now(), OK: err == nil}
 	if err != nil {
 		res.Error = err.Error()
@@ -445,6 +465,9 @@ func (d *Daemon) Reload() error {
 	// The controller learns the new backends before the prober does: a report from a
 	// check that is about to stop is then ignored, and a backend added back starts
 	// healthy on both sides.
+	if err := d.applyPrefilter(pfPlan, nil); err != nil {
+		d.log.Error("apply prefilter", "error", err)
+	}
 	d.ctrl.SetSpec(spec)
 	if err := d.setHealthTargets(cfg); err != nil {
 		d.log.Error("health checks", "error", err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 
 	"github.com/l4lb/l4lb/pkg/lb"
 )
@@ -14,7 +15,13 @@ import (
 // stateFile is what survives a restart besides the pinned maps: the operators' overrides.
 type stateFile struct {
 	Overrides []overrideEntry `json:"overrides"`
+	// Deny: prefixes added to the prefilter's deny list at run time (prefilter.go). A
+	// file from a release without it reads as an empty list.
+	Deny []netip.Prefix `json:"deny,omitempty"`
 }
+
+// stateMu serialises the read-modify-write of the state file's sections.
+var stateMu sync.Mutex
 
 type overrideEntry struct {
 	VIP     string     `json:"vip"`
@@ -49,7 +56,13 @@ func saveOverrides(path string, ov lb.Overrides) error {
 	if path == "" {
 		return nil
 	}
-	var sf stateFile
+	stateMu.Lock()
+	defer stateMu.Unlock()
+	sf, err := readState(path)
+	if err != nil {
+		return err
+	}
+	sf.Overrides = nil
 	for k, o := range ov {
 		sf.Overrides = append(sf.Overrides, overrideEntry{VIP: k.VIP, Backend: k.Backend, Override: o})
 	}
@@ -59,6 +72,11 @@ func saveOverrides(path string, ov lb.Overrides) error {
 		}
 		return sf.Overrides[i].Backend.Less(sf.Overrides[j].Backend)
 	})
+	return writeState(path, sf)
+}
+
+// writeState writes the file atomically (temp file, fsync, rename).
+func writeState(path string, sf stateFile) error {
 	b, err := json.MarshalIndent(sf, "", "  ")
 	if err != nil {
 		return err

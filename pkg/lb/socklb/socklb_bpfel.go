@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type socklbAllowKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	VipId     uint32
+	Addr      [16]uint8
+}
+
 type socklbBackend struct {
 	_      structs.HostLayout
 	Addr   [16]uint8
@@ -32,6 +39,23 @@ type socklbCtEntry struct {
 	LastSeenNs uint64
 	BackendId  uint32
 	Pad        uint32
+}
+
+type socklbDeny4Key struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [4]uint8
+}
+
+type socklbDeny6Key struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
+type socklbDenyValue struct {
+	_     structs.HostLayout
+	Drops uint64
 }
 
 type socklbFlowKey struct {
@@ -123,7 +147,14 @@ const (
 	socklbStatIdSTAT_DROP_TOO_BIG     socklbStatId = 21
 	socklbStatIdSTAT_DROP_ICMP_BAD    socklbStatId = 22
 	socklbStatIdSTAT_DROP_ADJUST      socklbStatId = 23
-	socklbStatIdSTAT__MAX             socklbStatId = 24
+	socklbStatIdSTAT_DROP_DENY        socklbStatId = 24
+	socklbStatIdSTAT_DROP_NOT_ALLOWED socklbStatId = 25
+	socklbStatIdSTAT_DROP_TCP_FLAGS   socklbStatId = 26
+	socklbStatIdSTAT_DROP_UDP_LEN     socklbStatId = 27
+	socklbStatIdSTAT_GUARD_UNTRACKED  socklbStatId = 28
+	socklbStatIdSTAT_GUARD_DROP       socklbStatId = 29
+	socklbStatIdSTAT_TX_ICMP_TOO_BIG  socklbStatId = 30
+	socklbStatIdSTAT__MAX             socklbStatId = 31
 )
 
 type socklbVipCounters struct {
@@ -131,6 +162,15 @@ type socklbVipCounters struct {
 	Packets  uint64
 	Bytes    uint64
 	NewFlows uint64
+}
+
+type socklbVipGuard struct {
+	_         structs.HostLayout
+	WindowNs  uint64
+	Count     uint64
+	Untracked uint64
+	Dropped   uint64
+	Denied    uint64
 }
 
 type socklbVipKey struct {
@@ -147,14 +187,26 @@ type socklbVipMeta struct {
 	Flags uint32
 }
 
+type socklbVipPolicy struct {
+	_             structs.HostLayout
+	Flags         uint32
+	GuardRate     uint32
+	GuardDropRate uint32
+	Pad           uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	socklbMapAllowList         = "allow_list"
 	socklbMapBackendStats      = "backend_stats"
 	socklbMapBackends          = "backends"
 	socklbMapConntrack         = "conntrack"
+	socklbMapDeny4             = "deny4"
+	socklbMapDeny6             = "deny6"
 	socklbMapLbCfg             = "lb_cfg"
+	socklbMapPrefilterOn       = "prefilter_on"
 	socklbMapRingSel           = "ring_sel"
 	socklbMapRings             = "rings"
 	socklbMapSockEvents        = "sock_events"
@@ -162,6 +214,8 @@ const (
 	socklbMapSockVipStats      = "sock_vip_stats"
 	socklbMapStats             = "stats"
 	socklbMapVipAddrs          = "vip_addrs"
+	socklbMapVipGuards         = "vip_guards"
+	socklbMapVipPolicies       = "vip_policies"
 	socklbMapVipStats          = "vip_stats"
 	socklbMapVips              = "vips"
 	socklbProgSockConnect4     = "sock_connect4"
@@ -232,10 +286,14 @@ type socklbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type socklbMapSpecs struct {
+	AllowList    *ebpf.MapSpec `ebpf:"allow_list"`
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
+	Deny4        *ebpf.MapSpec `ebpf:"deny4"`
+	Deny6        *ebpf.MapSpec `ebpf:"deny6"`
 	LbCfg        *ebpf.MapSpec `ebpf:"lb_cfg"`
+	PrefilterOn  *ebpf.MapSpec `ebpf:"prefilter_on"`
 	RingSel      *ebpf.MapSpec `ebpf:"ring_sel"`
 	Rings        *ebpf.MapSpec `ebpf:"rings"`
 	SockEvents   *ebpf.MapSpec `ebpf:"sock_events"`
@@ -243,6 +301,8 @@ type socklbMapSpecs struct {
 	SockVipStats *ebpf.MapSpec `ebpf:"sock_vip_stats"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipGuards    *ebpf.MapSpec `ebpf:"vip_guards"`
+	VipPolicies  *ebpf.MapSpec `ebpf:"vip_policies"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
@@ -275,10 +335,14 @@ func (o *socklbObjects) Close() error {
 //
 // It can be passed to loadSocklbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socklbMaps struct {
+	AllowList    *ebpf.Map `ebpf:"allow_list"`
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
+	Deny4        *ebpf.Map `ebpf:"deny4"`
+	Deny6        *ebpf.Map `ebpf:"deny6"`
 	LbCfg        *ebpf.Map `ebpf:"lb_cfg"`
+	PrefilterOn  *ebpf.Map `ebpf:"prefilter_on"`
 	RingSel      *ebpf.Map `ebpf:"ring_sel"`
 	Rings        *ebpf.Map `ebpf:"rings"`
 	SockEvents   *ebpf.Map `ebpf:"sock_events"`
@@ -286,16 +350,22 @@ type socklbMaps struct {
 	SockVipStats *ebpf.Map `ebpf:"sock_vip_stats"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
+	VipGuards    *ebpf.Map `ebpf:"vip_guards"`
+	VipPolicies  *ebpf.Map `ebpf:"vip_policies"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *socklbMaps) Close() error {
 	return _SocklbClose(
+		m.AllowList,
 		m.BackendStats,
 		m.Backends,
 		m.Conntrack,
+		m.Deny4,
+		m.Deny6,
 		m.LbCfg,
+		m.PrefilterOn,
 		m.RingSel,
 		m.Rings,
 		m.SockEvents,
@@ -303,6 +373,8 @@ func (m *socklbMaps) Close() error {
 		m.SockVipStats,
 		m.Stats,
 		m.VipAddrs,
+		m.VipGuards,
+		m.VipPolicies,
 		m.VipStats,
 		m.Vips,
 	)

@@ -91,26 +91,50 @@ func BenchmarkXDP(b *testing.B) {
 		baselineNs = 0
 		baselineNs = measure(b, bl, func(int) []byte { return ack }, xdpTx)
 	})
-	b.Run("syn", func(b *testing.B) {
-		// Every run is a new flow: a fresh source address and port.
-		frame := append([]byte(nil), syn...)
-		seq := uint32(0)
-		measure(b, r.d.Program(), func(int) []byte {
-			seq++
-			binary.BigEndian.PutUint16(frame[14+20:], uint16(seq))            // TCP source port
-			binary.BigEndian.PutUint16(frame[14+14:], uint16(seq>>16)|0x8000) // low half of the source address
-			return frame
-		}, xdpTx)
-	})
-	b.Run("established", func(b *testing.B) {
-		if ret, _ := r.run(ack); ret != xdpTx {
-			b.Fatalf("priming run: verdict %d", ret)
-		}
-		measure(b, r.d.Program(), func(int) []byte { return ack }, xdpTx)
-	})
-	b.Run("pass", func(b *testing.B) {
-		measure(b, r.d.Program(), func(int) []byte { return pass }, xdpPass)
-	})
+	denied := pkt{src: "203.0.113.99", dst: "203.0.113.10", proto: tcp, sport: 40000, dport: 80, flags: "S"}.build(b)
+	sport := uint16(0)
+	seq := uint32(0) // shared by every syn run (and -count repeat): each SYN is a new flow
+	paths := func(prefix string) {
+		b.Run(prefix+"syn", func(b *testing.B) {
+			// Every run is a new flow: a fresh source address and port.
+			frame := append([]byte(nil), syn...)
+			measure(b, r.d.Program(), func(int) []byte {
+				seq++
+				binary.BigEndian.PutUint16(frame[14+20:], uint16(seq))            // TCP source port
+				binary.BigEndian.PutUint16(frame[14+14:], uint16(seq>>16)|0x8000) // low half of the source address
+				return frame
+			}, xdpTx)
+		})
+		b.Run(prefix+"established", func(b *testing.B) {
+			// A flow of its own for each sub-benchmark: the syn runs may have replaced
+			// the entry of any earlier one.
+			sport++
+			frame := append([]byte(nil), ack...)
+			binary.BigEndian.PutUint16(frame[14+20:], 60000+sport)
+			if ret, _ := r.run(frame); ret != xdpTx {
+				b.Fatalf("priming run: verdict %d", ret)
+			}
+			measure(b, r.d.Program(), func(int) []byte { return frame }, xdpTx)
+		})
+		b.Run(prefix+"pass", func(b *testing.B) {
+			measure(b, r.d.Program(), func(int) []byte { return pass }, xdpPass)
+		})
+		b.Run(prefix+"prefilter_drop", func(b *testing.B) {
+			if err := r.d.DenyAdd([]netip.Prefix{netip.MustParsePrefix("203.0.113.96/29")}); err != nil {
+				b.Fatal(err)
+			}
+			measure(b, r.d.Program(), func(int) []byte { return denied }, xdpDrop)
+		})
+	}
+	// syn, established and pass with an empty deny list first (prefilter_drop adds one
+	// prefix, which stays for the -count repeats and the 1M runs).
+	paths("")
+	// The same paths with a 1,000,000-prefix deny list: the lookup walks at most 32 bits
+	// of the trie whatever its size.
+	if err := r.d.DenyAdd(millionPrefixes(1_000_000, mustAddr(cli4), mustAddr("198.51.100.99"), mustAddr("203.0.113.99"))); err != nil {
+		b.Fatal(err)
+	}
+	paths("deny1M_")
 }
 
 func BenchmarkDecap(b *testing.B) {

@@ -9,10 +9,49 @@ import (
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
+// fuzzDeny is the deny list of the fuzz rig.
+var fuzzDeny = []netip.Prefix{netip.MustParsePrefix("203.0.113.96/29"), netip.MustParsePrefix("2001:db8:bad::/48")}
+
+func fuzzDenied(a netip.Addr) bool {
+	for _, p := range fuzzDeny {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// tcpFlagsValid: the flag sets a connection carries (PSH, ECE, CWR aside), as Linux
+// conntrack judges them.
+func tcpFlagsValid(flags byte) bool {
+	switch flags & 0x3f &^ 0x08 {
+	case 0x02, 0x22, 0x12, 0x04, 0x14, 0x11, 0x31, 0x10, 0x30:
+		return true
+	}
+	return false
+}
+
+// oracleFacts are what the oracle found besides the flow.
+type oracleFacts struct {
+	denied bool // the IP header was read and its source is in the deny list
+	df     bool // IPv4 DF set, or IPv6
+	icmp   bool // an ICMP too-big about a flow
+}
+
 // oracle is an independent reading of the forwarding rule (docs/architecture.md): it says
 // whether a frame is a well-formed packet for a VIP, and which flow it belongs to. For an
 // ICMP too-big it returns the quoted flow reversed.
 func oracle(in []byte) (f Flow, l3len int, ok bool) {
+	f, l3len, ok, _ = oracleWithFacts(in)
+	return f, l3len, ok
+}
+
+func oracleWithFacts(in []byte) (f Flow, l3len int, ok bool, facts oracleFacts) {
+	f, l3len, ok = oracleFlow(in, &facts)
+	return f, l3len, ok, facts
+}
+
+func oracleFlow(in []byte, facts *oracleFacts) (f Flow, l3len int, ok bool) {
 	if len(in) < 14 {
 		return f, 0, false
 	}
@@ -40,6 +79,11 @@ func oracle(in []byte) (f Flow, l3len int, ok bool) {
 		}
 		f.Src = netip.AddrFrom4([4]byte(ip[12:16]))
 		f.Dst = netip.AddrFrom4([4]byte(ip[16:20]))
+		if fuzzDenied(f.Src) {
+			facts.denied = true
+			return f, 0, false
+		}
+		facts.df = ip[6]&0x40 != 0
 		proto, l4, l3len = ip[9], ip[ihl:tot], tot
 	case 0x86dd:
 		if len(ip) < 40 || ip[0]>>4 != 6 {
@@ -51,6 +95,11 @@ func oracle(in []byte) (f Flow, l3len int, ok bool) {
 		}
 		f.Src = netip.AddrFrom16([16]byte(ip[8:24]))
 		f.Dst = netip.AddrFrom16([16]byte(ip[24:40]))
+		if fuzzDenied(f.Src) {
+			facts.denied = true
+			return f, 0, false
+		}
+		facts.df = true
 		nh, o := ip[6], 40
 		for i := 0; i < 4 && (nh == 0 || nh == 43 || nh == 60); i++ {
 			if o+2 > tot {
@@ -68,6 +117,12 @@ func oracle(in []byte) (f Flow, l3len int, ok bool) {
 	switch proto {
 	case 6, 17:
 		if (proto == 6 && len(l4) < 20) || len(l4) < 8 {
+			return f, 0, false
+		}
+		if proto == 6 && !tcpFlagsValid(l4[13]) {
+			return f, 0, false
+		}
+		if proto == 17 && int(binary.BigEndian.Uint16(l4[4:])) != len(l4) {
 			return f, 0, false
 		}
 		f.Sport, f.Dport, f.Proto = binary.BigEndian.Uint16(l4), binary.BigEndian.Uint16(l4[2:]), lb.Proto(proto)
@@ -94,9 +149,11 @@ func oracle(in []byte) (f Flow, l3len int, ok bool) {
 			qsrc, qdst = netip.AddrFrom16([16]byte(l4[8+8:8+24])), netip.AddrFrom16([16]byte(l4[8+24:8+40]))
 			q = l4[8+40:]
 		}
-		if proto != 6 && proto != 17 {
+		// Ours only when addressed to the VIP that sent the quoted packet.
+		if proto != 6 && proto != 17 || qsrc != f.Dst {
 			return f, 0, false
 		}
+		facts.icmp = true
 		return Flow{Src: qdst, Dst: qsrc, Sport: binary.BigEndian.Uint16(q[2:]), Dport: binary.BigEndian.Uint16(q), Proto: lb.Proto(proto)}, l3len, true
 	}
 	return f, 0, false
@@ -114,6 +171,9 @@ func FuzzXDP(f *testing.F) {
 	}
 	for _, v := range vips {
 		r.setVIP(v)
+	}
+	if err := r.d.DenyAdd(fuzzDeny); err != nil {
+		f.Fatal(err)
 	}
 	match := func(fl Flow) (lb.VIP, bool) {
 		if v, ok := r.vips[lb.VIPKey{Addr: fl.Dst, Port: fl.Dport, Proto: fl.Proto}]; ok {
@@ -134,6 +194,9 @@ func FuzzXDP(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s.build(f))
 	}
+	f.Add(pkt{src: "203.0.113.99", dst: "203.0.113.10", proto: tcp, sport: 1, dport: 80, flags: "S"}.build(f))
+	f.Add(pkt{src: cli4, dst: "203.0.113.10", proto: tcp, sport: 1, dport: 80, flags: "A", payload: 1500, df: true}.build(f))
+	f.Add(pkt{src: cli4, dst: "203.0.113.10", proto: tcp, sport: 1, dport: 80, flags: "SF"}.build(f))
 	f.Add(icmpTooBig(f, seeds[0].flow(), router4))
 	f.Add(icmpTooBig(f, seeds[3].flow(), router6))
 
@@ -143,8 +206,16 @@ func FuzzXDP(f *testing.F) {
 		}
 		in = append([]byte(nil), in...)
 		verdict, out := runProg(t, r.d.Program(), in)
-		fl, l3len, wellFormed := oracle(in)
+		fl, l3len, wellFormed, facts := oracleWithFacts(in)
 		v, isVIP := match(fl)
+		if facts.denied && verdict != xdpDrop {
+			t.Fatalf("packet from denied source %s got verdict %d", fl.Src, verdict)
+		}
+		overhead := 40
+		if isVIP && v.Backends[0].Addr.Is4() {
+			overhead = 20
+		}
+		tooBig := l3len+overhead > int(r.d.Options().MTU)
 		switch verdict {
 		case xdpPass:
 			if !bytes.Equal(in, out) {
@@ -154,6 +225,16 @@ func FuzzXDP(f *testing.F) {
 		case xdpTx:
 			if !wellFormed || !isVIP {
 				t.Fatalf("transmitted a frame that is not a well-formed packet to a vip (well-formed %v, vip %v):\n%x", wellFormed, isVIP, in)
+			}
+			if tooBig {
+				// Too big once encapsulated: only an ICMP answer to the client may leave.
+				if facts.icmp || !facts.df {
+					t.Fatalf("transmitted a too-big packet that must be dropped:\n%x", in)
+				}
+				if want := tooBigReply(t, in, r.d.Options().MTU-uint32(overhead)); !bytes.Equal(want, out) {
+					t.Fatalf("too-big answer differs:\n%s", frameDiff(want, out))
+				}
+				return
 			}
 			// The backend is conntrack's choice, which earlier inputs may have made: it
 			// must be one of the VIP's, and the frame must be exactly its encapsulation.
@@ -173,11 +254,7 @@ func FuzzXDP(f *testing.F) {
 		// The converse: a well-formed packet to a VIP that fits the MTU once encapsulated
 		// is transmitted.
 		if wellFormed && isVIP && verdict != xdpTx {
-			overhead := 40
-			if v.Backends[0].Addr.Is4() {
-				overhead = 20
-			}
-			if l3len+overhead <= int(r.d.Options().MTU) {
+			if !tooBig {
 				t.Fatalf("well-formed packet to %s got verdict %d:\n%x", v.Key, verdict, in)
 			}
 		}

@@ -120,12 +120,13 @@ type pkt struct {
 	proto    lb.Proto
 	sport    uint16
 	dport    uint16
-	flags    string // TCP flags: S A R F P
+	flags    string // TCP flags: S A R F P U
 	payload  int    // payload bytes
 	tos      uint8
 	ip4opts  bool // add a 4-byte IPv4 option (IHL 6)
 	ip4frag  uint16
-	hopByHop int // IPv6 hop-by-hop headers to insert
+	df       bool // IPv4 don't fragment
+	hopByHop int  // IPv6 hop-by-hop headers to insert
 }
 
 func (p pkt) flow() Flow {
@@ -152,6 +153,9 @@ func (p pkt) build(tb testing.TB) []byte {
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, TOS: p.tos, Protocol: l4proto, SrcIP: src.AsSlice(), DstIP: dst.AsSlice(), FragOffset: p.ip4frag & 0x1fff}
 		if p.ip4frag&0x2000 != 0 {
 			ip.Flags = layers.IPv4MoreFragments
+		}
+		if p.df {
+			ip.Flags |= layers.IPv4DontFragment
 		}
 		if p.ip4opts {
 			ip.Options = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
@@ -190,6 +194,8 @@ func (p pkt) build(tb testing.TB) []byte {
 				t.FIN = true
 			case 'P':
 				t.PSH = true
+			case 'U':
+				t.URG = true
 			}
 		}
 		_ = t.SetNetworkLayerForChecksum(l3)
@@ -285,3 +291,64 @@ func encapsulated(tb testing.TB, in []byte, be netip.Addr, hash uint32, dstMAC n
 	}
 	return append([]byte(nil), buf.Bytes()...)
 }
+
+// icmpTooBigTo is icmpTooBig with the outer destination set to outerDst.
+func icmpTooBigTo(tb testing.TB, f Flow, router string, outerDst netip.Addr) []byte {
+	tb.Helper()
+	b := icmpTooBig(tb, f, router)
+	if f.Src.Is4() {
+		a := outerDst.As4()
+		copy(b[14+16:], a[:])
+		// Redo the IPv4 header checksum (the program does not check it; keep the frame honest).
+		b[14+10], b[14+11] = 0, 0
+		var sum uint32
+		for i := 0; i < 20; i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(b[14+i:]))
+		}
+		for sum > 0xffff {
+			sum = sum&0xffff + sum>>16
+		}
+		binary.BigEndian.PutUint16(b[14+10:], ^uint16(sum))
+		return b
+	}
+	a := outerDst.As16()
+	copy(b[14+24:], a[:])
+	return b
+}
+
+// tooBigReply is the frame the data plane must send back for in, a packet that does not
+// fit once encapsulated: an ICMP frag-needed / packet-too-big from the VIP to the client
+// announcing fit, quoting the first 64 bytes of in's IP packet, with in's L2 header (MACs
+// swapped, any VLAN tag kept).
+func tooBigReply(tb testing.TB, in []byte, fit uint32) []byte {
+	tb.Helper()
+	l2 := 14
+	if et := binary.BigEndian.Uint16(in[12:]); et == 0x8100 || et == 0x88a8 {
+		l2 = 18
+	}
+	inner := in[l2:]
+	quote := inner[:64]
+	out := append([]byte(nil), in[:l2]...)
+	copy(out[0:6], in[6:12])
+	copy(out[6:12], in[0:6])
+	var ls []gopacket.SerializableLayer
+	if inner[0]>>4 == 4 {
+		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: inner[16:20], DstIP: inner[12:16]}
+		ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 4), Seq: uint16(fit)}
+		ls = []gopacket.SerializableLayer{ip, ic, gopacket.Payload(quote)}
+	} else {
+		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: inner[24:40], DstIP: inner[8:24]}
+		ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(2, 0)}
+		_ = ic.SetNetworkLayerForChecksum(ip)
+		mtu := binary.BigEndian.AppendUint32(nil, fit)
+		ls = []gopacket.SerializableLayer{ip, ic, gopacket.Payload(append(mtu, quote...))}
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+		tb.Fatalf("serialize reply: %v", err)
+	}
+	return append(out, buf.Bytes()...)
+}
+
+// with returns a copy of p changed by f.
+func with(p pkt, f func(*pkt)) pkt { f(&p); return p }

@@ -141,8 +141,6 @@ func TestPrivilegedPacketTable(t *testing.T) {
 	udp6 := pkt{src: cli6, dst: "2001:db8:f::10", proto: udp, sport: 5353, dport: 53, payload: 30}
 	nonVIP4 := pkt{src: cli4, dst: "198.51.100.99", proto: tcp, sport: 40000, dport: 80, flags: "S"}
 
-	with := func(p pkt, f func(*pkt)) pkt { f(&p); return p }
-
 	// The ring-change rows: flow chg is pinned to b0 by conntrack; the VIP then changes so
 	// that its ring sends chg elsewhere.
 	chg := pkt{src: cli4, dst: "203.0.113.60", proto: tcp, sport: 40100, dport: 80, flags: "S"}
@@ -217,8 +215,8 @@ func TestPrivilegedPacketTable(t *testing.T) {
 		{name: "v4 exactly at the mtu once encapsulated", in: build(with(syn4, func(p *pkt) { p.sport, p.flags, p.payload = 40005, "A", 1440 })),
 			verdict: xdpTx, want: toRing(web4.Key, with(syn4, func(p *pkt) { p.sport = 40005 })),
 			stats: map[string]uint64{"ct_miss": 1, "tx_encap4": 1}},
-		{name: "v4 one byte over the mtu once encapsulated is dropped", in: build(with(syn4, func(p *pkt) { p.sport, p.flags, p.payload = 40006, "A", 1441 })),
-			verdict: xdpDrop, stats: map[string]uint64{"ct_miss": 1, "drop_too_big": 1}},
+		{name: "v4 one byte over the mtu once encapsulated, no DF: dropped, no entry", in: build(with(syn4, func(p *pkt) { p.sport, p.flags, p.payload = 40006, "A", 1441 })),
+			verdict: xdpDrop, stats: map[string]uint64{"ct_miss": 1, "drop_too_big": 1}, check: ctIs(with(syn4, func(p *pkt) { p.sport = 40006 }), absent)},
 
 		// IPv4 UDP and conntrack expiry.
 		{name: "v4 udp new flow", in: build(udp4), verdict: xdpTx, want: toRing(dns4.Key, udp4),
@@ -267,8 +265,10 @@ func TestPrivilegedPacketTable(t *testing.T) {
 			stats: map[string]uint64{"ct_miss": 1, "tx_encap6": 1}},
 		{name: "v6 too many extension headers to a vip", in: build(with(syn6, func(p *pkt) { p.sport, p.hopByHop = 40003, 5 })),
 			verdict: xdpDrop, stats: map[string]uint64{"drop_ipv6_ext": 1}},
-		{name: "v6 one byte over the mtu once encapsulated is dropped", in: build(with(syn6, func(p *pkt) { p.sport, p.flags, p.payload = 40004, "A", 1401 })),
-			verdict: xdpDrop, stats: map[string]uint64{"ct_miss": 1, "drop_too_big": 1}},
+		{name: "v6 one byte over the mtu once encapsulated: packet-too-big back to the client, no entry",
+			in: build(with(syn6, func(p *pkt) { p.sport, p.flags, p.payload = 40004, "A", 1401 })), verdict: xdpTx,
+			want:  func(t *testing.T, in []byte) []byte { return tooBigReply(t, in, 1500-40) },
+			stats: map[string]uint64{"ct_miss": 1, "tx_icmp_too_big": 1}, check: ctIs(with(syn6, func(p *pkt) { p.sport = 40004 }), absent)},
 		{name: "v6 exactly at the mtu once encapsulated", in: build(with(syn6, func(p *pkt) { p.sport, p.flags, p.payload = 40005, "A", 1400 })),
 			verdict: xdpTx, want: toRing(web6.Key, with(syn6, func(p *pkt) { p.sport = 40005 })),
 			stats: map[string]uint64{"ct_miss": 1, "tx_encap6": 1}},
@@ -493,6 +493,12 @@ func TestPrivilegedPacketTable(t *testing.T) {
 	if len(cases) < 40 {
 		t.Fatalf("packet table has %d rows, want at least 40", len(cases))
 	}
+	runTable(t, r, cases)
+}
+
+// runTable runs the rows in order against r's data plane.
+func runTable(t *testing.T, r *rig, cases []pktCase) {
+	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if c.setup != nil {

@@ -27,6 +27,13 @@ var statNames = [...]string{
 	xdplbStatIdSTAT_DROP_TOO_BIG:     "drop_too_big",
 	xdplbStatIdSTAT_DROP_ICMP_BAD:    "drop_icmp_bad",
 	xdplbStatIdSTAT_DROP_ADJUST:      "drop_adjust",
+	xdplbStatIdSTAT_DROP_DENY:        "drop_deny",
+	xdplbStatIdSTAT_DROP_NOT_ALLOWED: "drop_not_allowed",
+	xdplbStatIdSTAT_DROP_TCP_FLAGS:   "drop_tcp_flags",
+	xdplbStatIdSTAT_DROP_UDP_LEN:     "drop_udp_len",
+	xdplbStatIdSTAT_GUARD_UNTRACKED:  "guard_untracked",
+	xdplbStatIdSTAT_GUARD_DROP:       "guard_drop",
+	xdplbStatIdSTAT_TX_ICMP_TOO_BIG:  "tx_icmp_too_big",
 }
 
 var decapStatNames = [...]string{

@@ -106,6 +106,8 @@ type Dataplane struct {
 
 	// onNewID: see OnNewVIPID (shared.go).
 	onNewID []func(id uint32) error
+	// policies are the prefilter policies by VIP (prefilter.go), written with the VIP.
+	policies map[lb.VIPKey]Policy
 }
 
 // Load loads the program and its maps (adopting pinned maps when opts.PinPath holds them).
@@ -164,6 +166,10 @@ func Load(opts Options) (*Dataplane, error) {
 			return nil, fmt.Errorf("load xdp_lb: %w (%w: remove %s to start afresh)", err, ErrIncompatible, opts.PinPath)
 		}
 		return nil, loadError("xdp_lb", err)
+	}
+	if err := d.refreshPrefilterOn(); err != nil {
+		d.objs.Close()
+		return nil, err
 	}
 	rs, err := newRingState(uint32(blocks))
 	if err != nil {
@@ -338,6 +344,9 @@ func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.writePolicy(meta.Id, d.policyFor(v.Key)); err != nil {
+		return 0, fmt.Errorf("vip %s: %w", v.Key, err)
+	}
 	if err := d.objs.Vips.Put(&key, &meta); err != nil {
 		if fresh {
 			d.vc.releaseID(meta.Id)
@@ -393,6 +402,9 @@ func (d *Dataplane) zeroVIPCounters(id uint32) error {
 	zero := make([]xdplbVipCounters, ebpf.MustPossibleCPU())
 	if err := d.objs.VipStats.Put(id, zero); err != nil {
 		return fmt.Errorf("reset counters of vip %d: %w", id, err)
+	}
+	if err := d.objs.VipGuards.Put(id, make([]xdplbVipGuard, len(zero))); err != nil {
+		return fmt.Errorf("reset guard counters of vip %d: %w", id, err)
 	}
 	return nil
 }
@@ -599,7 +611,8 @@ func (d *Dataplane) Unpin() error {
 	if err := os.Remove(filepath.Join(d.opts.PinPath, "lb_meta")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
-	for _, m := range []*ebpf.Map{d.objs.Vips, d.objs.VipAddrs, d.objs.Rings, d.objs.RingSel, d.objs.Backends, d.objs.Conntrack, d.objs.LbCfg, d.objs.Stats, d.objs.VipStats, d.objs.BackendStats} {
+	for _, m := range []*ebpf.Map{d.objs.Vips, d.objs.VipAddrs, d.objs.Rings, d.objs.RingSel, d.objs.Backends, d.objs.Conntrack, d.objs.LbCfg, d.objs.Stats, d.objs.VipStats, d.objs.BackendStats,
+		d.objs.Deny4, d.objs.Deny6, d.objs.AllowList, d.objs.VipPolicies, d.objs.VipGuards, d.objs.PrefilterOn} {
 		if err := m.Unpin(); err != nil {
 			errs = append(errs, err)
 		}

@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type xdplbAllowKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	VipId     uint32
+	Addr      [16]uint8
+}
+
 type xdplbBackend struct {
 	_      structs.HostLayout
 	Addr   [16]uint8
@@ -32,6 +39,23 @@ type xdplbCtEntry struct {
 	LastSeenNs uint64
 	BackendId  uint32
 	Pad        uint32
+}
+
+type xdplbDeny4Key struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [4]uint8
+}
+
+type xdplbDeny6Key struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
+type xdplbDenyValue struct {
+	_     structs.HostLayout
+	Drops uint64
 }
 
 type xdplbFlowKey struct {
@@ -98,7 +122,14 @@ const (
 	xdplbStatIdSTAT_DROP_TOO_BIG     xdplbStatId = 21
 	xdplbStatIdSTAT_DROP_ICMP_BAD    xdplbStatId = 22
 	xdplbStatIdSTAT_DROP_ADJUST      xdplbStatId = 23
-	xdplbStatIdSTAT__MAX             xdplbStatId = 24
+	xdplbStatIdSTAT_DROP_DENY        xdplbStatId = 24
+	xdplbStatIdSTAT_DROP_NOT_ALLOWED xdplbStatId = 25
+	xdplbStatIdSTAT_DROP_TCP_FLAGS   xdplbStatId = 26
+	xdplbStatIdSTAT_DROP_UDP_LEN     xdplbStatId = 27
+	xdplbStatIdSTAT_GUARD_UNTRACKED  xdplbStatId = 28
+	xdplbStatIdSTAT_GUARD_DROP       xdplbStatId = 29
+	xdplbStatIdSTAT_TX_ICMP_TOO_BIG  xdplbStatId = 30
+	xdplbStatIdSTAT__MAX             xdplbStatId = 31
 )
 
 type xdplbVipCounters struct {
@@ -106,6 +137,15 @@ type xdplbVipCounters struct {
 	Packets  uint64
 	Bytes    uint64
 	NewFlows uint64
+}
+
+type xdplbVipGuard struct {
+	_         structs.HostLayout
+	WindowNs  uint64
+	Count     uint64
+	Untracked uint64
+	Dropped   uint64
+	Denied    uint64
 }
 
 type xdplbVipKey struct {
@@ -122,18 +162,32 @@ type xdplbVipMeta struct {
 	Flags uint32
 }
 
+type xdplbVipPolicy struct {
+	_             structs.HostLayout
+	Flags         uint32
+	GuardRate     uint32
+	GuardDropRate uint32
+	Pad           uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	xdplbMapAllowList    = "allow_list"
 	xdplbMapBackendStats = "backend_stats"
 	xdplbMapBackends     = "backends"
 	xdplbMapConntrack    = "conntrack"
+	xdplbMapDeny4        = "deny4"
+	xdplbMapDeny6        = "deny6"
 	xdplbMapLbCfg        = "lb_cfg"
+	xdplbMapPrefilterOn  = "prefilter_on"
 	xdplbMapRingSel      = "ring_sel"
 	xdplbMapRings        = "rings"
 	xdplbMapStats        = "stats"
 	xdplbMapVipAddrs     = "vip_addrs"
+	xdplbMapVipGuards    = "vip_guards"
+	xdplbMapVipPolicies  = "vip_policies"
 	xdplbMapVipStats     = "vip_stats"
 	xdplbMapVips         = "vips"
 	xdplbProgXdpLb       = "xdp_lb"
@@ -191,14 +245,20 @@ type xdplbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdplbMapSpecs struct {
+	AllowList    *ebpf.MapSpec `ebpf:"allow_list"`
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
+	Deny4        *ebpf.MapSpec `ebpf:"deny4"`
+	Deny6        *ebpf.MapSpec `ebpf:"deny6"`
 	LbCfg        *ebpf.MapSpec `ebpf:"lb_cfg"`
+	PrefilterOn  *ebpf.MapSpec `ebpf:"prefilter_on"`
 	RingSel      *ebpf.MapSpec `ebpf:"ring_sel"`
 	Rings        *ebpf.MapSpec `ebpf:"rings"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipGuards    *ebpf.MapSpec `ebpf:"vip_guards"`
+	VipPolicies  *ebpf.MapSpec `ebpf:"vip_policies"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
@@ -232,28 +292,40 @@ func (o *xdplbObjects) Close() error {
 //
 // It can be passed to loadXdplbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdplbMaps struct {
+	AllowList    *ebpf.Map `ebpf:"allow_list"`
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
+	Deny4        *ebpf.Map `ebpf:"deny4"`
+	Deny6        *ebpf.Map `ebpf:"deny6"`
 	LbCfg        *ebpf.Map `ebpf:"lb_cfg"`
+	PrefilterOn  *ebpf.Map `ebpf:"prefilter_on"`
 	RingSel      *ebpf.Map `ebpf:"ring_sel"`
 	Rings        *ebpf.Map `ebpf:"rings"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
+	VipGuards    *ebpf.Map `ebpf:"vip_guards"`
+	VipPolicies  *ebpf.Map `ebpf:"vip_policies"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *xdplbMaps) Close() error {
 	return _XdplbClose(
+		m.AllowList,
 		m.BackendStats,
 		m.Backends,
 		m.Conntrack,
+		m.Deny4,
+		m.Deny6,
 		m.LbCfg,
+		m.PrefilterOn,
 		m.RingSel,
 		m.Rings,
 		m.Stats,
 		m.VipAddrs,
+		m.VipGuards,
+		m.VipPolicies,
 		m.VipStats,
 		m.Vips,
 	)

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/l4lb/l4lb/pkg/admin"
+	"github.com/l4lb/l4lb/pkg/config"
+	"github.com/l4lb/l4lb/pkg/daemon"
+)
+
+// denyTimeout bounds a deny request: a million prefixes take seconds to load.
+const denyTimeout = 2 * time.Minute
+
+func newDenyCmd(f *clientFlags) *cobra.Command {
+	deny := &cobra.Command{Use: "deny", Short: "Manage the prefilter's source deny list (dropped before any other work)"}
+	var files []string
+	prefixes := func(cmd *cobra.Command, args []string) ([]string, error) {
+		out := append([]string(nil), args...)
+		for _, name := range files {
+			var r io.Reader = cmd.InOrStdin()
+			if name != "-" {
+				fh, err := os.Open(name)
+				if err != nil {
+					return nil, err
+				}
+				defer fh.Close()
+				r = fh
+			}
+			list, err := config.ReadPrefixes(name, r)
+			if err != nil {
+				return nil, err
+			}
+			for _, p := range list {
+				out = append(out, p.String())
+			}
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("no prefixes: give them as arguments or with -f FILE")
+		}
+		return out, nil
+	}
+	change := func(use, short, method string) *cobra.Command {
+		c := &cobra.Command{
+			Use: use + " [PREFIX...] [-f FILE]", Short: short,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				ps, err := prefixes(cmd, args)
+				if err != nil {
+					return err
+				}
+				out, err := f.doDeny(method, map[string]any{"prefixes": ps})
+				if err != nil {
+					return err
+				}
+				return f.print(cmd.OutOrStdout(), out, func() error {
+					_, err := fmt.Fprintf(cmd.OutOrStdout(), "ok (%d prefixes)\n", len(ps))
+					return err
+				})
+			},
+		}
+		c.Flags().StringArrayVarP(&files, "file", "f", nil, "read prefixes from a file, one a line ('#' comments; - for stdin); repeatable")
+		return c
+	}
+	add := change("add", "Add prefixes or addresses to the deny list (kept across restarts)", http.MethodPost)
+	del := change("del", "Remove prefixes added with 'deny add' (configured ones are removed in the configuration)", http.MethodDelete)
+	list := &cobra.Command{
+		Use: "list", Short: "List the deny list with the packets each prefix dropped", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			raw, err := f.doDeny(http.MethodGet, nil)
+			if err != nil {
+				return err
+			}
+			var entries []daemon.DenyEntry
+			if err := json.Unmarshal(raw, &entries); err != nil {
+				return fmt.Errorf("admin api: %w", err)
+			}
+			return f.print(cmd.OutOrStdout(), raw, func() error {
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "PREFIX\tDROPS\tSOURCE")
+				for _, e := range entries {
+					fmt.Fprintf(w, "%s\t%d\t%s\n", e.Prefix, e.Drops, e.Source)
+				}
+				return w.Flush()
+			})
+		},
+	}
+	deny.AddCommand(add, del, list)
+	return deny
+}
+
+// doDeny is clientFlags.do for /v1/deny, with a timeout for bulk loads.
+func (f *clientFlags) doDeny(method string, body any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://"+f.addr+"/v1/deny", rd)
+	if err != nil {
+		return nil, err
+	}
+	if method != http.MethodGet {
+		if f.tokenFile == "" {
+			return nil, fmt.Errorf("changes need --token-file (or L4LB_TOKEN_FILE)")
+		}
+		tok, err := admin.ReadToken(f.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := (&http.Client{Timeout: denyTimeout}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("admin api: %w", err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(out, &e) == nil && e.Error != "" {
+			return nil, fmt.Errorf("%s", e.Error)
+		}
+		return nil, fmt.Errorf("admin api: %s", resp.Status)
+	}
+	return out, nil
+}
