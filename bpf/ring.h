@@ -10,13 +10,20 @@
 #include "lb_structs.h"
 #include "lb_maps.h"
 
-/* The slot a flow hash selects in a ring of size slots: the kernel's reciprocal_scale(),
- * which is how nftables' "jhash ... mod size" scales its hash, so the nftables data plane
- * (pkg/lb/nft) picks the same slot, hence the same backend, for the same flow.
+/* How a flow hash maps to a slot, set at load time (xdp.slot_mapping):
+ *   0, modulo: hash % size, what every release before 0.x did and the default, so a
+ *      fleet upgraded node by node keeps sending a flow to the same slot;
+ *   1, scaled: the kernel's reciprocal_scale(), ((u64)hash * size) >> 32, which is how
+ *      nftables' "jhash ... mod size" scales its hash, so the nftables data plane
+ *      (pkg/lb/nft) picks the same slot, hence the same backend, for the same flow.
  * pkg/lb/xdp/flowhash.go RingSlot mirrors it. */
+volatile const __u32 slot_scaled = 0;
+
 static __always_inline __u32 ring_slot(__u32 hash, __u32 size)
 {
-	return (__u32)(((__u64)hash * size) >> 32);
+	if (slot_scaled)
+		return (__u32)(((__u64)hash * size) >> 32);
+	return hash % size;
 }
 
 /* ring_pick returns the backend id in the slot hash selects in the VIP's ring, or 0 when

@@ -529,6 +529,10 @@ func (b *Bed) LBConfig(lb string) (string, []string) {
 	if m := b.mode(lb); m != "" {
 		env = append(env, "L4LB_DATAPLANE="+m)
 	}
+	if b.mixesNFT() {
+		// XDP nodes pick nftables' slots only with the scaled mapping (docs/architecture.md).
+		env = append(env, "L4LB_XDP_SLOT_MAPPING=scaled")
+	}
 	return cfg, append(env,
 		"L4LB_BPFFS="+b.path(lb, "bpffs", "l4lb"),
 		"L4LB_STATE_FILE="+b.path(lb, "state.json"),
@@ -546,6 +550,16 @@ func (b *Bed) mode(lb string) string {
 	}
 	m, _ := os.ReadFile(b.path("mode"))
 	return strings.TrimSpace(string(m))
+}
+
+// mixesNFT says whether the fleet runs nftables on some LB node and another mode on
+// another: its XDP nodes must then map hashes to slots as nftables does.
+func (b *Bed) mixesNFT() bool {
+	modes := map[string]bool{}
+	for _, lb := range LBNodes {
+		modes[b.mode(lb)] = true
+	}
+	return modes["nftables"] && len(modes) > 1
 }
 
 func natMode(m string) bool { return m == "nftables" || m == "iptables" }

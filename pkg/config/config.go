@@ -55,6 +55,10 @@ type XDP struct {
 	ConntrackSize uint32        `mapstructure:"conntrack_size"`
 	UDPTimeout    time.Duration `mapstructure:"udp_timeout"`
 	MTU           uint32        `mapstructure:"mtu"`
+	// SlotMapping is how a flow hash picks a ring slot: modulo (the default, as in every
+	// earlier release) or scaled (as nftables computes it; XDP and nftables nodes then
+	// pick the same backend for a flow). Every node of a fleet must use the same.
+	SlotMapping string `mapstructure:"slot_mapping"`
 }
 
 // Admin is the HTTP API.
@@ -165,6 +169,7 @@ func defaults() map[string]any {
 		"xdp.conntrack_size":       uint32(limits.DefaultConntrackSize),
 		"xdp.udp_timeout":          30 * time.Second,
 		"xdp.mtu":                  uint32(1500),
+		"xdp.slot_mapping":         "modulo",
 		"admin.listen":             DefaultAdmin,
 		"admin.token_file":         "",
 		"bgp.enabled":              false,

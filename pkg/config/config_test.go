@@ -108,6 +108,7 @@ func TestProblems(t *testing.T) {
 		{"vip ring size not prime", strings.Replace(base, "    port: 80\n", "    port: 80\n    ring_size: 4096\n", 1), []string{"t.yaml:9: vips[0].ring_size: 4096: want a prime from 257 to 1048573 (or leave it out for xdp.ring_size)"}},
 		{"conntrack too small", base + "xdp:\n  conntrack_size: 1000\n", []string{"t.yaml:13: xdp.conntrack_size: 1000: want 1024 to 67108864 (the table is allocated at load time, about 120 bytes per entry)"}},
 		{"conntrack too big", base + "xdp:\n  conntrack_size: 134217728\n", []string{"t.yaml:13: xdp.conntrack_size: 134217728: want 1024 to 67108864 (the table is allocated at load time, about 120 bytes per entry)"}},
+		{"bad slot mapping", base + "xdp:\n  slot_mapping: mod\n", []string{`t.yaml:13: xdp.slot_mapping: "mod": want modulo or scaled`}},
 		{"bad mtu", base + "xdp:\n  mtu: 100\n", []string{"t.yaml:13: xdp.mtu: 100: want 576 to 65535"}},
 		{"bad admin listen", base + "admin:\n  listen: nope\n", []string{`t.yaml:13: admin.listen: "nope": want host:port`}},
 		{"admin port too big", base + "admin:\n  listen: 127.0.0.1:99999\n", []string{`t.yaml:13: admin.listen: "127.0.0.1:99999": want a port from 1 to 65535`}},
@@ -238,6 +239,9 @@ func TestWarnings(t *testing.T) {
 			"t.yaml:9: vips[0].ring_size: vip web: 257 slots for 3 backends, fewer than 100 per backend: shares may differ by more than a few percent; use a prime of at least 300"}},
 		{"global ring too small for a vip", base + more + "xdp:\n  ring_size: 257\n", []string{
 			"t.yaml:15: xdp.ring_size: vip web: 257 slots for 3 backends, fewer than 100 per backend: shares may differ by more than a few percent; use a prime of at least 300"}},
+		{"nftables with the modulo slot mapping", base + "dataplane: nftables\n", []string{
+			"t.yaml:12: dataplane: nftables always maps a flow's hash to a ring slot by scaling; XDP nodes of the same fleet pick the same backend for a flow only with xdp.slot_mapping: scaled on every node (here: modulo)"}},
+		{"nftables with the scaled slot mapping", base + "dataplane: nftables\nxdp:\n  slot_mapping: scaled\n", nil},
 		{"public address with a token", base + "admin:\n  listen: 192.0.2.5:9100\n  token_file: /etc/l4lb/token\n", []string{
 			"t.yaml:13: admin.listen: 192.0.2.5:9100 is not a loopback address: " + open +
 				" (state, metrics and the bearer token cross the network in clear text); listen on 127.0.0.1 and put a TLS proxy in front"}},

@@ -85,6 +85,11 @@ func Validate(c *Config) []Problem {
 	if c.XDP.MTU < 576 || c.XDP.MTU > 65535 {
 		bad("xdp.mtu", "%d: want 576 to 65535", c.XDP.MTU)
 	}
+	switch c.XDP.SlotMapping {
+	case "modulo", "scaled":
+	default:
+		bad("xdp.slot_mapping", "%q: want modulo or scaled", c.XDP.SlotMapping)
+	}
 	if _, port, err := net.SplitHostPort(c.Admin.Listen); err != nil {
 		bad("admin.listen", "%q: want host:port", c.Admin.Listen)
 	} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {

@@ -26,6 +26,10 @@ func Warnings(c *Config) []Problem {
 			warn("admin.token_file", "not set while admin.listen is not a loopback address: nothing on a network-facing API is authenticated (changes are refused, reads are open)")
 		}
 	}
+	if c.Dataplane == "nftables" && c.XDP.SlotMapping != "scaled" {
+		warn("dataplane", "nftables always maps a flow's hash to a ring slot by scaling; XDP nodes of the same fleet "+
+			"pick the same backend for a flow only with xdp.slot_mapping: scaled on every node (here: %s)", c.XDP.SlotMapping)
+	}
 	for i, v := range c.VIPs {
 		// Maglev keeps the imbalance between backends low when the ring has at least 100
 		// slots per backend.

@@ -64,7 +64,7 @@ type Daemon struct {
 	sd       readiness // READY=1 to systemd once applied and attached
 
 	dp     lb.Dataplane
-	sock   *socketLB // nil without socket LB (socklb.go)
+	sock   *socketLB      // nil without socket LB (socklb.go)
 	pf     prefilterState // prefilter.go
 	ctrl   *lb.Controller
 	ann    *announcer

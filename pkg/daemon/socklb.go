@@ -17,7 +17,8 @@ import (
 const topClients = 10
 
 func xdpOptions(cfg *config.Config, logger *slog.Logger) xdp.Options {
-	return xdp.Options{
+	slots, _ := xdp.ParseSlotMapping(cfg.XDP.SlotMapping) // validated by config
+	return xdp.Options{SlotMapping: slots,
 		PinPath: cfg.BPFFS, RingSize: cfg.XDP.RingSize, ConntrackSize: cfg.XDP.ConntrackSize,
 		UDPTimeout: cfg.XDP.UDPTimeout, MTU: cfg.XDP.MTU, Logger: logger, RingSlots: ringSlots(cfg),
 	}

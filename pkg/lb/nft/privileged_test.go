@@ -69,7 +69,7 @@ func predict(t *testing.T, v lb.VIP, src netip.Addr, sport uint16) netip.Addr {
 		t.Fatal(err)
 	}
 	f := xdp.Flow{Src: src, Dst: v.Key.Addr, Sport: sport, Dport: v.Key.Port, Proto: v.Key.Proto}
-	id := table[xdp.RingSlot(xdp.FlowHash(f, v.Flags), testRing)]
+	id := table[xdp.RingSlot(xdp.SlotScaled, xdp.FlowHash(f, v.Flags), testRing)]
 	for _, b := range v.Backends {
 		if b.ID == id {
 			return b.Addr

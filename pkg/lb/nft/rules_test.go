@@ -177,7 +177,7 @@ func TestHashMatchesXDP(t *testing.T) {
 			t.Fatalf("flow %+v flags %d: nft hashes %#x, xdp %#x", f, flags, h, want)
 		}
 		const size = 65537
-		if nftSlot, xdpSlot := uint32(uint64(h)*size>>32), xdp.RingSlot(h, size); nftSlot != xdpSlot {
+		if nftSlot, xdpSlot := uint32(uint64(h)*size>>32), xdp.RingSlot(xdp.SlotScaled, h, size); nftSlot != xdpSlot {
 			t.Fatalf("slot: nft %d, xdp %d", nftSlot, xdpSlot)
 		}
 	}

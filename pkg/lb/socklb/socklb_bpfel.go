@@ -228,6 +228,7 @@ const (
 	socklbProgSockSendmsg6     = "sock_sendmsg6"
 	socklbVarRingSize          = "ring_size"
 	socklbVarSampleEvery       = "sample_every"
+	socklbVarSlotScaled        = "slot_scaled"
 )
 
 // loadSocklb returns the embedded CollectionSpec for socklb.
@@ -313,6 +314,7 @@ type socklbMapSpecs struct {
 type socklbVariableSpecs struct {
 	RingSize    *ebpf.VariableSpec `ebpf:"ring_size"`
 	SampleEvery *ebpf.VariableSpec `ebpf:"sample_every"`
+	SlotScaled  *ebpf.VariableSpec `ebpf:"slot_scaled"`
 }
 
 // socklbObjects contains all objects after they have been loaded into the kernel.
@@ -386,6 +388,7 @@ func (m *socklbMaps) Close() error {
 type socklbVariables struct {
 	RingSize    *ebpf.Variable `ebpf:"ring_size"`
 	SampleEvery *ebpf.Variable `ebpf:"sample_every"`
+	SlotScaled  *ebpf.Variable `ebpf:"slot_scaled"`
 }
 
 // socklbPrograms contains all programs after they have been loaded into the kernel.

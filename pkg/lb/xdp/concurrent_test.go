@@ -58,7 +58,7 @@ func TestPrivilegedConcurrentSetVIP(t *testing.T) {
 		if verdict != xdpTx {
 			t.Fatalf("%s: verdict %d, want XDP_TX", v.Key, verdict)
 		}
-		want := table[RingSlot(FlowHash(p.flow(), v.Flags), r.d.Options().RingSize)]
+		want := table[RingSlot(r.d.Options().SlotMapping, FlowHash(p.flow(), v.Flags), r.d.Options().RingSize)]
 		var wantAddr netip.Addr
 		for _, b := range v.Backends {
 			if b.ID == want {

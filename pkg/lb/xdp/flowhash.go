@@ -2,6 +2,7 @@ package xdp
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/bits"
 	"net/netip"
 
@@ -108,6 +109,42 @@ func FlowHash(f Flow, flags lb.VIPFlags) uint32 {
 	return jhash9Words(k, uint32(f.Proto))
 }
 
-// RingSlot returns the ring slot a flow hash selects (bpf/ring.h ring_slot): the kernel's
-// reciprocal_scale, as nftables' "jhash ... mod size" computes it.
-func RingSlot(hash, size uint32) uint32 { return uint32(uint64(hash) * uint64(size) >> 32) }
+// SlotMapping is how a flow hash maps to a ring slot (bpf/ring.h ring_slot).
+type SlotMapping uint8
+
+const (
+	// SlotModulo: hash % size. The default, and what every earlier release did, so a
+	// fleet upgraded node by node keeps sending each flow to the same slot.
+	SlotModulo SlotMapping = iota
+	// SlotScaled: the kernel's reciprocal_scale, ((u64)hash * size) >> 32, which is what
+	// nftables' "jhash ... mod size" computes: XDP nodes with it pick the same backend
+	// as nftables nodes (pkg/lb/nft) for the same flow.
+	SlotScaled
+)
+
+// ParseSlotMapping reads the config's name of a slot mapping.
+func ParseSlotMapping(s string) (SlotMapping, error) {
+	switch s {
+	case "", "modulo":
+		return SlotModulo, nil
+	case "scaled":
+		return SlotScaled, nil
+	}
+	return 0, fmt.Errorf("slot mapping %q: want modulo or scaled", s)
+}
+
+func (m SlotMapping) String() string {
+	if m == SlotScaled {
+		return "scaled"
+	}
+	return "modulo"
+}
+
+// RingSlot returns the ring slot a flow hash selects in a ring of size slots, as the
+// data plane computes it with mapping m.
+func RingSlot(m SlotMapping, hash, size uint32) uint32 {
+	if m == SlotScaled {
+		return uint32(uint64(hash) * uint64(size) >> 32)
+	}
+	return hash % size
+}

@@ -74,7 +74,7 @@ func (r *rig) setVIP(v lb.VIP) {
 // ringBackend is the backend the VIP's current ring gives flow f.
 func (r *rig) ringBackend(k lb.VIPKey, f Flow) uint32 {
 	v := r.vips[k]
-	return r.tables[k][RingSlot(FlowHash(f, v.Flags), r.d.Options().RingSize)]
+	return r.tables[k][RingSlot(r.d.Options().SlotMapping, FlowHash(f, v.Flags), r.d.Options().RingSize)]
 }
 
 func (r *rig) run(in []byte) (uint32, []byte) {

@@ -405,7 +405,7 @@ func TestPrivilegedPacketTable(t *testing.T) {
 				t.Fatal(err)
 			}
 			for ; ; chg.sport++ {
-				if after[RingSlot(FlowHash(chg.flow(), 0), r.d.Options().RingSize)] != r.ringBackend(change.Key, chg.flow()) {
+				if after[RingSlot(r.d.Options().SlotMapping, FlowHash(chg.flow(), 0), r.d.Options().RingSize)] != r.ringBackend(change.Key, chg.flow()) {
 					break
 				}
 			}
@@ -440,7 +440,7 @@ func TestPrivilegedPacketTable(t *testing.T) {
 			}
 			for sport := uint16(42000); ; sport++ {
 				newFlow = with(chg, func(p *pkt) { p.sport = sport })
-				if before[RingSlot(FlowHash(newFlow.flow(), 0), r.d.Options().RingSize)] == b0 {
+				if before[RingSlot(r.d.Options().SlotMapping, FlowHash(newFlow.flow(), 0), r.d.Options().RingSize)] == b0 {
 					break
 				}
 			}

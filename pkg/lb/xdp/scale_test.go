@@ -67,7 +67,7 @@ func checkForwards(tb testing.TB, d *Dataplane, c *lb.Controller, step int) {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		id := table[FlowHash(p.flow(), v.Flags)%v.RingSize]
+		id := table[RingSlot(SlotModulo, FlowHash(p.flow(), v.Flags), v.RingSize)]
 		var want netip.Addr
 		for _, b := range v.Backends {
 			if b.ID == id {

@@ -90,7 +90,7 @@ func TestPrivilegedRingSwapUnderTraffic(t *testing.T) {
 				}
 				ok := false
 				for g := g0; g <= min(g1+1, swaps); g++ {
-					if got != 0 && got == tables[g][hashes[f]%uint32(len(tables[g]))] {
+					if got != 0 && got == tables[g][RingSlot(SlotModulo, hashes[f], uint32(len(tables[g])))] {
 						ok = true
 					}
 				}

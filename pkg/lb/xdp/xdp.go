@@ -57,6 +57,8 @@ type Options struct {
 	// MTU of the link encapsulated packets leave by; a packet that would exceed it once
 	// encapsulated is dropped and counted (drop_too_big). Default DefaultMTU.
 	MTU uint32
+	// SlotMapping is how a flow hash maps to a ring slot; default SlotModulo.
+	SlotMapping SlotMapping
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -135,6 +137,7 @@ func Load(opts Options) (*Dataplane, error) {
 		"ring_size":      opts.RingSize,
 		"udp_timeout_ns": uint64(opts.UDPTimeout.Nanoseconds()),
 		"mtu":            opts.MTU,
+		"slot_scaled":    uint32(opts.SlotMapping),
 	} {
 		if spec.Variables[name] == nil {
 			continue // not read by this build of the program

@@ -193,6 +193,7 @@ const (
 	xdplbProgXdpLb       = "xdp_lb"
 	xdplbVarMtu          = "mtu"
 	xdplbVarRingSize     = "ring_size"
+	xdplbVarSlotScaled   = "slot_scaled"
 	xdplbVarUdpTimeoutNs = "udp_timeout_ns"
 )
 
@@ -269,6 +270,7 @@ type xdplbMapSpecs struct {
 type xdplbVariableSpecs struct {
 	Mtu          *ebpf.VariableSpec `ebpf:"mtu"`
 	RingSize     *ebpf.VariableSpec `ebpf:"ring_size"`
+	SlotScaled   *ebpf.VariableSpec `ebpf:"slot_scaled"`
 	UdpTimeoutNs *ebpf.VariableSpec `ebpf:"udp_timeout_ns"`
 }
 
@@ -337,6 +339,7 @@ func (m *xdplbMaps) Close() error {
 type xdplbVariables struct {
 	Mtu          *ebpf.Variable `ebpf:"mtu"`
 	RingSize     *ebpf.Variable `ebpf:"ring_size"`
+	SlotScaled   *ebpf.Variable `ebpf:"slot_scaled"`
 	UdpTimeoutNs *ebpf.Variable `ebpf:"udp_timeout_ns"`
 }
 
