@@ -112,9 +112,9 @@ func Load(opts Options) (*Dataplane, error) {
 		if !ok {
 			return nil, fmt.Errorf("load sock_lb: %s: %w", name, ErrNotShared)
 		}
-		if ms.InnerMap != nil {
-			ms.InnerMap.MaxEntries = opts.Shared.RingSize
-		}
+		// The XDP loader sized some maps at load time (rings from the VIPs' ring sizes,
+		// conntrack from the config): the replacement must match the spec.
+		ms.MaxEntries = m.MaxEntries()
 		copts.MapReplacements[name] = m
 	}
 	if opts.PinPath != "" {
