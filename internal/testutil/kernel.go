@@ -24,3 +24,16 @@ func RequireKernelFeature(tb testing.TB, feature string, have bool, why string) 
 	}
 	tb.Skipf("%s in this kernel (%s): `make test-kernels` runs this test on Debian's 6.1 and 6.12 under QEMU (`make test` on 6.1)", feature, why)
 }
+
+// KernelTunnelBackend makes ns a backend that decapsulates with the kernel's own tunnel
+// drivers, with the commands the README gives for it: an external (collect-metadata) ipip
+// device for IPIP and an ip6tnl one for ip6ip6 and 4in6, and no reverse-path filter on
+// the decapsulated packets.
+func KernelTunnelBackend(tb testing.TB, ns *NetNS) {
+	tb.Helper()
+	ns.Run(tb, "ip", "link", "add", "tunl0", "type", "ipip", "external")
+	ns.Run(tb, "ip", "link", "set", "tunl0", "up")
+	ns.Run(tb, "ip", "link", "add", "ip6tnl0", "type", "ip6tnl", "external")
+	ns.Run(tb, "ip", "link", "set", "ip6tnl0", "up")
+	ns.Run(tb, "sysctl", "-qw", "net.ipv4.conf.tunl0.rp_filter=0", "net.ipv4.conf.all.rp_filter=0")
+}

@@ -112,7 +112,7 @@ var _ lb.Dataplane = (*Dataplane)(nil)
 func Available() (bool, string) {
 	c, err := cipvs.New()
 	if err != nil {
-		return false, fmt.Sprintf("no ipvs in this kernel (generic netlink family IPVS: %v)", err)
+		return false, fmt.Sprintf("generic netlink family IPVS: %v", err)
 	}
 	defer closeClient(c)
 	info, err := c.Info()
