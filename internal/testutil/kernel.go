@@ -26,14 +26,16 @@ func RequireKernelFeature(tb testing.TB, feature string, have bool, why string) 
 }
 
 // KernelTunnelBackend makes ns a backend that decapsulates with the kernel's own tunnel
-// drivers, with the commands the README gives for it: an external (collect-metadata) ipip
-// device for IPIP and an ip6tnl one for ip6ip6 and 4in6, and no reverse-path filter on
-// the decapsulated packets.
+// drivers, with the commands the README gives for it: one external (collect-metadata)
+// ipip device for IPIP and one ip6tnl device in mode any for ip6ip6 and 4in6, and no
+// reverse-path filter on what they decapsulate. (Loading ipip or ip6_tunnel creates the
+// fallback devices tunl0 and ip6tnl0 in every namespace, so the names must differ;
+// ip6tnl0 takes ip6ip6 only.)
 func KernelTunnelBackend(tb testing.TB, ns *NetNS) {
 	tb.Helper()
-	ns.Run(tb, "ip", "link", "add", "tunl0", "type", "ipip", "external")
-	ns.Run(tb, "ip", "link", "set", "tunl0", "up")
-	ns.Run(tb, "ip", "link", "add", "ip6tnl0", "type", "ip6tnl", "external")
-	ns.Run(tb, "ip", "link", "set", "ip6tnl0", "up")
-	ns.Run(tb, "sysctl", "-qw", "net.ipv4.conf.tunl0.rp_filter=0", "net.ipv4.conf.all.rp_filter=0")
+	ns.Run(tb, "ip", "link", "add", "name", "ipip-lb", "type", "ipip", "external")
+	ns.Run(tb, "ip", "link", "set", "ipip-lb", "up")
+	ns.Run(tb, "ip", "link", "add", "name", "ip6tnl-lb", "type", "ip6tnl", "external", "mode", "any")
+	ns.Run(tb, "ip", "link", "set", "ip6tnl-lb", "up")
+	ns.Run(tb, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.ipip-lb.rp_filter=0", "net.ipv4.conf.ip6tnl-lb.rp_filter=0")
 }

@@ -24,6 +24,7 @@ type Config struct {
 	NextHop NextHop `mapstructure:"nexthop"`
 	Encap   Encap   `mapstructure:"encap"`
 	XDP     XDP     `mapstructure:"xdp"`
+	IPVS    IPVS    `mapstructure:"ipvs"`
 	Admin   Admin   `mapstructure:"admin"`
 	BGP     BGP     `mapstructure:"bgp"`
 	VIPs    []VIP   `mapstructure:"vips"`
@@ -87,6 +88,9 @@ type VIP struct {
 	Port             int       `mapstructure:"port"`
 	Protocol         string    `mapstructure:"protocol"`
 	HashNoSourcePort bool      `mapstructure:"hash_no_source_port"`
+	// Forward is how the IPVS data plane reaches the backends: tunnel (IPIP, default)
+	// or masq (NAT). Other data planes ignore it.
+	Forward string `mapstructure:"forward"`
 	Health           *Health   `mapstructure:"health"`
 	Backends         []Backend `mapstructure:"backends"`
 	Communities      []string  `mapstructure:"communities"`
@@ -146,6 +150,10 @@ func defaults() map[string]any {
 		"xdp.conntrack_size":       uint32(limits.DefaultConntrackSize),
 		"xdp.udp_timeout":          30 * time.Second,
 		"xdp.mtu":                  uint32(1500),
+		"ipvs.consider_in_auto":    false,
+		"ipvs.vip_device":          DefaultIPVSDevice,
+		"ipvs.state_file":          DefaultIPVSStateFile,
+		"ipvs.resync_interval":     DefaultIPVSResync,
 		"admin.listen":             DefaultAdmin,
 		"admin.token_file":         "",
 		"bgp.enabled":              false,

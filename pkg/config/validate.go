@@ -45,8 +45,8 @@ func Validate(c *Config) []Problem {
 		}
 	}
 	switch c.Dataplane {
-	case "xdp":
-	case "nftables", "iptables", "ipvs", "auto":
+	case "xdp", "ipvs":
+	case "nftables", "iptables", "auto":
 		bad("dataplane", "%q is not available yet (only xdp)", c.Dataplane)
 	default:
 		bad("dataplane", "%q: want xdp", c.Dataplane)
@@ -91,6 +91,7 @@ func Validate(c *Config) []Problem {
 		bad("admin.token_file", "%q: want an absolute path", c.Admin.TokenFile)
 	}
 	validateBGP(&c.BGP, bad)
+	validateIPVS(c, bad)
 
 	if len(c.VIPs) > MaxVIPs {
 		bad("vips", "%d vips: at most %d", len(c.VIPs), MaxVIPs)

@@ -133,6 +133,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.m = newMetrics(reg, d)
 	d.ann = &announcer{d: d}
 	d.ctrl = lb.NewController(d.log, d.dp, d.dp.Info().MaxBackendID, d.ann, d.onApply)
+	// A data plane that notices its state changed behind its back (IPVS) asks for a pass.
+	if w, ok := d.dp.(interface{ SetOnDrift(func()) }); ok {
+		w.SetOnDrift(d.ctrl.Kick)
+	}
 	d.prober = health.NewProber(d.log, d.onHealth)
 	d.ctrl.SetOverrides(ov)
 	d.ctrl.SetSpec(spec)
@@ -239,15 +243,20 @@ func (d *Daemon) shutdown() error {
 // works after ring_size or conntrack_size changed. It refuses while a daemon runs on the
 // same bpffs directory.
 func Cleanup(cfg *config.Config) ([]string, error) {
+	removedIPVS, err := cleanupIPVS(cfg)
+	if err != nil {
+		return removedIPVS, err
+	}
 	if _, err := os.Stat(cfg.BPFFS); errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return removedIPVS, nil
 	}
 	unlock, err := lockInstance(cfg.BPFFS)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	return xdp.RemovePinned(cfg.BPFFS)
+	removed, err := xdp.RemovePinned(cfg.BPFFS)
+	return append(removedIPVS, removed...), err
 }
 
 func (d *Daemon) setForwarding(cfg *config.Config) error {

@@ -22,6 +22,8 @@ func newDataplane(cfg *config.Config, logger *slog.Logger) (lb.Dataplane, error)
 			return nil, err
 		}
 		return xdp.NewNode(d, "configured (dataplane: xdp)"), nil
+	case "ipvs":
+		return newIPVS(cfg, logger, "configured (dataplane: ipvs)")
 	}
 	return nil, fmt.Errorf("dataplane %q: %w", cfg.Dataplane, ErrUnsupported)
 }

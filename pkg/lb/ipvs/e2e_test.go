@@ -278,17 +278,31 @@ func TestPrivilegedIPVS(t *testing.T) {
 			t.Errorf("%s: answers from %v, want all three backends", sv.Name, got)
 		}
 	}
-	c, err := dp.Counters()
-	if err != nil {
-		t.Fatal(err)
+	// IPVS sums its per-CPU counters every 2 seconds (its rate estimator).
+	var c lb.Counters
+	for deadline := time.Now().Add(8 * time.Second); ; {
+		var err error
+		if c, err = dp.Counters(); err != nil {
+			t.Fatal(err)
+		}
+		low := false
+		for _, sv := range spec.Services {
+			if vc := c.VIPs[sv.Key]; vc.NewFlows < n || vc.Packets < n || vc.Bytes == 0 {
+				low = true
+			}
+		}
+		if !low {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, sv := range spec.Services {
+				t.Errorf("%s: counters %+v, want at least %d connections and packets", sv.Name, c.VIPs[sv.Key], n)
+			}
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	var perBackend uint64
-	for _, sv := range spec.Services {
-		vc := c.VIPs[sv.Key]
-		if vc.NewFlows < n || vc.Packets < n || vc.Bytes == 0 {
-			t.Errorf("%s: counters %+v, want at least %d connections and packets", sv.Name, vc, n)
-		}
-	}
 	for _, bc := range c.Backends {
 		perBackend += bc.NewFlows
 	}
@@ -432,6 +446,20 @@ func TestPrivilegedIPVSReload(t *testing.T) {
 	appliedAt := time.Now()
 	time.Sleep(1500 * time.Millisecond)
 	reqs := load.Stop()
+	// be2 left: it stays with weight 0 while IPVS still has connections to it.
+	dests, err := dp.Destinations(sv.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("destinations after the change: %+v", dests)
+	byAddr := map[string]ipvs.DestStatus{}
+	for _, d := range dests {
+		byAddr[d.Address] = d
+	}
+	old, kept, added := byAddr[b.be4[1].String()+":80"], byAddr[b.be4[0].String()+":80"], byAddr[b.be4[2].String()+":80"]
+	if !old.Leaving || old.Weight != 0 || old.InactiveConns+old.ActiveConns == 0 || kept.Weight != 1 || added.Weight != 1 || added.Leaving {
+		t.Errorf("after the change: be2 %+v (want leaving with weight 0 and connections), be1 %+v, be3 %+v (want weight 1)", old, kept, added)
+	}
 	testutil.CheckReplaced(t, reqs, changeAt, appliedAt, "be1", "be2", "be3", func() string {
 		out, _ := b.lbNS.Output("ipvsadm", "-Ln")
 		return "ipvs table:\n" + out

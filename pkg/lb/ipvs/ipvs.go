@@ -286,11 +286,16 @@ func (d *Dataplane) matches(ks cipvs.ServiceExtended, r serviceRecord) (bool, er
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return false, fmt.Errorf("list destinations of %s: %w", r.Key, err)
 	}
-	if len(dests) != len(r.Backends) {
-		return false, nil
-	}
 	have := make(map[netip.Addr]cipvs.DestinationExtended, len(dests))
+	listed := map[netip.Addr]bool{}
+	for _, b := range r.Backends {
+		listed[b.Addr.Unmap()] = true
+	}
 	for _, de := range dests {
+		// A leaving destination (weight 0, no longer listed) finishes its connections.
+		if !listed[de.Address] && de.Weight != 0 {
+			return false, nil
+		}
 		have[de.Address] = de
 	}
 	for _, b := range r.Backends {
@@ -411,14 +416,64 @@ func (d *Dataplane) SetVIP(v lb.VIP) error {
 			}
 		}
 	}
+	// A backend that leaves keeps finishing its connections: IPVS drops the packets of
+	// connections whose destination was removed (unless expire_nodest_conn), so it
+	// stays with weight 0 until it has none; reapLeaving removes it then.
 	for a, de := range have {
-		if !keep[a] {
-			if err := d.c.RemoveDestination(svc, de.Destination); err != nil {
+		if keep[a] {
+			continue
+		}
+		if de.ActiveConnections+de.InactiveConnections == 0 {
+			if err := d.c.RemoveDestination(svc, de.Destination); err != nil && !isNotExist(err) {
 				return fmt.Errorf("remove backend %s from %s: %w", a, k, err)
+			}
+			continue
+		}
+		if de.Weight != 0 {
+			leaving := de.Destination
+			leaving.Weight = 0
+			if err := d.c.UpdateDestination(svc, leaving); err != nil {
+				return fmt.Errorf("drain leaving backend %s of %s: %w", a, k, err)
 			}
 		}
 	}
 	return nil
+}
+
+// reapLeaving removes the destinations of l4lb's services that are no longer listed
+// and have no connections left; it returns how many it removed.
+func (d *Dataplane) reapLeaving() (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ks, err := d.kernelServices()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range d.state.Services {
+		s, ok := ks[r.Key]
+		if !ok {
+			continue
+		}
+		listed := map[netip.Addr]bool{}
+		for _, b := range r.Backends {
+			listed[b.Addr.Unmap()] = true
+		}
+		dests, err := d.c.Destinations(s.Service)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return n, fmt.Errorf("list destinations of %s: %w", r.Key, err)
+		}
+		for _, de := range dests {
+			if listed[de.Address] || de.Weight != 0 || de.ActiveConnections+de.InactiveConnections != 0 {
+				continue
+			}
+			if err := d.c.RemoveDestination(s.Service, de.Destination); err != nil && !isNotExist(err) {
+				return n, fmt.Errorf("remove leaving backend %s from %s: %w", de.Address, r.Key, err)
+			}
+			n++
+		}
+	}
+	return n, nil
 }
 
 // DeleteVIP implements lb.Programmer. Only a service l4lb created is removed.
@@ -509,11 +564,13 @@ func traffic(s cipvs.Stats) lb.TrafficCounters {
 
 // Attach implements lb.Dataplane. IPVS intercepts traffic to local addresses on every
 // interface, so there is nothing to attach; it creates the VIP device if one is
-// configured and returns "ipvs" for each interface.
-func (d *Dataplane) Attach(_ context.Context, ifaces []string) (map[string]string, error) {
+// configured, starts Watch (until ctx ends or Detach) and returns "ipvs" for each
+// interface.
+func (d *Dataplane) Attach(ctx context.Context, ifaces []string) (map[string]string, error) {
 	if err := d.ensureDevice(); err != nil {
 		return nil, err
 	}
+	d.Watch(ctx)
 	modes := map[string]string{}
 	for _, i := range ifaces {
 		modes[i] = "ipvs"
@@ -599,8 +656,9 @@ func (d *Dataplane) SetOnDrift(f func()) {
 }
 
 // Watch compares the kernel's table with what l4lb programmed every Options.Resync and
-// calls the SetOnDrift function when a service is missing or changed. It returns at
-// once; StopWatch (or Detach, Close) ends it.
+// calls the SetOnDrift function when a service is missing or changed; it also removes
+// leaving backends whose connections have ended. It returns at once; StopWatch (or
+// Detach, Close) ends it.
 func (d *Dataplane) Watch(ctx context.Context) {
 	d.mu.Lock()
 	if d.stop != nil {
@@ -620,6 +678,9 @@ func (d *Dataplane) Watch(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			}
+			if _, err := d.reapLeaving(); err != nil {
+				d.log.Warn("remove leaving backends", "error", err)
 			}
 			p, err := d.Programmed()
 			if err != nil {
