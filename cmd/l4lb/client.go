@@ -122,6 +122,9 @@ func newStatusCmds(f *clientFlags) []*cobra.Command {
 			fmt.Fprintf(w, "last reload %s ok=%v %s\n", v.LastReload.At.Format(time.RFC3339), v.LastReload.OK, v.LastReload.Error)
 		}
 		printVIPs(w, v, true)
+		if len(v.IPVS) > 0 {
+			printIPVS(w, v.IPVS)
+		}
 		if v.BGP != nil {
 			printBGP(w, v.BGP)
 		}

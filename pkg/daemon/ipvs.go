@@ -36,3 +36,16 @@ func cleanupIPVS(cfg *config.Config) ([]string, error) {
 	defer d.Close()
 	return d.Cleanup()
 }
+
+// ipvsTable is the IPVS service table for /v1/state; nil unless the data plane is IPVS.
+func (d *Daemon) ipvsTable() []ipvs.ServiceStatus {
+	dp, ok := d.dp.(*ipvs.Dataplane)
+	if !ok {
+		return nil
+	}
+	t, err := dp.Table()
+	if err != nil {
+		d.log.Warn("read the ipvs table", "error", err)
+	}
+	return t
+}

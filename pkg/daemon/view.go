@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"time"
+
+	"github.com/l4lb/l4lb/pkg/lb/ipvs"
 )
 
 // View is /v1/state: everything an operator asks about a node.
@@ -17,6 +19,8 @@ type View struct {
 	VIPs       []VIPView         `json:"vips"`
 	BGP        *BGPView          `json:"bgp,omitempty"`
 	Counters   map[string]uint64 `json:"counters"`
+	// IPVS is the IPVS data plane's service table (dataplane: ipvs only).
+	IPVS []ipvs.ServiceStatus `json:"ipvs,omitempty"`
 }
 
 // ApplyView is the controller's last pass.
@@ -88,6 +92,7 @@ func (d *Daemon) view() View {
 		v.VIPs = append(v.VIPs, vv)
 	}
 	v.Counters = counters.Global
+	v.IPVS = d.ipvsTable()
 	if d.ann != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

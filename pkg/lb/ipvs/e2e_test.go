@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -220,7 +221,8 @@ func service(name string, key string, proto lb.Proto, flags lb.VIPFlags, backend
 // (to backends that decapsulate with the kernel's ipip / ip6tnl devices) and in masq
 // mode, driven by the controller: health failure and drain take a backend out of new
 // connections, a service removed behind l4lb's back comes back, a service that is not
-// l4lb's is never touched, and cleanup removes everything l4lb made.
+// l4lb's is never touched, a reload that replaces a backend loses no request, a
+// restarted data plane reads back what it made, and cleanup removes everything it made.
 func TestPrivilegedIPVS(t *testing.T) {
 	requireIPVS(t)
 	b := newBed(t)
@@ -342,6 +344,39 @@ func TestPrivilegedIPVS(t *testing.T) {
 		}
 	}
 
+	// A reload that replaces a backend, under load: no request is lost, only the kept and
+	// the new backend answer after it, and the old one stays (weight 0) while IPVS still
+	// has connections to it.
+	r1 := service("r4", vipReload, lb.ProtoTCP, 0, b.be4[0], b.be4[1])
+	ctl.SetSpec(lb.Spec{Services: append(slices.Clone(spec.Services), r1)})
+	apply()
+	load := testutil.StartLoad(4, 20*time.Millisecond, func() (string, error) { return request(b.client, r1.Key) })
+	time.Sleep(1500 * time.Millisecond)
+	changeAt := time.Now()
+	r2 := service("r4", vipReload, lb.ProtoTCP, 0, b.be4[0], b.be4[2])
+	spec.Services = append(spec.Services, r2)
+	ctl.SetSpec(spec)
+	apply()
+	appliedAt := time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	reqs := load.Stop()
+	rdests, err := dp.Destinations(r2.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byAddr := map[string]ipvs.DestStatus{}
+	for _, d := range rdests {
+		byAddr[d.Address] = d
+	}
+	old, kept, added := byAddr[b.be4[1].String()+":80"], byAddr[b.be4[0].String()+":80"], byAddr[b.be4[2].String()+":80"]
+	if !old.Leaving || old.Weight != 0 || old.InactiveConns+old.ActiveConns == 0 || kept.Weight != 1 || added.Weight != 1 || added.Leaving {
+		t.Errorf("after the change: be2 %+v (want leaving with weight 0 and connections), be1 %+v, be3 %+v (want weight 1)", old, kept, added)
+	}
+	testutil.CheckReplaced(t, reqs, changeAt, appliedAt, "be1", "be2", "be3", func() string {
+		out, _ := b.lbNS.Output("ipvsadm", "-Ln")
+		return "ipvs table:\n" + out
+	})
+
 	// Removed behind l4lb's back: Watch notices, the next pass restores it.
 	drift := make(chan struct{}, 1)
 	dp.SetOnDrift(func() {
@@ -387,7 +422,7 @@ func TestPrivilegedIPVS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(before) != fmt.Sprint(after) || len(after.VIPs) != 8 {
+	if fmt.Sprint(before) != fmt.Sprint(after) || len(after.VIPs) != 9 {
 		t.Errorf("after a restart the data plane holds %v, want %v", after, before)
 	}
 
@@ -411,57 +446,4 @@ func TestPrivilegedIPVS(t *testing.T) {
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
 		t.Errorf("the state file is still there: %v", err)
 	}
-}
-
-// TestPrivilegedIPVSReload replaces a backend of a tunnel-mode VIP under load: no request
-// is lost, and only the kept and the new backend answer after the change.
-func TestPrivilegedIPVSReload(t *testing.T) {
-	requireIPVS(t)
-	b := newBed(t)
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	var dp *ipvs.Dataplane
-	if err := b.lbNS.Do(func() error {
-		var err error
-		dp, err = ipvs.New(ipvs.Options{Device: "l4lb-ipvs", Logger: logger})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dp.Cleanup(); dp.Close() })
-	ctl := lb.NewController(logger, dp, dp.Info().MaxBackendID, nil, nil)
-	sv := service("r4", vipReload, lb.ProtoTCP, 0, b.be4[0], b.be4[1])
-	ctl.SetSpec(lb.Spec{Services: []lb.Service{sv}})
-	if res := ctl.Apply(context.Background()); res.Err != nil {
-		t.Fatal(res.Err)
-	}
-	load := testutil.StartLoad(4, 20*time.Millisecond, func() (string, error) { return request(b.client, sv.Key) })
-	time.Sleep(1500 * time.Millisecond)
-	changeAt := time.Now()
-	sv2 := service("r4", vipReload, lb.ProtoTCP, 0, b.be4[0], b.be4[2])
-	ctl.SetSpec(lb.Spec{Services: []lb.Service{sv2}})
-	if res := ctl.Apply(context.Background()); res.Err != nil {
-		load.Stop()
-		t.Fatal(res.Err)
-	}
-	appliedAt := time.Now()
-	time.Sleep(1500 * time.Millisecond)
-	reqs := load.Stop()
-	// be2 left: it stays with weight 0 while IPVS still has connections to it.
-	dests, err := dp.Destinations(sv.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("destinations after the change: %+v", dests)
-	byAddr := map[string]ipvs.DestStatus{}
-	for _, d := range dests {
-		byAddr[d.Address] = d
-	}
-	old, kept, added := byAddr[b.be4[1].String()+":80"], byAddr[b.be4[0].String()+":80"], byAddr[b.be4[2].String()+":80"]
-	if !old.Leaving || old.Weight != 0 || old.InactiveConns+old.ActiveConns == 0 || kept.Weight != 1 || added.Weight != 1 || added.Leaving {
-		t.Errorf("after the change: be2 %+v (want leaving with weight 0 and connections), be1 %+v, be3 %+v (want weight 1)", old, kept, added)
-	}
-	testutil.CheckReplaced(t, reqs, changeAt, appliedAt, "be1", "be2", "be3", func() string {
-		out, _ := b.lbNS.Output("ipvsadm", "-Ln")
-		return "ipvs table:\n" + out
-	})
 }
