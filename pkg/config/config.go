@@ -88,13 +88,13 @@ type VIP struct {
 	Port             int       `mapstructure:"port"`
 	Protocol         string    `mapstructure:"protocol"`
 	HashNoSourcePort bool      `mapstructure:"hash_no_source_port"`
-	// Forward is how the IPVS data plane reaches the backends: tunnel (IPIP, default)
-	// or masq (NAT). Other data planes ignore it.
-	Forward string `mapstructure:"forward"`
 	Health           *Health   `mapstructure:"health"`
 	Backends         []Backend `mapstructure:"backends"`
 	Communities      []string  `mapstructure:"communities"`
 	MED              uint32    `mapstructure:"med"`
+	// Forward is how the IPVS data plane reaches the backends: tunnel (IPIP, default)
+	// or masq (NAT). Other data planes ignore it.
+	Forward string `mapstructure:"forward"`
 }
 
 // Backend is one real server of a VIP.

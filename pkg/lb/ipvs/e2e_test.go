@@ -40,6 +40,7 @@ const (
 	vipTunnel6 = "2001:db8:f::10"
 	vipMasq6   = "2001:db8:f::11"
 	vipReload  = "203.0.113.12"
+	vip4in6    = "203.0.113.13"
 	vipForeign = "203.0.113.99"
 )
 
@@ -84,12 +85,12 @@ func newBed(t *testing.T) *bed {
 		be.Run(t, "ip", "link", "set", beIf, "mtu", "1600")
 		// Tunnel mode: the kernel's own tunnel devices decapsulate, the VIPs are local.
 		testutil.KernelTunnelBackend(t, be)
-		for _, v := range []string{vipTunnel4 + "/32", vipReload + "/32"} {
+		for _, v := range []string{vipTunnel4 + "/32", vipReload + "/32", vip4in6 + "/32"} {
 			be.Run(t, "ip", "addr", "add", v, "dev", "lo")
 		}
 		be.Run(t, "ip", "-6", "addr", "add", vipTunnel6+"/128", "dev", "lo", "nodad")
 		name := fmt.Sprintf("be%d", i)
-		serve(t, be, name, []string{vipTunnel4, vipReload, a4.String(), vipTunnel6, a6.String()})
+		serve(t, be, name, []string{vipTunnel4, vipReload, vip4in6, a4.String(), vipTunnel6, a6.String()})
 		b.backends = append(b.backends, be)
 		b.be4, b.be6 = append(b.be4, a4), append(b.be6, a6)
 	}
@@ -260,6 +261,9 @@ func TestPrivilegedIPVS(t *testing.T) {
 			service("m6-"+p.String(), vipMasq6, p, lb.FlagForwardMasq, b.be6...),
 		)
 	}
+	// 4in6: an IPv4 VIP tunnelled to IPv6 backends (IPVS allows mixed families in tunnel
+	// mode only).
+	spec.Services = append(spec.Services, service("x46-tcp", vip4in6, lb.ProtoTCP, 0, b.be6...))
 	ctl := lb.NewController(logger, dp, dp.Info().MaxBackendID, nil, nil)
 	ctl.SetSpec(spec)
 	apply := func() {
@@ -422,7 +426,7 @@ func TestPrivilegedIPVS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(before) != fmt.Sprint(after) || len(after.VIPs) != 9 {
+	if fmt.Sprint(before) != fmt.Sprint(after) || len(after.VIPs) != 10 {
 		t.Errorf("after a restart the data plane holds %v, want %v", after, before)
 	}
 

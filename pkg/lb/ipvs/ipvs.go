@@ -12,9 +12,11 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -106,11 +108,11 @@ type serviceRecord struct {
 
 var _ lb.Dataplane = (*Dataplane)(nil)
 
-// Available tells whether this kernel has IPVS and its mh scheduler: it opens the IPVS
-// generic netlink family (the kernel loads ip_vs on demand where modules are allowed)
-// and, if that works, the reason names the IPVS version.
+// Available tells whether this kernel has IPVS: it opens the IPVS generic netlink family
+// (loading ip_vs first if it is a module not loaded yet) and, if that works, the reason
+// names the IPVS version. The mh scheduler is loaded by IPVS when a service asks for it.
 func Available() (bool, string) {
-	c, err := cipvs.New()
+	c, err := open()
 	if err != nil {
 		return false, fmt.Sprintf("generic netlink family IPVS: %v", err)
 	}
@@ -130,7 +132,7 @@ func New(opts Options) (*Dataplane, error) {
 	if opts.Resync == 0 {
 		opts.Resync = 5 * time.Second
 	}
-	c, err := cipvs.New()
+	c, err := open()
 	if err != nil {
 		return nil, fmt.Errorf("open ipvs: %w: %w", ErrNoIPVS, err)
 	}
@@ -714,4 +716,18 @@ func (d *Dataplane) StopWatch() {
 		stop()
 		<-done
 	}
+}
+
+// open opens the IPVS netlink family. The kernel does not load ip_vs for a generic
+// netlink request, so if the family is missing, modprobe loads it (nothing else is run:
+// IPVS itself is programmed over netlink only).
+func open() (cipvs.Client, error) {
+	c, err := cipvs.New()
+	if err == nil {
+		return c, nil
+	}
+	if out, merr := exec.Command("modprobe", "ip_vs").CombinedOutput(); merr != nil {
+		return nil, fmt.Errorf("%w (modprobe ip_vs: %v: %s)", err, merr, strings.TrimSpace(string(out)))
+	}
+	return cipvs.New()
 }
