@@ -33,9 +33,10 @@ func RequireKernelFeature(tb testing.TB, feature string, have bool, why string) 
 // ip6tnl0 takes ip6ip6 only.)
 func KernelTunnelBackend(tb testing.TB, ns *NetNS) {
 	tb.Helper()
-	ns.Run(tb, "ip", "link", "add", "name", "ipip-lb", "type", "ipip", "external")
-	ns.Run(tb, "ip", "link", "set", "ipip-lb", "up")
-	ns.Run(tb, "ip", "link", "add", "name", "ip6tnl-lb", "type", "ip6tnl", "external", "mode", "any")
-	ns.Run(tb, "ip", "link", "set", "ip6tnl-lb", "up")
-	ns.Run(tb, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.ipip-lb.rp_filter=0", "net.ipv4.conf.ip6tnl-lb.rp_filter=0")
+	ns.IPBatch(tb,
+		"link add name ipip-lb type ipip external",
+		"link set ipip-lb up",
+		"link add name ip6tnl-lb type ip6tnl external mode any",
+		"link set ip6tnl-lb up")
+	ns.Sysctl(tb, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.ipip-lb.rp_filter=0", "net.ipv4.conf.ip6tnl-lb.rp_filter=0")
 }

@@ -31,7 +31,7 @@ func requireIPVS(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	ok, why := ipvs.Available()
 	testutil.RequireKernelFeature(t, "no IPVS", ok, why)
-	testutil.RequireCommands(t, "ip", "ethtool", "sysctl")
+	testutil.RequireCommands(t, "ip")
 }
 
 const (
@@ -54,46 +54,56 @@ type bed struct {
 }
 
 func newBed(t *testing.T) *bed {
+	// Few processes: in the VM under emulation each costs about a second.
 	b := &bed{client: testutil.NewNetNS(t, "client"), lbNS: testutil.NewNetNS(t, "lb")}
-	testutil.Veth(t, b.client, "c0", b.lbNS, "l0")
-	b.client.Run(t, "ip", "addr", "add", "198.51.100.2/24", "dev", "c0")
-	b.client.Run(t, "ip", "-6", "addr", "add", "2001:db8:c::2/64", "dev", "c0", "nodad")
-	b.client.Run(t, "ip", "route", "add", "default", "via", "198.51.100.1")
-	b.client.Run(t, "ip", "-6", "route", "add", "default", "via", "2001:db8:c::1")
-	b.lbNS.Run(t, "ip", "addr", "add", "198.51.100.1/24", "dev", "l0")
-	b.lbNS.Run(t, "ip", "-6", "addr", "add", "2001:db8:c::1/64", "dev", "l0", "nodad")
+	b.lbNS.IPBatch(t,
+		"link add l0 type veth peer name c0 netns "+b.client.Name(),
+		"link set l0 up",
+		"addr add 198.51.100.1/24 dev l0",
+		"-6 addr add 2001:db8:c::1/64 dev l0 nodad")
+	b.client.IPBatch(t,
+		"link set c0 up",
+		"addr add 198.51.100.2/24 dev c0",
+		"-6 addr add 2001:db8:c::2/64 dev c0 nodad",
+		"route add default via 198.51.100.1",
+		"-6 route add default via 2001:db8:c::1")
 	// Forwarding for the replies; accept_local because tunnel mode's replies come from
 	// the VIP, which is local here too.
-	b.lbNS.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
-		"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.all.accept_local=1", "net.ipv4.conf.default.accept_local=1",
-		"net.ipv4.conf.default.rp_filter=0")
+	lbSys := []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0",
+		"net.ipv4.conf.all.accept_local=1"}
+	var lbCmds []string
 	for i := 1; i <= 3; i++ {
 		be := testutil.NewNetNS(t, fmt.Sprintf("be%d", i))
-		lbIf, beIf := fmt.Sprintf("b%d", i), "e0"
-		testutil.Veth(t, b.lbNS, lbIf, be, beIf)
+		lbIf := fmt.Sprintf("b%d", i)
 		a4 := netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", 16*i+2))
 		a6 := netip.MustParseAddr(fmt.Sprintf("2001:db8:%d::2", i))
-		b.lbNS.Run(t, "ip", "addr", "add", fmt.Sprintf("192.0.2.%d/28", 16*i+1), "dev", lbIf)
-		b.lbNS.Run(t, "ip", "-6", "addr", "add", fmt.Sprintf("2001:db8:%d::1/64", i), "dev", lbIf, "nodad")
-		b.lbNS.Run(t, "sysctl", "-qw", "net.ipv4.conf."+lbIf+".accept_local=1", "net.ipv4.conf."+lbIf+".rp_filter=0")
-		be.Run(t, "ip", "addr", "add", a4.String()+"/28", "dev", beIf)
-		be.Run(t, "ip", "-6", "addr", "add", a6.String()+"/64", "dev", beIf, "nodad")
-		be.Run(t, "ip", "route", "add", "default", "via", fmt.Sprintf("192.0.2.%d", 16*i+1))
-		be.Run(t, "ip", "-6", "route", "add", "default", "via", fmt.Sprintf("2001:db8:%d::1", i))
-		// Encapsulation adds 20 or 40 bytes.
-		b.lbNS.Run(t, "ip", "link", "set", lbIf, "mtu", "1600")
-		be.Run(t, "ip", "link", "set", beIf, "mtu", "1600")
-		// Tunnel mode: the kernel's own tunnel devices decapsulate, the VIPs are local.
+		// Encapsulation adds 20 or 40 bytes: MTU 1600 on the links.
+		lbCmds = append(lbCmds,
+			"link add "+lbIf+" mtu 1600 type veth peer name e0 mtu 1600 netns "+be.Name(),
+			"link set "+lbIf+" up",
+			fmt.Sprintf("addr add 192.0.2.%d/28 dev %s", 16*i+1, lbIf),
+			fmt.Sprintf("-6 addr add 2001:db8:%d::1/64 dev %s nodad", i, lbIf))
+		lbSys = append(lbSys, "net.ipv4.conf."+lbIf+".accept_local=1", "net.ipv4.conf."+lbIf+".rp_filter=0")
+		b.lbNS.IPBatch(t, lbCmds[len(lbCmds)-4:]...)
+		be.IPBatch(t,
+			"link set e0 up",
+			"addr add "+a4.String()+"/28 dev e0",
+			"-6 addr add "+a6.String()+"/64 dev e0 nodad",
+			fmt.Sprintf("route add default via 192.0.2.%d", 16*i+1),
+			fmt.Sprintf("-6 route add default via 2001:db8:%d::1", i),
+			// Tunnel mode: the VIPs are local.
+			"addr add "+vipTunnel4+"/32 dev lo",
+			"addr add "+vipReload+"/32 dev lo",
+			"addr add "+vip4in6+"/32 dev lo",
+			"-6 addr add "+vipTunnel6+"/128 dev lo nodad")
+		// Tunnel mode: the kernel's own tunnel devices decapsulate.
 		testutil.KernelTunnelBackend(t, be)
-		for _, v := range []string{vipTunnel4 + "/32", vipReload + "/32", vip4in6 + "/32"} {
-			be.Run(t, "ip", "addr", "add", v, "dev", "lo")
-		}
-		be.Run(t, "ip", "-6", "addr", "add", vipTunnel6+"/128", "dev", "lo", "nodad")
 		name := fmt.Sprintf("be%d", i)
 		serve(t, be, name, []string{vipTunnel4, vipReload, vip4in6, a4.String(), vipTunnel6, a6.String()})
 		b.backends = append(b.backends, be)
 		b.be4, b.be6 = append(b.be4, a4), append(b.be6, a6)
 	}
+	b.lbNS.Sysctl(t, lbSys...)
 	return b
 }
 

@@ -17,15 +17,13 @@ import (
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
 
-// kernelTunnels tells whether this kernel can make ipip and ip6tnl devices: it tries in
-// a throw-away namespace.
-func kernelTunnels(t *testing.T) (bool, string) {
-	ns := testutil.NewNetNS(t, "probe")
-	for _, typ := range []string{"ipip", "ip6tnl"} {
-		if out, err := exec.Command("ip", "-n", ns.Name(), "link", "add", "probe0", "type", typ, "external").CombinedOutput(); err != nil {
-			return false, fmt.Sprintf("ip link add type %s: %v: %s", typ, err, strings.TrimSpace(string(out)))
-		}
-		exec.Command("ip", "-n", ns.Name(), "link", "del", "probe0").Run()
+// kernelTunnels tells whether this kernel can make ipip and ip6tnl devices: it makes and
+// removes one of each in ns.
+func kernelTunnels(ns *testutil.NetNS) (bool, string) {
+	cmd := exec.Command("ip", "-n", ns.Name(), "-batch", "-")
+	cmd.Stdin = strings.NewReader("link add probe0 type ipip external\nlink add probe1 type ip6tnl external\nlink del probe0\nlink del probe1\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return false, fmt.Sprintf("ip link add type ipip / ip6tnl: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	return true, ""
 }
@@ -38,40 +36,45 @@ func kernelTunnels(t *testing.T) (bool, string) {
 //	              \
 //	               be          (the README's tunnel devices, VIPs on lo)
 func TestPrivilegedKernelTunnel(t *testing.T) {
-	testutil.RequireCommands(t, "ip", "ethtool", "sysctl")
-	ok, why := kernelTunnels(t)
+	testutil.RequireCommands(t, "ip", "ethtool")
+	be := testutil.NewNetNS(t, "be")
+	ok, why := kernelTunnels(be)
 	testutil.RequireKernelFeature(t, "no ipip / ip6tnl devices", ok, why)
 	client := testutil.NewNetNS(t, "client")
 	router := testutil.NewNetNS(t, "router")
 	lbNS := testutil.NewNetNS(t, "lb")
-	be := testutil.NewNetNS(t, "be")
 	testutil.Veth(t, client, "c0", router, "rc")
 	testutil.Veth(t, router, "rl", lbNS, "l0")
 	testutil.Veth(t, router, "rb", be, "b0")
-	run := func(ns *testutil.NetNS, args ...string) { ns.Run(t, args...) }
-	run(client, "ip", "addr", "add", "198.51.100.2/24", "dev", "c0")
-	run(client, "ip", "-6", "addr", "add", "2001:db8:c::2/64", "dev", "c0", "nodad")
-	run(client, "ip", "route", "add", "default", "via", "198.51.100.1")
-	run(client, "ip", "-6", "route", "add", "default", "via", "2001:db8:c::1")
-	run(router, "ip", "addr", "add", "198.51.100.1/24", "dev", "rc")
-	run(router, "ip", "-6", "addr", "add", "2001:db8:c::1/64", "dev", "rc", "nodad")
-	run(router, "ip", "addr", "add", "192.0.2.1/26", "dev", "rl")
-	run(router, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "rl", "nodad")
-	run(router, "ip", "addr", "add", "192.0.2.65/26", "dev", "rb")
-	run(router, "ip", "-6", "addr", "add", "2001:db8:2::1/64", "dev", "rb", "nodad")
-	run(router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0")
-	run(lbNS, "ip", "addr", "add", "192.0.2.2/26", "dev", "l0")
-	run(lbNS, "ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "l0", "nodad")
-	run(be, "ip", "addr", "add", "192.0.2.66/26", "dev", "b0")
-	run(be, "ip", "-6", "addr", "add", "2001:db8:2::2/64", "dev", "b0", "nodad")
-	run(be, "ip", "route", "add", "default", "via", "192.0.2.65")
-	run(be, "ip", "-6", "route", "add", "default", "via", "2001:db8:2::1")
-	for _, l := range []struct {
-		ns *testutil.NetNS
-		If string
-	}{{router, "rl"}, {lbNS, "l0"}, {router, "rb"}, {be, "b0"}} {
-		run(l.ns, "ip", "link", "set", l.If, "mtu", "1600")
+	// Few processes: in the VM under emulation each costs about a second.
+	client.IPBatch(t,
+		"addr add 198.51.100.2/24 dev c0",
+		"-6 addr add 2001:db8:c::2/64 dev c0 nodad",
+		"route add default via 198.51.100.1",
+		"-6 route add default via 2001:db8:c::1")
+	router.IPBatch(t,
+		"addr add 198.51.100.1/24 dev rc",
+		"-6 addr add 2001:db8:c::1/64 dev rc nodad",
+		"addr add 192.0.2.1/26 dev rl",
+		"-6 addr add 2001:db8:1::1/64 dev rl nodad",
+		"addr add 192.0.2.65/26 dev rb",
+		"-6 addr add 2001:db8:2::1/64 dev rb nodad",
+		// Encapsulation adds 20 or 40 bytes.
+		"link set rl mtu 1600",
+		"link set rb mtu 1600")
+	router.Sysctl(t, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0")
+	lbNS.IPBatch(t,
+		"addr add 192.0.2.2/26 dev l0",
+		"-6 addr add 2001:db8:1::2/64 dev l0 nodad",
+		"link set l0 mtu 1600")
+	beCmds := []string{
+		"addr add 192.0.2.66/26 dev b0",
+		"-6 addr add 2001:db8:2::2/64 dev b0 nodad",
+		"route add default via 192.0.2.65",
+		"-6 route add default via 2001:db8:2::1",
+		"link set b0 mtu 1600",
 	}
+	var routerCmds []string
 
 	// Each case: its own VIP, routed to the lb, local on the backend.
 	be4, be6 := netip.MustParseAddr("192.0.2.66"), netip.MustParseAddr("2001:db8:2::2")
@@ -99,13 +102,15 @@ func TestPrivilegedKernelTunnel(t *testing.T) {
 			t.Fatal(err)
 		}
 		if vip.Is4() {
-			run(router, "ip", "route", "add", c.vip+"/32", "via", "192.0.2.2")
-			run(be, "ip", "addr", "add", c.vip+"/32", "dev", "lo")
+			routerCmds = append(routerCmds, "route add "+c.vip+"/32 via 192.0.2.2")
+			beCmds = append(beCmds, "addr add "+c.vip+"/32 dev lo")
 		} else {
-			run(router, "ip", "-6", "route", "add", c.vip+"/128", "via", "2001:db8:1::2")
-			run(be, "ip", "-6", "addr", "add", c.vip+"/128", "dev", "lo", "nodad")
+			routerCmds = append(routerCmds, "-6 route add "+c.vip+"/128 via 2001:db8:1::2")
+			beCmds = append(beCmds, "-6 addr add "+c.vip+"/128 dev lo nodad")
 		}
 	}
+	router.IPBatch(t, routerCmds...)
+	be.IPBatch(t, beCmds...)
 	if err := lbNS.Do(func() error { _, err := d.Attach("l0"); return err }); err != nil {
 		t.Fatal(err)
 	}
