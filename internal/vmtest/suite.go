@@ -34,7 +34,7 @@ var KernelSuite = []SuitePackage{
 	{Name: "daemon", Pkg: "./pkg/daemon", Env: []string{"L4LB_BINARY={{work}}/l4lb"}},
 	// IPVS end to end (tunnel and masq) and XDP towards the kernel's own tunnel devices
 	// (pkg/lb/xdp's TestPrivilegedKernelTunnel, in the xdp package above).
-	{Name: "ipvs", Pkg: "./pkg/lb/ipvs", Modules: IPVSModules},
+	{Name: "ipvs", Pkg: "./pkg/lb/ipvs", Modules: IPVSModules, Env: []string{"L4LB_BINARY={{work}}/l4lb"}},
 }
 
 // IPVSModules are the modules the IPVS data plane and kernel-tunnel backends need: IPVS

@@ -60,13 +60,13 @@ func newBed(t *testing.T) *bed {
 		"link add l0 type veth peer name c0 netns "+b.client.Name(),
 		"link set l0 up",
 		"addr add 198.51.100.1/24 dev l0",
-		"-6 addr add 2001:db8:c::1/64 dev l0 nodad")
+		"addr add 2001:db8:c::1/64 dev l0 nodad")
 	b.client.IPBatch(t,
 		"link set c0 up",
 		"addr add 198.51.100.2/24 dev c0",
-		"-6 addr add 2001:db8:c::2/64 dev c0 nodad",
+		"addr add 2001:db8:c::2/64 dev c0 nodad",
 		"route add default via 198.51.100.1",
-		"-6 route add default via 2001:db8:c::1")
+		"route add ::/0 via 2001:db8:c::1")
 	// Forwarding for the replies; accept_local because tunnel mode's replies come from
 	// the VIP, which is local here too.
 	lbSys := []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0",
@@ -82,20 +82,20 @@ func newBed(t *testing.T) *bed {
 			"link add "+lbIf+" mtu 1600 type veth peer name e0 mtu 1600 netns "+be.Name(),
 			"link set "+lbIf+" up",
 			fmt.Sprintf("addr add 192.0.2.%d/28 dev %s", 16*i+1, lbIf),
-			fmt.Sprintf("-6 addr add 2001:db8:%d::1/64 dev %s nodad", i, lbIf))
+			fmt.Sprintf("addr add 2001:db8:%d::1/64 dev %s nodad", i, lbIf))
 		lbSys = append(lbSys, "net.ipv4.conf."+lbIf+".accept_local=1", "net.ipv4.conf."+lbIf+".rp_filter=0")
 		b.lbNS.IPBatch(t, lbCmds[len(lbCmds)-4:]...)
 		be.IPBatch(t,
 			"link set e0 up",
 			"addr add "+a4.String()+"/28 dev e0",
-			"-6 addr add "+a6.String()+"/64 dev e0 nodad",
+			"addr add "+a6.String()+"/64 dev e0 nodad",
 			fmt.Sprintf("route add default via 192.0.2.%d", 16*i+1),
-			fmt.Sprintf("-6 route add default via 2001:db8:%d::1", i),
+			fmt.Sprintf("route add ::/0 via 2001:db8:%d::1", i),
 			// Tunnel mode: the VIPs are local.
 			"addr add "+vipTunnel4+"/32 dev lo",
 			"addr add "+vipReload+"/32 dev lo",
 			"addr add "+vip4in6+"/32 dev lo",
-			"-6 addr add "+vipTunnel6+"/128 dev lo nodad")
+			"addr add "+vipTunnel6+"/128 dev lo nodad")
 		// Tunnel mode: the kernel's own tunnel devices decapsulate.
 		testutil.KernelTunnelBackend(t, be)
 		name := fmt.Sprintf("be%d", i)

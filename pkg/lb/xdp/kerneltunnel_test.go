@@ -49,29 +49,29 @@ func TestPrivilegedKernelTunnel(t *testing.T) {
 	// Few processes: in the VM under emulation each costs about a second.
 	client.IPBatch(t,
 		"addr add 198.51.100.2/24 dev c0",
-		"-6 addr add 2001:db8:c::2/64 dev c0 nodad",
+		"addr add 2001:db8:c::2/64 dev c0 nodad",
 		"route add default via 198.51.100.1",
-		"-6 route add default via 2001:db8:c::1")
+		"route add ::/0 via 2001:db8:c::1")
 	router.IPBatch(t,
 		"addr add 198.51.100.1/24 dev rc",
-		"-6 addr add 2001:db8:c::1/64 dev rc nodad",
+		"addr add 2001:db8:c::1/64 dev rc nodad",
 		"addr add 192.0.2.1/26 dev rl",
-		"-6 addr add 2001:db8:1::1/64 dev rl nodad",
+		"addr add 2001:db8:1::1/64 dev rl nodad",
 		"addr add 192.0.2.65/26 dev rb",
-		"-6 addr add 2001:db8:2::1/64 dev rb nodad",
+		"addr add 2001:db8:2::1/64 dev rb nodad",
 		// Encapsulation adds 20 or 40 bytes.
 		"link set rl mtu 1600",
 		"link set rb mtu 1600")
 	router.Sysctl(t, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0")
 	lbNS.IPBatch(t,
 		"addr add 192.0.2.2/26 dev l0",
-		"-6 addr add 2001:db8:1::2/64 dev l0 nodad",
+		"addr add 2001:db8:1::2/64 dev l0 nodad",
 		"link set l0 mtu 1600")
 	beCmds := []string{
 		"addr add 192.0.2.66/26 dev b0",
-		"-6 addr add 2001:db8:2::2/64 dev b0 nodad",
+		"addr add 2001:db8:2::2/64 dev b0 nodad",
 		"route add default via 192.0.2.65",
-		"-6 route add default via 2001:db8:2::1",
+		"route add ::/0 via 2001:db8:2::1",
 		"link set b0 mtu 1600",
 	}
 	var routerCmds []string
@@ -105,8 +105,8 @@ func TestPrivilegedKernelTunnel(t *testing.T) {
 			routerCmds = append(routerCmds, "route add "+c.vip+"/32 via 192.0.2.2")
 			beCmds = append(beCmds, "addr add "+c.vip+"/32 dev lo")
 		} else {
-			routerCmds = append(routerCmds, "-6 route add "+c.vip+"/128 via 2001:db8:1::2")
-			beCmds = append(beCmds, "-6 addr add "+c.vip+"/128 dev lo nodad")
+			routerCmds = append(routerCmds, "route add "+c.vip+"/128 via 2001:db8:1::2")
+			beCmds = append(beCmds, "addr add "+c.vip+"/128 dev lo nodad")
 		}
 	}
 	router.IPBatch(t, routerCmds...)
