@@ -85,6 +85,7 @@ type Dataplane struct {
 	state state
 	// onDrift is called when the kernel's table no longer holds what was programmed.
 	onDrift func()
+	warned  map[int]bool // address families warnForwarding warned about
 	stop    context.CancelFunc
 	done    chan struct{}
 }
@@ -352,6 +353,9 @@ func (d *Dataplane) SetVIP(v lb.VIP) error {
 		if fwd == cipvs.Masquerade && family(b.Addr) != family(v.Key.Addr) {
 			return fmt.Errorf("vip %s: backend %s: %w", v.Key, b.Addr, ErrMixedFamily)
 		}
+	}
+	if fwd == cipvs.Masquerade {
+		d.warnForwarding(v.Key)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -730,4 +734,28 @@ func open() (cipvs.Client, error) {
 		return nil, fmt.Errorf("%w (modprobe ip_vs: %v: %s)", err, merr, strings.TrimSpace(string(out)))
 	}
 	return cipvs.New()
+}
+
+// warnForwarding logs (once per family) that masq replies will not be forwarded because
+// the node does not forward packets of the VIP's family.
+func (d *Dataplane) warnForwarding(k lb.VIPKey) {
+	path, fam := "/proc/sys/net/ipv4/ip_forward", 4
+	if is6(k.Addr) {
+		path, fam = "/proc/sys/net/ipv6/conf/all/forwarding", 6
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || strings.TrimSpace(string(b)) != "0" {
+		return
+	}
+	d.mu.Lock()
+	warned := d.warned[fam]
+	if d.warned == nil {
+		d.warned = map[int]bool{}
+	}
+	d.warned[fam] = true
+	d.mu.Unlock()
+	if !warned {
+		d.log.Warn("masq vip on a node that does not forward: the backends' replies will not reach the clients",
+			"vip", k.String(), "sysctl", strings.TrimPrefix(path, "/proc/sys/"))
+	}
 }
