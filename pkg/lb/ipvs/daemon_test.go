@@ -64,7 +64,7 @@ vips:
     address: %[2]s
     port: 80
     protocol: tcp
-    health: {type: tcp, interval: 100ms, timeout: 200ms, rise: 1, fall: 2}
+    health: {type: tcp, interval: 200ms, timeout: 150ms, rise: 1, fall: 2}
     backends: [{address: %[3]s}, {address: %[4]s}, {address: %[5]s}]
   - name: masq6
     address: %[6]s
@@ -106,28 +106,34 @@ vips:
 		body, _ := io.ReadAll(resp.Body)
 		return v, json.Unmarshal(body, &v)
 	}
-	start := func() *exec.Cmd {
-		cmd := exec.Command("ip", "netns", "exec", b.lbNS.Name(), bin, "run", "--config", cfgPath)
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+	cmd := exec.Command("ip", "netns", "exec", b.lbNS.Name(), bin, "run", "--config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			cmd.Process.Kill()
+			<-exited
 		}
-		t.Cleanup(func() {
-			if cmd.ProcessState == nil {
-				cmd.Process.Kill()
-				cmd.Wait()
-			}
-		})
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			if v, err := state(); err == nil && v.Ready && len(v.IPVS) == 2 {
-				return cmd
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("daemon not ready with two ipvs services within 30s")
-			}
+	})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if v, err := state(); err == nil && v.Ready && len(v.IPVS) == 2 {
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("l4lb run exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("daemon not ready with two ipvs services within 30s")
 		}
 	}
-	cmd := start()
 	t.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "exec", b.lbNS.Name(), bin, "cleanup", "--config", cfgPath).CombinedOutput(); err != nil {
 			t.Logf("l4lb cleanup: %v: %s", err, out)
@@ -187,7 +193,9 @@ vips:
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Wait()
+	if err := <-exited; err != nil {
+		t.Errorf("l4lb run after SIGTERM: %v", err)
+	}
 	if got := spread(t, b.client, tunnel, 10); len(got) == 0 {
 		t.Errorf("nothing answered after the daemon stopped: %v", got)
 	}
