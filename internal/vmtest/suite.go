@@ -28,17 +28,19 @@ type SuitePackage struct {
 
 // KernelSuite is what `make test-kernels` runs on each kernel: the packet table, the decap
 // table, the fuzz corpus replay, the pinning and end-to-end XDP tests (all of
-// pkg/lb/xdp), and the daemon test, which runs the real l4lb binary in namespaces.
+// pkg/lb/xdp, with XDP towards the kernel's own tunnel devices), the daemon test, which
+// runs the real l4lb binary in namespaces, and the IPVS data plane's tests (this
+// machine's kernel has no IPVS).
 var KernelSuite = []SuitePackage{
 	{Name: "xdp", Pkg: "./pkg/lb/xdp", Testdir: "pkg/lb/xdp", Modules: []string{"ipip", "ip6_tunnel"}},
 	{Name: "daemon", Pkg: "./pkg/daemon", Env: []string{"L4LB_BINARY={{work}}/l4lb"}},
-	// IPVS end to end (tunnel and masq) and XDP towards the kernel's own tunnel devices
-	// (pkg/lb/xdp's TestPrivilegedKernelTunnel, in the xdp package above).
+	// IPVS end to end (tunnel and masq, through the controller and through l4lb run).
 	{Name: "ipvs", Pkg: "./pkg/lb/ipvs", Modules: IPVSModules, Env: []string{"L4LB_BINARY={{work}}/l4lb"}},
 }
 
 // IPVSModules are the modules the IPVS data plane and kernel-tunnel backends need: IPVS
-// with its Maglev scheduler, and the IPIP and ip6ip6 / 4in6 tunnel drivers.
+// with its Maglev scheduler, the IPIP and ip6ip6 / 4in6 tunnel drivers, and dummy for the
+// VIP device.
 var IPVSModules = []string{"ip_vs", "ip_vs_mh", "ipip", "ip6_tunnel", "dummy"}
 
 // Suite is a built kernel suite: test binaries and the l4lb binary in a work directory.
