@@ -111,8 +111,10 @@ vips:
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed when the daemon has exited, waitErr says how.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		select {
 		case <-exited:
@@ -126,8 +128,8 @@ vips:
 			break
 		}
 		select {
-		case err := <-exited:
-			t.Fatalf("l4lb run exited: %v", err)
+		case <-exited:
+			t.Fatalf("l4lb run exited: %v", waitErr)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -193,8 +195,9 @@ vips:
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-exited; err != nil {
-		t.Errorf("l4lb run after SIGTERM: %v", err)
+	<-exited
+	if waitErr != nil {
+		t.Errorf("l4lb run after SIGTERM: %v", waitErr)
 	}
 	if got := spread(t, b.client, tunnel, 10); len(got) == 0 {
 		t.Errorf("nothing answered after the daemon stopped: %v", got)
