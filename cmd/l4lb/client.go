@@ -126,6 +126,9 @@ func newStatusCmds(f *clientFlags) []*cobra.Command {
 		}
 		printVIPs(w, v, true)
 		printSocketLB(w, v)
+		if len(v.IPVS) > 0 {
+			printIPVS(w, v.IPVS)
+		}
 		if v.BGP != nil {
 			printBGP(w, v.BGP)
 		}

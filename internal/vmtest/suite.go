@@ -22,17 +22,27 @@ type SuitePackage struct {
 	Testdir string   // directory (relative to the module root) whose testdata the tests read; "" if none
 	Args    []string // extra test binary flags
 	Env     []string // extra environment; {{work}} is replaced by the work directory
+	// Modules are loaded (modprobe, with their dependencies) before the package runs.
+	Modules []string
 }
 
 // KernelSuite is what `make test-kernels` runs on each kernel: the packet table, the decap
 // table, the fuzz corpus replay, the pinning and end-to-end XDP tests (all of
-// pkg/lb/xdp), the daemon test, which runs the real l4lb binary in namespaces, and the
-// socket LB tests (cgroup hooks over the XDP maps).
+// pkg/lb/xdp, with XDP towards the kernel's own tunnel devices), the daemon test, which
+// runs the real l4lb binary in namespaces, the socket LB tests (cgroup hooks over the XDP
+// maps) and the IPVS data plane's tests (this machine's kernel has no IPVS).
 var KernelSuite = []SuitePackage{
-	{Name: "xdp", Pkg: "./pkg/lb/xdp", Testdir: "pkg/lb/xdp"},
+	{Name: "xdp", Pkg: "./pkg/lb/xdp", Testdir: "pkg/lb/xdp", Modules: []string{"ipip", "ip6_tunnel"}},
 	{Name: "daemon", Pkg: "./pkg/daemon", Env: []string{"L4LB_BINARY={{work}}/l4lb"}},
 	{Name: "socklb", Pkg: "./pkg/lb/socklb"},
+	// IPVS end to end (tunnel and masq, through the controller and through l4lb run).
+	{Name: "ipvs", Pkg: "./pkg/lb/ipvs", Modules: IPVSModules, Env: []string{"L4LB_BINARY={{work}}/l4lb"}},
 }
+
+// IPVSModules are the modules the IPVS data plane and kernel-tunnel backends need: IPVS
+// with its Maglev scheduler, the IPIP and ip6ip6 / 4in6 tunnel drivers, and dummy for the
+// VIP device.
+var IPVSModules = []string{"ip_vs", "ip_vs_mh", "ipip", "ip6_tunnel", "dummy"}
 
 // Suite is a built kernel suite: test binaries and the l4lb binary in a work directory.
 type Suite struct {
@@ -150,7 +160,12 @@ func (s *Suite) script(logDir string) string {
 	var b strings.Builder
 	b.WriteString("modprobe veth\n")
 	for _, p := range s.Packages {
-		env := []string{"L4LB_PRIVILEGED_TESTS=1"}
+		if len(p.Modules) > 0 {
+			fmt.Fprintf(&b, "modprobe -a %s || echo 'suite: modprobe %s failed'\n", strings.Join(p.Modules, " "), strings.Join(p.Modules, " "))
+		}
+		// L4LB_VMTEST: tests that need a kernel feature this host lacks (IPVS, ipip) fail
+		// instead of skipping when it is missing here.
+		env := []string{"L4LB_PRIVILEGED_TESTS=1", "L4LB_VMTEST=1"}
 		for _, e := range p.Env {
 			env = append(env, strings.ReplaceAll(e, "{{work}}", s.Work))
 		}

@@ -25,6 +25,7 @@ type Config struct {
 	NextHop NextHop `mapstructure:"nexthop"`
 	Encap   Encap   `mapstructure:"encap"`
 	XDP     XDP     `mapstructure:"xdp"`
+	IPVS    IPVS    `mapstructure:"ipvs"`
 	Admin   Admin   `mapstructure:"admin"`
 	BGP     BGP     `mapstructure:"bgp"`
 	VIPs    []VIP   `mapstructure:"vips"`
@@ -106,6 +107,9 @@ type VIP struct {
 	Allow []string `mapstructure:"allow"`
 	// Guard: the VIP's new-flow flood guard (prefilter.go).
 	Guard *Guard `mapstructure:"guard"`
+	// Forward is how the IPVS data plane reaches the backends: tunnel (IPIP, default)
+	// or masq (NAT). Other data planes ignore it.
+	Forward string `mapstructure:"forward"`
 }
 
 // EffectiveRingSize is the VIP's ring size: its own, or the global xdp.ring_size.
@@ -170,6 +174,10 @@ func defaults() map[string]any {
 		"xdp.udp_timeout":          30 * time.Second,
 		"xdp.mtu":                  uint32(1500),
 		"xdp.slot_mapping":         "modulo",
+		"ipvs.consider_in_auto":    false,
+		"ipvs.vip_device":          DefaultIPVSDevice,
+		"ipvs.state_file":          DefaultIPVSStateFile,
+		"ipvs.resync_interval":     DefaultIPVSResync,
 		"admin.listen":             DefaultAdmin,
 		"admin.token_file":         "",
 		"bgp.enabled":              false,

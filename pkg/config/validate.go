@@ -45,11 +45,9 @@ func Validate(c *Config) []Problem {
 		}
 	}
 	switch c.Dataplane {
-	case "auto", "xdp", "nftables", "iptables", "socket":
-	case "ipvs":
-		bad("dataplane", "%q is not available yet (want auto, xdp, nftables, iptables or socket)", c.Dataplane)
+	case "auto", "xdp", "nftables", "iptables", "socket", "ipvs":
 	default:
-		bad("dataplane", "%q: want auto, xdp, nftables, iptables or socket", c.Dataplane)
+		bad("dataplane", "%q: want auto, xdp, nftables, iptables, ipvs or socket", c.Dataplane)
 	}
 	if !filepath.IsAbs(c.BPFFS) {
 		bad("bpffs", "%q: want an absolute path", c.BPFFS)
@@ -101,6 +99,7 @@ func Validate(c *Config) []Problem {
 	validateBGP(&c.BGP, bad)
 	validateSocketLB(c, bad)
 	validatePrefilter(c, bad)
+	validateIPVS(c, bad)
 
 	if len(c.VIPs) > MaxVIPs {
 		bad("vips", "%d vips: at most %d", len(c.VIPs), MaxVIPs)

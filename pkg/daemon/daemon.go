@@ -157,6 +157,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	reg.MustRegister(newPrefilterCollector(d))
 	d.ann = &announcer{d: d}
 	d.ctrl = lb.NewController(d.log, d.dp, d.dp.Info().MaxBackendID, d.ann, d.onApply)
+	// A data plane that notices its state changed behind its back (IPVS) asks for a pass.
+	if w, ok := d.dp.(interface{ SetOnDrift(func()) }); ok {
+		w.SetOnDrift(d.ctrl.Kick)
+	}
 	d.prober = health.NewProber(d.log, d.onHealth)
 	d.ctrl.SetOverrides(ov)
 	d.ctrl.SetSpec(spec)
@@ -275,8 +279,13 @@ func (d *Daemon) shutdown() error {
 // nftables table and iptables chains. It refuses while a daemon runs on the
 // same bpffs directory.
 func Cleanup(cfg *config.Config) ([]string, error) {
+	removedIPVS, err := cleanupIPVS(cfg)
+	if err != nil {
+		return removedIPVS, err
+	}
 	if _, err := os.Stat(cfg.BPFFS); errors.Is(err, os.ErrNotExist) {
-		return cleanupNAT()
+		nat, err := cleanupNAT()
+		return append(removedIPVS, nat...), err
 	}
 	unlock, err := lockInstance(cfg.BPFFS)
 	if err != nil {
@@ -285,11 +294,11 @@ func Cleanup(cfg *config.Config) ([]string, error) {
 	defer unlock()
 	sockRemoved, err := socklb.RemovePinned(cfg.BPFFS)
 	if err != nil {
-		return sockRemoved, err
+		return append(removedIPVS, sockRemoved...), err
 	}
 	removed, err := xdp.RemovePinned(cfg.BPFFS)
 	nat, err2 := cleanupNAT()
-	return append(append(sockRemoved, removed...), nat...), errors.Join(err, err2)
+	return append(append(append(removedIPVS, sockRemoved...), removed...), nat...), errors.Join(err, err2)
 }
 
 func (d *Daemon) setForwarding(cfg *config.Config) error {

@@ -11,6 +11,7 @@ import (
 	"github.com/l4lb/l4lb/pkg/config"
 	"github.com/l4lb/l4lb/pkg/lb"
 	"github.com/l4lb/l4lb/pkg/lb/iptables"
+	"github.com/l4lb/l4lb/pkg/lb/ipvs"
 	"github.com/l4lb/l4lb/pkg/lb/nft"
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
@@ -34,7 +35,17 @@ func newDataplane(cfg *config.Config, logger *slog.Logger) (lb.Dataplane, error)
 			return dp, nil
 		}
 		why = append(why, "xdp: "+short(err))
-		dp, err = loadNFT(cfg, logger, "auto: xdp unavailable ("+why[0]+"); nftables NAT works")
+		if cfg.IPVS.ConsiderInAuto {
+			if ok, reason := ipvs.Available(); !ok {
+				why = append(why, "ipvs: "+reason)
+			} else if dp, err = newIPVS(cfg, logger, "auto: "+strings.Join(why, "; ")+"; ipvs works (ipvs.consider_in_auto)"); err == nil {
+				logger.Warn("dataplane chosen", "mode", "ipvs", "reason", dp.Info().Reason)
+				return dp, nil
+			} else {
+				why = append(why, "ipvs: "+short(err))
+			}
+		}
+		dp, err = loadNFT(cfg, logger, "auto: "+strings.Join(why, "; ")+"; nftables NAT works")
 		if err == nil {
 			logger.Warn("dataplane chosen", "mode", "nftables", "reason", dp.Info().Reason)
 			return dp, nil
@@ -49,6 +60,8 @@ func newDataplane(cfg *config.Config, logger *slog.Logger) (lb.Dataplane, error)
 		return nil, fmt.Errorf("dataplane auto: no data plane works here: %s: %w", strings.Join(why, "; "), ErrUnsupported)
 	case "socket":
 		return newSocketDataplane(cfg, logger)
+	case "ipvs":
+		return newIPVS(cfg, logger, "configured (dataplane: ipvs)")
 	}
 	return nil, fmt.Errorf("dataplane %q: %w", cfg.Dataplane, ErrUnsupported)
 }

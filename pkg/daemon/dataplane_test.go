@@ -49,9 +49,9 @@ func TestPrivilegedAutoFallsBack(t *testing.T) {
 }
 
 func TestUnknownDataplane(t *testing.T) {
-	_, err := newDataplane(&config.Config{Dataplane: "ipvs"}, slog.New(slog.DiscardHandler))
+	_, err := newDataplane(&config.Config{Dataplane: "dpdk"}, slog.New(slog.DiscardHandler))
 	if !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("ipvs: %v, want ErrUnsupported", err)
+		t.Fatalf("dpdk: %v, want ErrUnsupported", err)
 	}
 }
 

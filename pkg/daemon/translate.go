@@ -30,6 +30,9 @@ func specFromConfig(cfg *config.Config) (lb.Spec, error) {
 		if v.HashNoSourcePort {
 			sv.Flags |= lb.FlagHashNoSourcePort
 		}
+		if v.Forward == config.ForwardMasq {
+			sv.Flags |= lb.FlagForwardMasq
+		}
 		for _, b := range v.Backends {
 			ba, err := netip.ParseAddr(b.Address)
 			if err != nil {

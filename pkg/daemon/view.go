@@ -6,6 +6,7 @@ import (
 
 	"github.com/l4lb/l4lb/pkg/lb"
 	"github.com/l4lb/l4lb/pkg/lb/socklb"
+	"github.com/l4lb/l4lb/pkg/lb/ipvs"
 )
 
 // View is /v1/state: everything an operator asks about a node.
@@ -21,6 +22,8 @@ type View struct {
 	BGP        *BGPView          `json:"bgp,omitempty"`
 	Counters   map[string]uint64 `json:"counters"`
 	SocketLB   *SocketLBView     `json:"socket_lb,omitempty"`
+	// IPVS is the IPVS data plane's service table (dataplane: ipvs only).
+	IPVS []ipvs.ServiceStatus `json:"ipvs,omitempty"`
 }
 
 // ApplyView is the controller's last pass.
@@ -100,6 +103,7 @@ func (d *Daemon) view() View {
 	}
 	v.Counters = counters.Global
 	v.SocketLB = d.socketView()
+	v.IPVS = d.ipvsTable()
 	if d.ann != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

@@ -70,6 +70,10 @@ type VIPFlags uint32
 // client's connections go to the same backend.
 const FlagHashNoSourcePort VIPFlags = 1 << 0
 
+// FlagForwardMasq: the data plane NATs new flows to the backend (IPVS masq) instead of
+// encapsulating them (IPIP, the default). Only the IPVS data plane reads it.
+const FlagForwardMasq VIPFlags = 1 << 1
+
 // Backend is one real server. ID is chosen by the control plane, is never 0, and stays the
 // same for the same backend across reloads and restarts: the data plane's conntrack
 // stores it. Weight 0 drains the backend (no new flows; established flows stay).

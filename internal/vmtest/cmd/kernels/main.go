@@ -27,11 +27,32 @@ func main() {
 	verbose := flag.Bool("v", false, "show the VM console as it runs")
 	keep := flag.Bool("keep", false, "keep the work directory (binaries and logs) even when everything passed")
 	timeout := flag.Duration("timeout", 10*time.Minute, "limit per kernel (boot and tests)")
+	only := flag.String("packages", "", "run only these suite packages (comma-separated names, e.g. ipvs,xdp); default all")
 	flag.Parse()
-	os.Exit(run(*kernels, *verbose, *keep, *timeout))
+	os.Exit(run(*kernels, *only, *verbose, *keep, *timeout))
 }
 
-func run(series string, verbose, keep bool, timeout time.Duration) int {
+// selectPackages returns the suite's packages named in only (all if only is empty).
+func selectPackages(only string) ([]vmtest.SuitePackage, error) {
+	if only == "" {
+		return vmtest.KernelSuite, nil
+	}
+	var out []vmtest.SuitePackage
+	for _, n := range strings.Split(only, ",") {
+		found := false
+		for _, p := range vmtest.KernelSuite {
+			if p.Name == strings.TrimSpace(n) {
+				out, found = append(out, p), true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("-packages: no suite package %q", n)
+		}
+	}
+	return out, nil
+}
+
+func run(series, only string, verbose, keep bool, timeout time.Duration) int {
 	if os.Getenv(envPrivileged) != "1" {
 		fmt.Printf("kernels: skipped (privileged: set %s=1 and run as root to boot %s under QEMU)\n", envPrivileged, series)
 		return 0
@@ -65,7 +86,12 @@ func run(series string, verbose, keep bool, timeout time.Duration) int {
 	}
 	ctx := context.Background()
 	t0 := time.Now()
-	suite, err := vmtest.BuildSuite(ctx, root, work, vmtest.KernelSuite)
+	pkgs, err := selectPackages(only)
+	if err != nil {
+		fmt.Printf("kernels: FAIL: %v\n", err)
+		return 1
+	}
+	suite, err := vmtest.BuildSuite(ctx, root, work, pkgs)
 	if err != nil {
 		fmt.Printf("kernels: FAIL: build the suite: %v\n", err)
 		os.RemoveAll(work)
@@ -91,7 +117,7 @@ func run(series string, verbose, keep bool, timeout time.Duration) int {
 	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprint(tw, "series\trelease\tresult")
-	for _, p := range vmtest.KernelSuite {
+	for _, p := range pkgs {
 		fmt.Fprintf(tw, "\t%s", p.Name)
 	}
 	fmt.Fprintln(tw, "\tboot\ttests\ttotal\taccel")
