@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/l4lb/l4lb/pkg/lb"
-	"github.com/l4lb/l4lb/pkg/lb/socklb"
 	"github.com/l4lb/l4lb/pkg/lb/ipvs"
+	"github.com/l4lb/l4lb/pkg/lb/socklb"
 )
 
 // View is /v1/state: everything an operator asks about a node.
