@@ -31,7 +31,7 @@ func TestPrivilegedAutoFallsBack(t *testing.T) {
 		}
 		defer func() { _, _ = nft.Remove(0) }()
 		info := dp.Info()
-		if info.Mode != "nftables" || !strings.HasPrefix(info.Reason, "auto: xdp unavailable (") {
+		if info.Mode != "nftables" || !strings.HasPrefix(info.Reason, "auto: xdp: ") || !strings.HasSuffix(info.Reason, "; nftables NAT works") {
 			t.Errorf("auto chose %q because %q", info.Mode, info.Reason)
 		}
 		if !strings.Contains(logs.String(), `msg="dataplane chosen" mode=nftables`) {
