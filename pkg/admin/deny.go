@@ -7,7 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"strings"
+
+	"github.com/l4lb/l4lb/pkg/config"
 )
 
 // DenyNode is a Node whose data plane has a prefilter deny list. The routes below exist
@@ -75,35 +76,11 @@ func decodePrefixes(w http.ResponseWriter, r *http.Request) ([]netip.Prefix, err
 	}
 	out := make([]netip.Prefix, 0, len(body.Prefixes))
 	for _, s := range body.Prefixes {
-		p, err := parsePrefix(s)
+		p, err := config.ParsePrefix(s)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 		}
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-// parsePrefix accepts a prefix with no host bits set, or an address.
-func parsePrefix(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if !strings.Contains(s, "/") {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not a prefix or an address", s)
-		}
-		a = a.Unmap()
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not a prefix", s)
-	}
-	if p.Addr().Is4In6() {
-		return netip.Prefix{}, fmt.Errorf("%q: write an ipv4-mapped prefix as ipv4", s)
-	}
-	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("%q has host bits set (the prefix is %s)", s, p.Masked())
-	}
-	return p, nil
 }
