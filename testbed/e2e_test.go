@@ -317,11 +317,6 @@ func TestPrivilegedTestbed(t *testing.T) {
 		skipNAT(t, "a NAT node's conntrack and masquerade address do not move to the other node")
 		const n = 50
 		waitAllHealthy(t, b, 20*time.Second)
-		type conn struct {
-			c       net.Conn
-			r       *bufio.Reader
-			backend string
-		}
 		flows := func(lb string) int {
 			out, err := b.Output(ctx, lb, b.L4LB(), "vips")
 			if err != nil {
@@ -337,20 +332,7 @@ func TestPrivilegedTestbed(t *testing.T) {
 			return 0
 		}
 		before1, before2 := flows("lb1"), flows("lb2")
-		var conns []conn
-		for i := 0; i < n; i++ {
-			c, err := dial(b, "client", net.JoinHostPort(testbed.VIP4, "80"))
-			if err != nil {
-				t.Fatalf("connection %d: %v", i, err)
-			}
-			defer c.Close()
-			r := bufio.NewReader(c)
-			be, err := get(c, r, testbed.VIP4)
-			if err != nil {
-				t.Fatalf("connection %d, first request: %v", i, err)
-			}
-			conns = append(conns, conn{c, r, be})
-		}
+		conns := openKeptAlive(t, b, n)
 		via1, via2 := flows("lb1")-before1, flows("lb2")-before2
 		t.Logf("the %d connections came in through lb1: %d, lb2: %d", n, via1, via2)
 		if via1 == 0 {

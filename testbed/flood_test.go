@@ -1,7 +1,6 @@
 package testbed_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -95,25 +94,7 @@ func TestPrivilegedFloodTestbed(t *testing.T) {
 		}
 	}
 
-	type conn struct {
-		c       net.Conn
-		r       *bufio.Reader
-		backend string
-	}
-	var conns []conn
-	for i := 0; i < nConns; i++ {
-		c, err := dial(b, "client", net.JoinHostPort(testbed.VIP4, "80"))
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		defer c.Close()
-		r := bufio.NewReader(c)
-		be, err := get(c, r, testbed.VIP4)
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		conns = append(conns, conn{c, r, be})
-	}
+	conns := openKeptAlive(t, b, nConns)
 	report("before")
 
 	done := make(chan error, 1)

@@ -1,9 +1,7 @@
 package testbed_test
 
 import (
-	"bufio"
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,25 +78,7 @@ func TestPrivilegedUpgradeKeepsFlows(t *testing.T) {
 	b := newBedWithBinary(t, prev, func(lb string) (string, []string) { return filepath.Join(conf, lb+".yaml"), nil })
 
 	const n = 40
-	type conn struct {
-		c       net.Conn
-		r       *bufio.Reader
-		backend string
-	}
-	var conns []conn
-	for i := 0; i < n; i++ {
-		c, err := dial(b, "client", net.JoinHostPort(testbed.VIP4, "80"))
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		defer c.Close()
-		r := bufio.NewReader(c)
-		be, err := get(c, r, testbed.VIP4)
-		if err != nil {
-			t.Fatalf("connection %d, first request: %v", i, err)
-		}
-		conns = append(conns, conn{c, r, be})
-	}
+	conns := openKeptAlive(t, b, n)
 	check := func(when string) {
 		t.Helper()
 		kept := 0
