@@ -297,27 +297,7 @@ func RemovePinned(dir string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", dir, err)
 	}
-	var removed []string
-	var errs []error
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasPrefix(name, linkPrefix) {
-			continue
-		}
-		path := filepath.Join(dir, name)
-		l, err := link.LoadPinnedLink(path, nil)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("open pinned link %s: %w", path, err))
-			continue
-		}
-		if err := l.Unpin(); err != nil {
-			errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
-		}
-		if err := l.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("detach %s: %w", path, err))
-		}
-		removed = append(removed, name)
-	}
+	removed, errs := xdp.DetachPinnedLinks(dir, entries, linkPrefix)
 	for _, name := range ownMaps {
 		err := os.Remove(filepath.Join(dir, name))
 		if errors.Is(err, os.ErrNotExist) {

@@ -136,6 +136,34 @@ func (n *Node) Close() error { return n.d.Close() }
 // Unpin implements lb.Dataplane.
 func (n *Node) Unpin() error { return n.d.Unpin() }
 
+// DetachPinnedLinks detaches and unpins the links pinned in dir (its entries) whose names
+// start with prefix, without loading anything. It returns the names it removed and what
+// failed.
+func DetachPinnedLinks(dir string, entries []os.DirEntry, prefix string) ([]string, []error) {
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("open pinned link %s: %w", path, err))
+			continue
+		}
+		if err := l.Unpin(); err != nil {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
+		}
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach %s: %w", path, err))
+		}
+		removed = append(removed, name)
+	}
+	return removed, errs
+}
+
 // RemovePinned detaches the XDP links pinned in dir and removes the maps pinned there,
 // without loading anything: it works whatever sizes the pinned maps were made with (a
 // changed ring_size or conntrack_size is when operators need it). Files that are not
@@ -158,28 +186,9 @@ func RemovePinned(dir string) ([]string, error) {
 			ours[name] = true
 		}
 	}
-	var removed, foreign []string
-	var errs []error
 	// Links first: once they are gone the program stops forwarding, then the maps go.
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasPrefix(name, "link_") {
-			continue
-		}
-		path := filepath.Join(dir, name)
-		l, err := link.LoadPinnedLink(path, nil)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("open pinned link %s: %w", path, err))
-			continue
-		}
-		if err := l.Unpin(); err != nil {
-			errs = append(errs, fmt.Errorf("unpin %s: %w", path, err))
-		}
-		if err := l.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("detach %s: %w", path, err))
-		}
-		removed = append(removed, name)
-	}
+	removed, errs := DetachPinnedLinks(dir, entries, "link_")
+	var foreign []string
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasPrefix(name, "link_") {
