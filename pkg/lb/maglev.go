@@ -80,25 +80,21 @@ func MaglevTable(backends []Backend, size uint32) ([]uint32, error) {
 // the inverse of skip modulo the table size.
 type maglevPerm struct{ pos, skip, id, weight, credit, inv uint32 }
 
-// maglevScratch is the population's working memory, kept between builds.
-type maglevScratch struct {
-	used  []uint64 // bit s: slot s is filled
-	taken []uint32 // the slots taken, in order
-}
-
-var maglevScratches = sync.Pool{New: func() any { return new(maglevScratch) }}
+// maglevBitmaps keeps the population's bitmaps of filled slots between builds.
+var maglevBitmaps = sync.Pool{New: func() any { return new([]uint64) }}
 
 // maglevPopulate fills table, giving the backends slots in turn (one per round each if
 // mw is 0, else by weight: each round a backend earns weight/mw of a turn and takes a
 // slot when it has a whole turn), each the first free slot of its permutation, as the
-// paper's population does. It finds that slot in one of two ways that give the same
-// slot:
+// paper's population does. It finds that slot in ways that all give the same slot:
 //   - while many slots are free, by walking the permutation (pos, pos+skip, ...) over a
-//     bitmap of the filled slots (the bitmap stays in the CPU's L1 cache; the table,
-//     which the walk used to test, does not);
-//   - once few are left (a walk then costs size/free steps on average), by taking, of
-//     the free slots s, the one that comes first from pos, the least
-//     (s - pos) * skip^-1 mod size (the number of steps from pos to s).
+//     bitmap of the filled slots, which stays in the CPU's L1 cache (the table, which
+//     the walk used to test, does not at 65537 slots), stepping without a branch;
+//   - once 30% are filled (equal weights), testing four slots of the permutation at a
+//     time, computed from pos and not each from the one before;
+//   - once fewer than 0.7 * sqrt(size) are free (a walk then costs size/free steps on
+//     average), by taking, of the free slots s, the one that comes first from pos: the
+//     least (s - pos) * skip^-1 mod size, the number of steps from pos to s.
 //
 // Small tables, which stay in the CPU's cache, take the plain walk over the table, as
 // do sizes of 2^31 and more (no ring is that big; the arithmetic below needs less).
@@ -108,47 +104,31 @@ func maglevPopulate(table []uint32, ps []maglevPerm, mw uint32) {
 		maglevPopulatePlain(table, ps, mw)
 		return
 	}
-	sc := maglevScratches.Get().(*maglevScratch)
-	defer maglevScratches.Put(sc)
+	buf := maglevBitmaps.Get().(*[]uint64)
+	defer maglevBitmaps.Put(buf)
 	words := int(m+63) / 64
-	if cap(sc.used) < words {
-		sc.used = make([]uint64, words)
+	if cap(*buf) < words {
+		*buf = make([]uint64, words)
 	}
-	used := sc.used[:words]
+	used := (*buf)[:words]
 	clear(used)
-	left := m
-	var scanAt uint32
-	if m < 1<<24 { // the scan's arithmetic is exact while 2m*m < 2^53
-		scanAt = uint32(math.Sqrt(float64(m)) * maglevScanFactor)
-	}
+	scanAt := uint32(math.Sqrt(float64(m)) * maglevScanFactor)
 	// Phase 1, the walk. i is the backend whose turn it is.
 	var i int
 	if mw == 0 {
-		// One slot per backend per round: the k-th slot taken is backend k mod n's. The
-		// slots go to a list written in order and to the table at the end of the phase,
-		// in one pass: random writes all over the table, each in the walk, stall it.
-		if cap(sc.taken) < int(m) {
-			sc.taken = make([]uint32, m)
-		}
-		taken := sc.taken[:m-scanAt]
+		// one slot per backend per round
 		wide := min(uint32(float64(m)*maglevWideFraction), m-scanAt)
-		i = maglevWalkEqual(used, ps, taken[:wide], m, 0)
-		i = maglevWalkEqualWide(used, ps, taken[wide:], m, i)
-		for n, k := len(ps), 0; k < len(taken); k += n {
-			for j, pos := range taken[k:min(k+n, len(taken))] {
-				table[pos] = ps[j].id
-			}
-		}
-		left -= uint32(len(taken))
+		i = maglevWalkEqual(used, ps, table, wide, 0)
+		i = maglevWalkEqualWide(used, ps, table, m-scanAt-wide, i)
 	} else {
-		i = maglevWalkWeighted(used, ps, table, m-scanAt, mw)
-		left = scanAt
+		i = maglevWalkWeighted(used, ps, table, m-scanAt, mw, 0)
 	}
+	left := scanAt
 	if left == 0 {
 		return
 	}
 	// Phase 2, the scan, from where the walk stopped.
-	s := maglevScanner{free: maglevFree(used, m, left), rm: 1 / float64(m)}
+	s := maglevScanner{free: maglevFree(used, m, left), r: ^uint64(0) / uint64(m)}
 	for {
 		p := &ps[i]
 		if i++; i == len(ps) {
@@ -177,18 +157,19 @@ func maglevNext(pos, skip, m uint32) uint32 {
 	return t + m&uint32(int32(t)>>31)
 }
 
-// maglevWalkEqual gives len(taken) slots to the backends, one each in turn from the
-// first, each the first slot of its permutation whose bit in used is clear, and lists
-// them in taken. It returns the backend whose turn is next.
-func maglevWalkEqual(used []uint64, ps []maglevPerm, taken []uint32, m uint32, i int) int {
-	for k := range taken {
+// maglevWalkEqual gives count slots of table to the backends, one each in turn from
+// backend i, each the first slot of its permutation whose bit in used is clear. It
+// returns the backend whose turn is next.
+func maglevWalkEqual(used []uint64, ps []maglevPerm, table []uint32, count uint32, i int) int {
+	m := uint32(len(table))
+	for range count {
 		p := &ps[i]
 		pos, skip := p.pos, p.skip
 		for used[pos>>6]&(1<<(pos&63)) != 0 {
 			pos = maglevNext(pos, skip, m)
 		}
 		used[pos>>6] |= 1 << (pos & 63)
-		taken[k] = pos
+		table[pos] = p.id
 		p.pos = maglevNext(pos, skip, m)
 		if i++; i == len(ps) {
 			i = 0
@@ -201,8 +182,9 @@ func maglevWalkEqual(used []uint64, ps []maglevPerm, taken []uint32, m uint32, i
 // time, once most slots are filled and the walk is long: it computes pos + skip,
 // pos + 2*skip, pos + 3*skip and pos + 4*skip from pos (not each from the one before),
 // so that the CPU works on the four at once.
-func maglevWalkEqualWide(used []uint64, ps []maglevPerm, taken []uint32, m uint32, i int) int {
-	for k := range taken {
+func maglevWalkEqualWide(used []uint64, ps []maglevPerm, table []uint32, count uint32, i int) int {
+	m := uint32(len(table))
+	for range count {
 		p := &ps[i]
 		pos, skip := p.pos, p.skip
 		// (x + d) mod m for d = s - m, s one of skip's multiples mod m
@@ -226,7 +208,7 @@ func maglevWalkEqualWide(used []uint64, ps []maglevPerm, taken []uint32, m uint3
 			pos = nx(pos, d4)
 		}
 		used[pos>>6] |= 1 << (pos & 63)
-		taken[k] = pos
+		table[pos] = p.id
 		p.pos = nx(pos, d1)
 		if i++; i == len(ps) {
 			i = 0
@@ -237,9 +219,8 @@ func maglevWalkEqualWide(used []uint64, ps []maglevPerm, taken []uint32, m uint3
 
 // maglevWalkWeighted gives count slots to the backends by weight, as maglevWalkEqual
 // does, writing them to table. It returns the backend whose turn is next.
-func maglevWalkWeighted(used []uint64, ps []maglevPerm, table []uint32, count, mw uint32) int {
+func maglevWalkWeighted(used []uint64, ps []maglevPerm, table []uint32, count, mw uint32, i int) int {
 	m := uint32(len(table))
-	i := 0
 	for count > 0 {
 		p := &ps[i]
 		if i++; i == len(ps) {
@@ -309,8 +290,8 @@ func maglevPopulatePlain(table []uint32, ps []maglevPerm, mw uint32) {
 
 // maglevScanner finds the first free slot of a permutation by scanning the free slots.
 type maglevScanner struct {
-	free []uint32 // the free slots, listed on the first call
-	rm   float64  // 1/m
+	free []uint32 // the free slots
+	r    uint64   // 2^64 / m, for maglevScan
 }
 
 // take returns the first free slot of p's permutation from p.pos and removes it from
@@ -320,7 +301,7 @@ func (sc *maglevScanner) take(p *maglevPerm, m uint32) uint32 {
 		p.inv = modInverse(p.skip, m)
 	}
 	free := sc.free
-	slot, k := maglevScan(free, p.pos, p.inv, m, sc.rm)
+	slot, k := maglevScan(free, p.pos, p.inv, m, sc.r)
 	last := len(free) - 1
 	free[k] = free[last]
 	sc.free = free[:last]
@@ -328,15 +309,15 @@ func (sc *maglevScanner) take(p *maglevPerm, m uint32) uint32 {
 }
 
 // The population's thresholds, measured with BenchmarkMaglevVsPrev: below maglevSmall
-// slots the plain walk is as fast (the table stays in the cache); the four-wide walk
-// takes over once maglevWideFraction of the slots are filled, the scan once fewer
-// than maglevScanFactor * sqrt(size) are free. A variable: a test sets it to 0 to run
-// every size through the fast population.
+// slots the plain walk is as fast or faster (the table stays in the cache); the
+// four-wide walk takes over once maglevWideFraction of the slots are filled, the scan
+// once fewer than maglevScanFactor * sqrt(size) are free. maglevSmall is a variable: a
+// test sets it to 0 to run every size through the fast population.
 var maglevSmall = uint32(1 << 15)
 
 const (
-	maglevScanFactor   = 1.0
 	maglevWideFraction = 0.3
+	maglevScanFactor   = 0.7
 )
 
 // maglevFree lists the free slots, those whose bit in used is clear.
@@ -353,22 +334,19 @@ func maglevFree(used []uint64, m, left uint32) []uint32 {
 }
 
 // maglevScan returns the free slot that a permutation stepping by skip = inv^-1 reaches
-// first from pos, and its index in free: the least (s - pos) * inv mod m, computed in
-// float64 (exact: the product is below 2m*m < 2^53) with a correction of the quotient's
-// rounding.
-func maglevScan(free []uint32, pos, inv, m uint32, rm float64) (uint32, int) {
+// first from pos, and its index in free: the least (s - pos) * inv mod m, reduced with
+// r = 2^64 / m (Barrett): for a product x (below 2m*m < 2^63) the quotient taken from
+// x * r is x / m or one less, so one conditional subtraction finishes.
+func maglevScan(free []uint32, pos, inv, m uint32, r uint64) (uint32, int) {
 	mm := uint64(m)
 	base := mm - uint64(pos)
 	in := uint64(inv)
 	best, bk := mm, 0
 	for k, s := range free {
 		x := (uint64(s) + base) * in
-		d := x - uint64(float64(x)*rm)*mm
-		if int64(d) < 0 {
-			d += mm
-		} else if d >= mm {
-			d -= mm
-		}
+		q, _ := bits.Mul64(x, r)
+		d := x - q*mm
+		d = min(d, d-mm) // d < 2m: d - m wraps when d < m
 		if d < best {
 			best, bk = d, k
 		}
