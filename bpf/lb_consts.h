@@ -85,6 +85,16 @@
 /* prefilter_on flags */
 #define PREFILTER_F_DENY4 (1U << 0)
 #define PREFILTER_F_DENY6 (1U << 1)
+#define PREFILTER_F_DIR4 (1U << 2) /* deny4_dir is built: IPv4 lookups start there */
+
+/* deny4_dir: one u16 entry per /24 (the top 24 bits of the source), four to a u64 array
+ * value (entry i in bits 16*(i%4) of value i/4: a plain u16 array in memory on
+ * little-endian hosts). Bits 0-4: 1 + the length of the longest listed prefix of length
+ * <= 24 covering the whole /24 (0: none); bit 5+(L-25), for L in 25..32: a listed prefix
+ * of length L lies inside the /24 (look it up in deny4_counts). 2^22 x 8 bytes = 32 MiB. */
+#define DENY4_DIR_SIZE (1U << 22)
+#define DENY4_DIR_LONG_SHIFT 5
+#define DENY4_DIR_OWNER_MASK 0x1f
 
 /* vip_policy.flags */
 #define VIP_POLICY_F_ALLOW (1U << 0) /* only sources in allow_list may reach the VIP */

@@ -139,6 +139,30 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vip_guards SEC(".maps");
 
+/* IPv4 deny list, flattened (DIR-24-8 style, see DENY4_DIR_* in lb_consts.h): the lookup
+ * costs one array load, plus a hash lookup per prefix length present in the /24 when it
+ * matches, whatever the list's size; deny4 stays the list of record. 32 MiB, mmapped by
+ * the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DENY4_DIR_SIZE);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} deny4_dir SEC(".maps");
+
+/* Every listed IPv4 prefix (masked address and length), with the drops deny4_dir decided
+ * (a packet the trie answers counts in deny4's value); the list shows the sum. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DENY_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct deny4_key);
+	__type(value, struct deny_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} deny4_counts SEC(".maps");
+
 /* Which deny tries hold anything (PREFILTER_F_*), kept by the loader: an empty list costs
  * one array load instead of a trie lookup per packet. */
 struct {

@@ -6,12 +6,15 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "lb_consts.h"
 #include "lb_structs.h"
 #include "lb_maps.h"
 
 /* denied4 / denied6: whether the source address is in the deny list; a hit counts a drop
- * on its prefix. The lookup walks at most 32 (128) bits whatever the list's size. */
+ * on its prefix. IPv4 reads deny4_dir (one array load per packet), then a hash lookup
+ * per prefix length listed inside the source's /24, longest first; IPv6 walks the trie
+ * (at most 128 bits). */
 static __always_inline int prefilter_flag(__u32 flag)
 {
 	__u32 zero = 0;
@@ -22,13 +25,59 @@ static __always_inline int prefilter_flag(__u32 flag)
 
 static __always_inline int denied4(const void *saddr)
 {
-	if (!prefilter_flag(PREFILTER_F_DENY4))
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&prefilter_on, &zero);
+
+	if (!on || !(*on & PREFILTER_F_DENY4))
 		return 0;
 	struct deny4_key k = { .prefixlen = 32 };
+	struct deny_value *v;
 
 	__builtin_memcpy(k.addr, saddr, 4);
-	struct deny_value *v = bpf_map_lookup_elem(&deny4, &k);
+	if (*on & PREFILTER_F_DIR4) {
+		__u32 a = bpf_ntohl(*(__u32 *)k.addr);
+		__u32 idx = a >> 10;
+		__u64 *d = bpf_map_lookup_elem(&deny4_dir, &idx);
 
+		if (!d)
+			return 0;
+		__u32 e = (*d >> ((a >> 4) & 0x30)) & 0xffff; /* entry (a >> 8) % 4 */
+
+		if (!e)
+			return 0;
+		/* Longer prefixes inside this /24, longest first. */
+#pragma unroll
+		for (int l = 32; l > 24; l--) {
+			if (!(e & (1U << (DENY4_DIR_LONG_SHIFT + l - 25))))
+				continue;
+			struct deny4_key lk = { .prefixlen = l };
+
+			*(__u32 *)lk.addr = bpf_htonl(a & (~0U << (32 - l)));
+			v = bpf_map_lookup_elem(&deny4_counts, &lk);
+			if (v) {
+				__sync_fetch_and_add(&v->drops, 1);
+				return 1;
+			}
+		}
+		if (e & DENY4_DIR_OWNER_MASK) {
+			/* A prefix of length <= 24 covers the whole /24. */
+			__u32 len = (e & DENY4_DIR_OWNER_MASK) - 1;
+			struct deny4_key sk = { .prefixlen = len };
+			__u32 m = len ? ~0U << (32 - (len & 31)) : 0;
+
+			*(__u32 *)sk.addr = bpf_htonl(a & m);
+			v = bpf_map_lookup_elem(&deny4_counts, &sk);
+			if (v) {
+				__sync_fetch_and_add(&v->drops, 1);
+				return 1;
+			}
+			/* The loader writes a counter before the entry pointing at it and
+			 * deletes it after: a miss is not expected; the trie answers. */
+		} else {
+			return 0;
+		}
+	}
+	v = bpf_map_lookup_elem(&deny4, &k);
 	if (!v)
 		return 0;
 	__sync_fetch_and_add(&v->drops, 1);

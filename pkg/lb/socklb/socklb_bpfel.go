@@ -204,6 +204,8 @@ const (
 	socklbMapBackends          = "backends"
 	socklbMapConntrack         = "conntrack"
 	socklbMapDeny4             = "deny4"
+	socklbMapDeny4Counts       = "deny4_counts"
+	socklbMapDeny4Dir          = "deny4_dir"
 	socklbMapDeny6             = "deny6"
 	socklbMapLbCfg             = "lb_cfg"
 	socklbMapPrefilterOn       = "prefilter_on"
@@ -292,6 +294,8 @@ type socklbMapSpecs struct {
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
 	Deny4        *ebpf.MapSpec `ebpf:"deny4"`
+	Deny4Counts  *ebpf.MapSpec `ebpf:"deny4_counts"`
+	Deny4Dir     *ebpf.MapSpec `ebpf:"deny4_dir"`
 	Deny6        *ebpf.MapSpec `ebpf:"deny6"`
 	LbCfg        *ebpf.MapSpec `ebpf:"lb_cfg"`
 	PrefilterOn  *ebpf.MapSpec `ebpf:"prefilter_on"`
@@ -342,6 +346,8 @@ type socklbMaps struct {
 	Backends     *ebpf.Map `ebpf:"backends"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
 	Deny4        *ebpf.Map `ebpf:"deny4"`
+	Deny4Counts  *ebpf.Map `ebpf:"deny4_counts"`
+	Deny4Dir     *ebpf.Map `ebpf:"deny4_dir"`
 	Deny6        *ebpf.Map `ebpf:"deny6"`
 	LbCfg        *ebpf.Map `ebpf:"lb_cfg"`
 	PrefilterOn  *ebpf.Map `ebpf:"prefilter_on"`
@@ -365,6 +371,8 @@ func (m *socklbMaps) Close() error {
 		m.Backends,
 		m.Conntrack,
 		m.Deny4,
+		m.Deny4Counts,
+		m.Deny4Dir,
 		m.Deny6,
 		m.LbCfg,
 		m.PrefilterOn,

@@ -12,7 +12,8 @@ import (
 )
 
 // The prefilter: source-prefix deny lists (one LPM trie per family, each prefix counting
-// its drops), per-VIP allow lists and the per-VIP new-flow guard (bpf/prefilter.h).
+// its drops; IPv4 flattened into a /24 array, deny4dir.go), per-VIP allow lists and the
+// per-VIP new-flow guard (bpf/prefilter.h).
 
 // DenyEntry is one prefix of the deny list and the packets it dropped.
 type DenyEntry struct {
@@ -82,31 +83,34 @@ func batchUpdate[K any](m *ebpf.Map, keys []K) error {
 	return nil
 }
 
-// addDeny adds keys not yet in m; listed prefixes keep their counters. A small batch
-// inserts one by one with BPF_NOEXIST (a lookup would answer the longest match, not the
-// exact prefix); a large one reads the trie once and batch-inserts the rest.
-func addDeny[K comparable](m *ebpf.Map, keys []K) error {
+// addDeny adds keys not yet in m and returns those it added; listed prefixes keep their
+// counters. A small batch inserts one by one with BPF_NOEXIST (a lookup would answer the
+// longest match, not the exact prefix); a large one reads the trie once and
+// batch-inserts the rest.
+func addDeny[K comparable](m *ebpf.Map, keys []K) ([]K, error) {
+	var add []K
 	if len(keys) <= 4096 {
 		for _, k := range keys {
 			err := m.Update(&k, &xdplbDenyValue{}, ebpf.UpdateNoExist)
-			if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
-				return err
+			if err == nil {
+				add = append(add, k)
+			} else if !errors.Is(err, ebpf.ErrKeyExist) {
+				return add, err
 			}
 		}
-		return nil
+		return add, nil
 	}
 	have := map[K]bool{}
 	if err := batchRead(m, func(k K, _ uint64) { have[k] = true }); err != nil {
-		return err
+		return nil, err
 	}
-	var add []K
 	for _, k := range keys {
 		if !have[k] {
 			add = append(add, k)
 			have[k] = true
 		}
 	}
-	return batchUpdate(m, add)
+	return add, batchUpdate(m, add)
 }
 
 // DenyAdd adds prefixes to the deny list with batch updates (a million prefixes load in
@@ -116,10 +120,20 @@ func (d *Dataplane) DenyAdd(prefixes []netip.Prefix) error {
 	if err != nil {
 		return err
 	}
-	if err := addDeny(d.objs.Deny4, k4); err != nil {
+	d.denyMu.Lock()
+	defer d.denyMu.Unlock()
+	added, err := addDeny(d.objs.Deny4, k4)
+	if err != nil {
+		// Part of a batch may have reached the trie: the array follows the trie again.
+		if rerr := d.buildDir4(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
 		return fmt.Errorf("add ipv4 deny prefixes: %w", err)
 	}
-	if err := addDeny(d.objs.Deny6, k6); err != nil {
+	if err := d.dir4Added(added); err != nil {
+		return fmt.Errorf("add ipv4 deny prefixes: %w", err)
+	}
+	if _, err := addDeny(d.objs.Deny6, k6); err != nil {
 		return fmt.Errorf("add ipv6 deny prefixes: %w", err)
 	}
 	return d.refreshPrefilterOn()
@@ -142,6 +156,9 @@ func (d *Dataplane) refreshPrefilterOn() error {
 			return fmt.Errorf("read deny list: %w", err)
 		}
 	}
+	if d.dir4Ready {
+		on |= prefilterDir4
+	}
 	if err := d.objs.PrefilterOn.Put(uint32(0), on); err != nil {
 		return fmt.Errorf("write prefilter_on: %w", err)
 	}
@@ -154,9 +171,19 @@ func (d *Dataplane) DenyDelete(prefixes []netip.Prefix) error {
 	if err != nil {
 		return err
 	}
+	d.denyMu.Lock()
+	defer d.denyMu.Unlock()
 	for _, k := range k4 {
-		if err := d.objs.Deny4.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		// The trie (exact match), then the array, then the prefix's counter.
+		err := d.objs.Deny4.Delete(&k)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("delete deny prefix: %w", err)
+		}
+		if err := d.dir4Deleted(k); err != nil {
+			return err
 		}
 	}
 	for _, k := range k6 {
@@ -170,8 +197,13 @@ func (d *Dataplane) DenyDelete(prefixes []netip.Prefix) error {
 // DenyList returns the deny list with each prefix's drops, sorted by prefix.
 func (d *Dataplane) DenyList() ([]DenyEntry, error) {
 	var out []DenyEntry
+	// An IPv4 prefix counts the packets deny4_dir decided in deny4_counts.
+	counts := map[xdplbDeny4Key]uint64{}
+	if err := batchRead(d.objs.Deny4Counts, func(k xdplbDeny4Key, drops uint64) { counts[k] = drops }); err != nil {
+		return nil, fmt.Errorf("read ipv4 deny counters: %w", err)
+	}
 	err := batchRead(d.objs.Deny4, func(k xdplbDeny4Key, drops uint64) {
-		out = append(out, DenyEntry{Prefix: netip.PrefixFrom(netip.AddrFrom4(k.Addr), int(k.Prefixlen)), Drops: drops})
+		out = append(out, DenyEntry{Prefix: netip.PrefixFrom(netip.AddrFrom4(k.Addr), int(k.Prefixlen)), Drops: drops + counts[k]})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read ipv4 deny list: %w", err)

@@ -106,6 +106,12 @@ type Dataplane struct {
 	links map[string]link.Link
 	vc    vipCache // what this process wrote to vips and backends (vipcache.go)
 
+	// denyMu serializes deny list changes; dir4Ready: deny4_dir follows deny4; dir4Long
+	// counts its longer prefixes (deny4dir.go).
+	denyMu    sync.Mutex
+	dir4Ready bool
+	dir4Long  map[uint32]uint32
+
 	// onNewID: see OnNewVIPID (shared.go).
 	onNewID []func(id uint32) error
 	// policies are the prefilter policies by VIP (prefilter.go), written with the VIP.
@@ -169,6 +175,10 @@ func Load(opts Options) (*Dataplane, error) {
 			return nil, fmt.Errorf("load xdp_lb: %w (%w: remove %s to start afresh)", err, ErrIncompatible, opts.PinPath)
 		}
 		return nil, loadError("xdp_lb", err)
+	}
+	if err := d.syncDir4(); err != nil {
+		d.objs.Close()
+		return nil, err
 	}
 	if err := d.refreshPrefilterOn(); err != nil {
 		d.objs.Close()
@@ -615,7 +625,8 @@ func (d *Dataplane) Unpin() error {
 		errs = append(errs, err)
 	}
 	for _, m := range []*ebpf.Map{d.objs.Vips, d.objs.VipAddrs, d.objs.Rings, d.objs.RingSel, d.objs.Backends, d.objs.Conntrack, d.objs.LbCfg, d.objs.Stats, d.objs.VipStats, d.objs.BackendStats,
-		d.objs.Deny4, d.objs.Deny6, d.objs.AllowList, d.objs.VipPolicies, d.objs.VipGuards, d.objs.PrefilterOn} {
+		d.objs.Deny4, d.objs.Deny6, d.objs.AllowList, d.objs.VipPolicies, d.objs.VipGuards, d.objs.PrefilterOn,
+		d.objs.Deny4Dir, d.objs.Deny4Counts} {
 		if err := m.Unpin(); err != nil {
 			errs = append(errs, err)
 		}

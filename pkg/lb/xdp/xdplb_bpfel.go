@@ -179,6 +179,8 @@ const (
 	xdplbMapBackends     = "backends"
 	xdplbMapConntrack    = "conntrack"
 	xdplbMapDeny4        = "deny4"
+	xdplbMapDeny4Counts  = "deny4_counts"
+	xdplbMapDeny4Dir     = "deny4_dir"
 	xdplbMapDeny6        = "deny6"
 	xdplbMapLbCfg        = "lb_cfg"
 	xdplbMapPrefilterOn  = "prefilter_on"
@@ -251,6 +253,8 @@ type xdplbMapSpecs struct {
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
 	Deny4        *ebpf.MapSpec `ebpf:"deny4"`
+	Deny4Counts  *ebpf.MapSpec `ebpf:"deny4_counts"`
+	Deny4Dir     *ebpf.MapSpec `ebpf:"deny4_dir"`
 	Deny6        *ebpf.MapSpec `ebpf:"deny6"`
 	LbCfg        *ebpf.MapSpec `ebpf:"lb_cfg"`
 	PrefilterOn  *ebpf.MapSpec `ebpf:"prefilter_on"`
@@ -299,6 +303,8 @@ type xdplbMaps struct {
 	Backends     *ebpf.Map `ebpf:"backends"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
 	Deny4        *ebpf.Map `ebpf:"deny4"`
+	Deny4Counts  *ebpf.Map `ebpf:"deny4_counts"`
+	Deny4Dir     *ebpf.Map `ebpf:"deny4_dir"`
 	Deny6        *ebpf.Map `ebpf:"deny6"`
 	LbCfg        *ebpf.Map `ebpf:"lb_cfg"`
 	PrefilterOn  *ebpf.Map `ebpf:"prefilter_on"`
@@ -319,6 +325,8 @@ func (m *xdplbMaps) Close() error {
 		m.Backends,
 		m.Conntrack,
 		m.Deny4,
+		m.Deny4Counts,
+		m.Deny4Dir,
 		m.Deny6,
 		m.LbCfg,
 		m.PrefilterOn,

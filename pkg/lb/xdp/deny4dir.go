@@ -1,0 +1,316 @@
+package xdp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/cilium/ebpf"
+)
+
+// The flattened IPv4 deny list (bpf/lb_maps.h deny4_dir, DIR-24-8 style): one u16 per /24
+// of the address space (four to an array value; in memory a plain little-endian u16
+// array, 32 MiB). Bits 0-4 hold 1 + the length of the longest listed prefix of length
+// <= 24 that covers the whole /24 (0: none); bit 5+(L-25) says that prefixes of length L
+// (25 to 32) lie inside it: the program looks the source up in deny4_counts (a hash of
+// every listed prefix) at each such length, longest first, then takes the owner. The
+// trie stays the list of record; deny4_counts holds the drops the array decided.
+//
+// The loader keeps the array in step with the trie: adding a prefix of length L <= 24
+// raises the owner of each of its /24s to L where it was shorter; deleting it gives its
+// /24s (those it owned) its longest listed ancestor, which is the same for all of them.
+// A longer prefix sets its length's bit; the loader counts the prefixes of each length
+// in each /24 (dir4Long, rebuilt from the trie at start) to clear the bit with the last.
+// All of it depends only on the set of listed prefixes, not on the order of the changes.
+
+const (
+	dir4Size      = 1 << 24
+	dir4LongShift = 5
+	dir4OwnerMask = 0x1f
+	// prefilterDir4 is PREFILTER_F_DIR4: deny4_dir is built and the program uses it.
+	prefilterDir4 = 1 << 2
+	// dir4Chunk entries are read and written at a time.
+	dir4Chunk = 1 << 16
+)
+
+// dir4Table is the array the expansion works on: the mmapped map, or a slice in tests.
+type dir4Table interface {
+	load(i uint32) uint16
+	store(i uint32, v uint16)
+}
+
+func key4Addr(k xdplbDeny4Key) uint32 { return binary.BigEndian.Uint32(k.Addr[:]) }
+
+func key4(addr uint32, bits int) xdplbDeny4Key {
+	k := xdplbDeny4Key{Prefixlen: uint32(bits)}
+	binary.BigEndian.PutUint32(k.Addr[:], addr&mask4(bits))
+	return k
+}
+
+func mask4(bits int) uint32 {
+	if bits == 0 {
+		return 0
+	}
+	return ^uint32(0) << (32 - bits)
+}
+
+// dir4Range is the first /24 index and the number of /24s of a prefix of length <= 24.
+func dir4Range(k xdplbDeny4Key) (uint32, uint32) {
+	return key4Addr(k) >> 8, 1 << (24 - k.Prefixlen)
+}
+
+// dir4LongKey names a /24 and a prefix length above 24 in dir4Long counts.
+func dir4LongKey(k xdplbDeny4Key) (uint32, uint32, uint16) {
+	i := key4Addr(k) >> 8
+	return i<<3 | (k.Prefixlen - 25), i, 1 << (dir4LongShift + k.Prefixlen - 25)
+}
+
+// dir4Add records a prefix that was not listed; long counts the prefixes longer than /24
+// by /24 and length.
+func dir4Add(t dir4Table, k xdplbDeny4Key, long map[uint32]uint32) {
+	if k.Prefixlen > 24 {
+		lk, i, bit := dir4LongKey(k)
+		long[lk]++
+		t.store(i, t.load(i)|bit)
+		return
+	}
+	lo, n := dir4Range(k)
+	own := uint16(k.Prefixlen + 1)
+	for i := lo; i < lo+n; i++ {
+		v := t.load(i)
+		if v&dir4OwnerMask < own {
+			t.store(i, v&^dir4OwnerMask|own)
+		}
+	}
+}
+
+// dir4Delete records that a listed prefix is gone. listed says whether a prefix of length
+// <= 24 is (still) listed; it is asked about k's ancestors only.
+func dir4Delete(t dir4Table, k xdplbDeny4Key, listed func(xdplbDeny4Key) bool, long map[uint32]uint32) {
+	if k.Prefixlen > 24 {
+		lk, i, bit := dir4LongKey(k)
+		if long[lk] > 1 {
+			long[lk]--
+			return
+		}
+		delete(long, lk)
+		t.store(i, t.load(i)&^bit)
+		return
+	}
+	var anc uint16 // 1 + the length of the longest listed ancestor, 0: none
+	for l := int(k.Prefixlen) - 1; l >= 0; l-- {
+		if listed(key4(key4Addr(k), l)) {
+			anc = uint16(l) + 1
+			break
+		}
+	}
+	lo, n := dir4Range(k)
+	own := uint16(k.Prefixlen + 1)
+	for i := lo; i < lo+n; i++ {
+		if v := t.load(i); v&dir4OwnerMask == own {
+			t.store(i, v&^dir4OwnerMask|anc)
+		}
+	}
+}
+
+// dir4View reads and writes the mmapped deny4_dir in chunks, writing back the ones it
+// changed on flush. Only the loader writes the array (under denyMu), one aligned u16 at a
+// time, so the program sees an entry before or after a change.
+type dir4View struct {
+	mem    *ebpf.Memory
+	chunks map[uint32][]byte
+	dirty  map[uint32]bool
+	err    error
+}
+
+func newDir4View(m *ebpf.Map) (*dir4View, error) {
+	mem, err := m.Memory()
+	if err != nil {
+		return nil, fmt.Errorf("map deny4_dir: %w", err)
+	}
+	return &dir4View{mem: mem, chunks: map[uint32][]byte{}, dirty: map[uint32]bool{}}, nil
+}
+
+func (v *dir4View) chunk(i uint32) []byte {
+	c := i / dir4Chunk
+	b, ok := v.chunks[c]
+	if !ok {
+		b = make([]byte, dir4Chunk*2)
+		if _, err := v.mem.ReadAt(b, int64(c)*dir4Chunk*2); err != nil && v.err == nil {
+			v.err = fmt.Errorf("read deny4_dir: %w", err)
+		}
+		v.chunks[c] = b
+	}
+	return b
+}
+
+func (v *dir4View) load(i uint32) uint16 {
+	return binary.LittleEndian.Uint16(v.chunk(i)[i%dir4Chunk*2:])
+}
+
+func (v *dir4View) store(i uint32, x uint16) {
+	binary.LittleEndian.PutUint16(v.chunk(i)[i%dir4Chunk*2:], x)
+	v.dirty[i/dir4Chunk] = true
+}
+
+func (v *dir4View) flush() error {
+	if v.err != nil {
+		return v.err
+	}
+	for c := range v.dirty {
+		// Entries change one u32 at a time, never through a state the table never had.
+		b := v.chunks[c]
+		var cur [2]byte
+		for j := 0; j < dir4Chunk; j++ {
+			off := int64(c)*dir4Chunk*2 + int64(j)*2
+			if _, err := v.mem.ReadAt(cur[:], off); err != nil {
+				return fmt.Errorf("read deny4_dir: %w", err)
+			}
+			if [2]byte(b[j*2:j*2+2]) != cur {
+				if _, err := v.mem.WriteAt(b[j*2:j*2+2], off); err != nil {
+					return fmt.Errorf("write deny4_dir: %w", err)
+				}
+			}
+		}
+		delete(v.dirty, c)
+	}
+	return nil
+}
+
+// listed4 says whether the trie lists prefix k, asking deny4_counts, which holds the same.
+func (d *Dataplane) listed4(k xdplbDeny4Key) bool {
+	var v xdplbDenyValue
+	return d.objs.Deny4Counts.Lookup(&k, &v) == nil
+}
+
+// dir4Added records prefixes newly added to the trie (each once): their counters, then
+// the array (which must not point at a counter not yet written).
+func (d *Dataplane) dir4Added(keys []xdplbDeny4Key) error {
+	if !d.dir4Ready {
+		return nil
+	}
+	if err := batchUpdate(d.objs.Deny4Counts, keys); err != nil {
+		return fmt.Errorf("add ipv4 deny counters: %w", err)
+	}
+	v, err := newDir4View(d.objs.Deny4Dir)
+	if err != nil {
+		return err
+	}
+	// Shortest first: a /24 takes its final owner in one write.
+	slices.SortFunc(keys, func(a, b xdplbDeny4Key) int { return int(a.Prefixlen) - int(b.Prefixlen) })
+	for _, k := range keys {
+		dir4Add(v, k, d.dir4Long)
+	}
+	return v.flush()
+}
+
+// dir4Deleted records one prefix deleted from the trie.
+func (d *Dataplane) dir4Deleted(k xdplbDeny4Key) error {
+	if !d.dir4Ready {
+		return nil
+	}
+	v, err := newDir4View(d.objs.Deny4Dir)
+	if err != nil {
+		return err
+	}
+	dir4Delete(v, k, d.listed4, d.dir4Long)
+	if err := v.flush(); err != nil {
+		return err
+	}
+	if err := d.objs.Deny4Counts.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete ipv4 deny counter: %w", err)
+	}
+	return nil
+}
+
+// syncDir4 reads the trie at start: it counts the longer prefixes (dir4Long) and, when
+// the loader finds deny4_dir and deny4_counts not built for it (a first start, or maps
+// left by a release without them), builds them from the trie, keeping the counters of
+// prefixes still listed.
+func (d *Dataplane) syncDir4() error {
+	var on uint32
+	if err := d.objs.PrefilterOn.Lookup(uint32(0), &on); err != nil {
+		return fmt.Errorf("read prefilter_on: %w", err)
+	}
+	var keys []xdplbDeny4Key
+	if err := batchRead(d.objs.Deny4, func(k xdplbDeny4Key, _ uint64) { keys = append(keys, k) }); err != nil {
+		return fmt.Errorf("read ipv4 deny list: %w", err)
+	}
+	if on&prefilterDir4 == 0 {
+		return d.rebuildDir4(keys)
+	}
+	d.dir4Long = map[uint32]uint32{}
+	for _, k := range keys {
+		if k.Prefixlen > 24 {
+			lk, _, _ := dir4LongKey(k)
+			d.dir4Long[lk]++
+		}
+	}
+	d.dir4Ready = true
+	return nil
+}
+
+// buildDir4 builds deny4_dir and deny4_counts from the trie again.
+func (d *Dataplane) buildDir4() error {
+	var keys []xdplbDeny4Key
+	if err := batchRead(d.objs.Deny4, func(k xdplbDeny4Key, _ uint64) { keys = append(keys, k) }); err != nil {
+		return fmt.Errorf("read ipv4 deny list: %w", err)
+	}
+	return d.rebuildDir4(keys)
+}
+
+// rebuildDir4 makes deny4_dir, deny4_counts and dir4Long agree with the trie's keys.
+func (d *Dataplane) rebuildDir4(keys []xdplbDeny4Key) error {
+	d.dir4Long = map[uint32]uint32{}
+	listed := make(map[xdplbDeny4Key]bool, len(keys))
+	for _, k := range keys {
+		listed[k] = true
+	}
+	var stale []xdplbDeny4Key
+	have := map[xdplbDeny4Key]bool{}
+	if err := batchRead(d.objs.Deny4Counts, func(k xdplbDeny4Key, _ uint64) {
+		if listed[k] {
+			have[k] = true
+		} else {
+			stale = append(stale, k)
+		}
+	}); err != nil {
+		return fmt.Errorf("read ipv4 deny counters: %w", err)
+	}
+	var add []xdplbDeny4Key
+	for _, k := range keys {
+		if !have[k] {
+			add = append(add, k)
+		}
+	}
+	if err := batchUpdate(d.objs.Deny4Counts, add); err != nil {
+		return fmt.Errorf("add ipv4 deny counters: %w", err)
+	}
+	v, err := newDir4View(d.objs.Deny4Dir)
+	if err != nil {
+		return err
+	}
+	for c := uint32(0); c < dir4Size/dir4Chunk; c++ {
+		v.chunks[c] = make([]byte, dir4Chunk*2)
+		v.dirty[c] = true
+	}
+	slices.SortFunc(keys, func(a, b xdplbDeny4Key) int { return int(a.Prefixlen) - int(b.Prefixlen) })
+	for _, k := range keys {
+		dir4Add(v, k, d.dir4Long)
+	}
+	if err := v.flush(); err != nil {
+		return err
+	}
+	// Counters of prefixes no longer listed go once nothing points at them.
+	for _, k := range stale {
+		if err := d.objs.Deny4Counts.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete ipv4 deny counter: %w", err)
+		}
+	}
+	d.dir4Ready = true
+	if len(keys) > 0 {
+		d.log.Info("built the flattened ipv4 deny list from the trie", "prefixes", len(keys))
+	}
+	return nil
+}
