@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // The flattened IPv4 deny list (bpf/lb_maps.h deny4_dir, DIR-24-8 style): one u16 per /24
@@ -117,15 +119,19 @@ func dir4Delete(t dir4Table, k xdplbDeny4Key, listed func(xdplbDeny4Key) bool, l
 // dir4View reads and writes the mmapped deny4_dir in chunks, writing back the ones it
 // changed on flush. Only the loader writes the array (under denyMu), one aligned u16 at a
 // time, so the program sees an entry before or after a change.
+//
+// The kernel maps a BPF array's pages all at once (remap_vmalloc_range), so a mapping
+// kept open would count its 32 MiB in the daemon's resident memory: the view maps the
+// array for one change and flush unmaps it.
 type dir4View struct {
-	mem    *ebpf.Memory
+	mem    []byte
 	chunks map[uint32][]byte
 	dirty  map[uint32]bool
 	err    error
 }
 
 func newDir4View(m *ebpf.Map) (*dir4View, error) {
-	mem, err := m.Memory()
+	mem, err := unix.Mmap(m.FD(), 0, dir4Size*2, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("map deny4_dir: %w", err)
 	}
@@ -137,9 +143,7 @@ func (v *dir4View) chunk(i uint32) []byte {
 	b, ok := v.chunks[c]
 	if !ok {
 		b = make([]byte, dir4Chunk*2)
-		if _, err := v.mem.ReadAt(b, int64(c)*dir4Chunk*2); err != nil && v.err == nil {
-			v.err = fmt.Errorf("read deny4_dir: %w", err)
-		}
+		copy(b, v.mem[c*dir4Chunk*2:])
 		v.chunks[c] = b
 	}
 	return b
@@ -154,23 +158,24 @@ func (v *dir4View) store(i uint32, x uint16) {
 	v.dirty[i/dir4Chunk] = true
 }
 
+// flush writes the changed entries and unmaps the array; the view is done after it.
 func (v *dir4View) flush() error {
+	defer func() { _ = unix.Munmap(v.mem) }()
 	if v.err != nil {
 		return v.err
 	}
 	for c := range v.dirty {
-		// Entries change one u32 at a time, never through a state the table never had.
+		// Entries change one u16 at a time (one aligned store), never through a state
+		// the table never had.
 		b := v.chunks[c]
-		var cur [2]byte
-		for j := 0; j < dir4Chunk; j++ {
-			off := int64(c)*dir4Chunk*2 + int64(j)*2
-			if _, err := v.mem.ReadAt(cur[:], off); err != nil {
-				return fmt.Errorf("read deny4_dir: %w", err)
-			}
-			if [2]byte(b[j*2:j*2+2]) != cur {
-				if _, err := v.mem.WriteAt(b[j*2:j*2+2], off); err != nil {
-					return fmt.Errorf("write deny4_dir: %w", err)
-				}
+		for j := uint32(0); j < dir4Chunk; j++ {
+			off := (c*dir4Chunk + j) * 2
+			want := binary.LittleEndian.Uint16(b[j*2:])
+			// An aligned uint16 through a pointer: one load, one store (amd64 and arm64 are
+			// little-endian, like the entries).
+			p := (*uint16)(unsafe.Pointer(&v.mem[off]))
+			if *p != want {
+				*p = want
 			}
 		}
 		delete(v.dirty, c)
@@ -291,10 +296,14 @@ func (d *Dataplane) rebuildDir4(keys []xdplbDeny4Key) error {
 	if err != nil {
 		return err
 	}
-	for c := uint32(0); c < dir4Size/dir4Chunk; c++ {
-		v.chunks[c] = make([]byte, dir4Chunk*2)
-		v.dirty[c] = true
+	if !d.dir4Fresh {
+		// The array may hold anything: rewrite it whole.
+		for c := uint32(0); c < dir4Size/dir4Chunk; c++ {
+			v.chunks[c] = make([]byte, dir4Chunk*2)
+			v.dirty[c] = true
+		}
 	}
+	d.dir4Fresh = false
 	slices.SortFunc(keys, func(a, b xdplbDeny4Key) int { return int(a.Prefixlen) - int(b.Prefixlen) })
 	for _, k := range keys {
 		dir4Add(v, k, d.dir4Long)

@@ -110,6 +110,7 @@ type Dataplane struct {
 	// counts its longer prefixes (deny4dir.go).
 	denyMu    sync.Mutex
 	dir4Ready bool
+	dir4Fresh bool // deny4_dir was created by this load (all zeros)
 	dir4Long  map[uint32]uint32
 
 	// onNewID: see OnNewVIPID (shared.go).
@@ -170,6 +171,13 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 	}
 	d := &Dataplane{opts: opts, log: log, links: map[string]link.Link{}}
+	// A deny4_dir this load creates is all zeros: building it touches only the entries
+	// the deny list sets (its 32 MiB stay out of the daemon's resident memory).
+	if opts.PinPath == "" {
+		d.dir4Fresh = true
+	} else if _, err := os.Stat(filepath.Join(opts.PinPath, "deny4_dir")); errors.Is(err, os.ErrNotExist) {
+		d.dir4Fresh = true
+	}
 	if err := spec.LoadAndAssign(&d.objs, &copts); err != nil {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
 			return nil, fmt.Errorf("load xdp_lb: %w (%w: remove %s to start afresh)", err, ErrIncompatible, opts.PinPath)
