@@ -17,8 +17,9 @@ import (
 )
 
 // newDataplane loads the configured data plane. It is the only place that names a
-// concrete one. dataplane: auto tries xdp, then nftables, then iptables, and logs what it
-// chose and why; an explicit mode that cannot work fails here with the reason.
+// concrete one. dataplane: auto tries xdp, then ipvs (only with ipvs.consider_in_auto),
+// then nftables, then iptables, and logs what it chose and why (every mode tried, with
+// what stopped it); an explicit mode that cannot work fails here with the reason.
 func newDataplane(cfg *config.Config, logger *slog.Logger) (lb.Dataplane, error) {
 	switch cfg.Dataplane {
 	case "xdp":
