@@ -32,7 +32,7 @@ func TestPrivilegedDir4AgreesWithReference(t *testing.T) {
 	listed := map[netip.Prefix]bool{}
 	bulk := toPrefixes(randomPrefixes4(rng, 6000)) // > 4096: the batch path
 	small := toPrefixes(randomPrefixes4(rng, 500)) // one by one
-	small = append(small, netip.MustParsePrefix("10.0.0.0/9"), netip.MustParsePrefix("203.0.113.0/24"))
+	small = append(small, netip.MustParsePrefix("198.0.0.0/9"), netip.MustParsePrefix("203.0.113.0/24"))
 	for _, ps := range [][]netip.Prefix{bulk, small} {
 		if err := r.d.DenyAdd(ps); err != nil {
 			t.Fatal(err)
@@ -47,7 +47,7 @@ func TestPrivilegedDir4AgreesWithReference(t *testing.T) {
 			gone = append(gone, p)
 		}
 	}
-	gone = append(gone, netip.MustParsePrefix("10.0.0.0/9"))
+	gone = append(gone, netip.MustParsePrefix("198.0.0.0/9"))
 	if err := r.d.DenyDelete(gone); err != nil {
 		t.Fatal(err)
 	}
