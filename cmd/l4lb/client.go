@@ -42,9 +42,18 @@ func (f *clientFlags) print(w io.Writer, doc []byte, table func() error) error {
 }
 
 func (f *clientFlags) do(method, path string, body any) ([]byte, error) {
+	return f.doTimeout(method, path, body, 10*time.Second)
+}
+
+// doTimeout calls the admin API: the bearer token for changes, the API's error message
+// for a refused call.
+func (f *clientFlags) doTimeout(method, path string, body any, timeout time.Duration) ([]byte, error) {
 	var rd io.Reader
 	if body != nil {
-		b, _ := json.Marshal(body)
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequest(method, "http://"+f.addr+path, rd)
@@ -61,7 +70,7 @@ func (f *clientFlags) do(method, path string, body any) ([]byte, error) {
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	resp, err := (&http.Client{Timeout: timeout}).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("admin api: %w", err)
 	}

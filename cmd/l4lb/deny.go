@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/l4lb/l4lb/pkg/admin"
 	"github.com/l4lb/l4lb/pkg/config"
 	"github.com/l4lb/l4lb/pkg/daemon"
 )
@@ -96,47 +94,7 @@ func newDenyCmd(f *clientFlags) *cobra.Command {
 	return deny
 }
 
-// doDeny is clientFlags.do for /v1/deny, with a timeout for bulk loads.
+// doDeny calls /v1/deny, with a timeout for bulk loads.
 func (f *clientFlags) doDeny(method string, body any) ([]byte, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, "http://"+f.addr+"/v1/deny", rd)
-	if err != nil {
-		return nil, err
-	}
-	if method != http.MethodGet {
-		if f.tokenFile == "" {
-			return nil, fmt.Errorf("changes need --token-file (or L4LB_TOKEN_FILE)")
-		}
-		tok, err := admin.ReadToken(f.tokenFile)
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := (&http.Client{Timeout: denyTimeout}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("admin api: %w", err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(out, &e) == nil && e.Error != "" {
-			return nil, fmt.Errorf("%s", e.Error)
-		}
-		return nil, fmt.Errorf("admin api: %s", resp.Status)
-	}
-	return out, nil
+	return f.doTimeout(method, "/v1/deny", body, denyTimeout)
 }
