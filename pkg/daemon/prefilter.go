@@ -380,12 +380,5 @@ func saveDeny(path string, deny []netip.Prefix) error {
 	if path == "" {
 		return nil
 	}
-	stateMu.Lock()
-	defer stateMu.Unlock()
-	sf, err := readState(path)
-	if err != nil {
-		return err
-	}
-	sf.Deny = deny
-	return writeState(path, sf)
+	return updateState(path, func(sf *stateFile) { sf.Deny = deny })
 }

@@ -56,22 +56,29 @@ func saveOverrides(path string, ov lb.Overrides) error {
 	if path == "" {
 		return nil
 	}
+	return updateState(path, func(sf *stateFile) {
+		sf.Overrides = nil
+		for k, o := range ov {
+			sf.Overrides = append(sf.Overrides, overrideEntry{VIP: k.VIP, Backend: k.Backend, Override: o})
+		}
+		sort.Slice(sf.Overrides, func(i, j int) bool {
+			if sf.Overrides[i].VIP != sf.Overrides[j].VIP {
+				return sf.Overrides[i].VIP < sf.Overrides[j].VIP
+			}
+			return sf.Overrides[i].Backend.Less(sf.Overrides[j].Backend)
+		})
+	})
+}
+
+// updateState rewrites one section of the state file (change), keeping the others.
+func updateState(path string, change func(*stateFile)) error {
 	stateMu.Lock()
 	defer stateMu.Unlock()
 	sf, err := readState(path)
 	if err != nil {
 		return err
 	}
-	sf.Overrides = nil
-	for k, o := range ov {
-		sf.Overrides = append(sf.Overrides, overrideEntry{VIP: k.VIP, Backend: k.Backend, Override: o})
-	}
-	sort.Slice(sf.Overrides, func(i, j int) bool {
-		if sf.Overrides[i].VIP != sf.Overrides[j].VIP {
-			return sf.Overrides[i].VIP < sf.Overrides[j].VIP
-		}
-		return sf.Overrides[i].Backend.Less(sf.Overrides[j].Backend)
-	})
+	change(&sf)
 	return writeState(path, sf)
 }
 
