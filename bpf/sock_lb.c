@@ -15,6 +15,7 @@
 #include "lb_maps.h"
 #include "jhash.h"
 #include "ring.h"
+#include "vip.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -96,22 +97,6 @@ struct dest {
 	__u8 family;
 };
 
-static __always_inline struct vip_meta *sock_vip_lookup(const struct dest *d, __u8 proto)
-{
-	struct vip_key k = {};
-	struct vip_meta *m;
-
-	__builtin_memcpy(k.addr, d->addr, 16);
-	k.port = d->port;
-	k.proto = proto;
-	k.family = d->family;
-	m = bpf_map_lookup_elem(&vips, &k);
-	if (m)
-		return m;
-	k.port = 0;
-	return bpf_map_lookup_elem(&vips, &k);
-}
-
 static __always_inline struct sock_vip_counters *sock_counters(__u32 vip_id)
 {
 	return bpf_map_lookup_elem(&sock_vip_stats, &vip_id);
@@ -140,7 +125,7 @@ static __always_inline void sample_connect(__u32 vip_id, __u32 backend_id)
  * this socket: d is left as it is (the packet then takes the network path to the VIP). */
 static __always_inline int translate(__u64 cookie, struct dest *d, __u8 proto, int is_connect)
 {
-	struct vip_meta *vip = sock_vip_lookup(d, proto);
+	struct vip_meta *vip = vip_find(d->addr, d->port, proto, d->family);
 
 	if (!vip)
 		return 0;

@@ -13,6 +13,7 @@
 #include "jhash.h"
 #include "flowhash.h"
 #include "ring.h"
+#include "vip.h"
 #include "parse.h"
 #include "encap.h"
 #include "prefilter.h"
@@ -24,22 +25,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 volatile const __u32 ring_size = RING_SIZE;
 volatile const __u64 udp_timeout_ns = 30ULL * 1000000000ULL;
 volatile const __u32 mtu = 1500;
-
-static __always_inline struct vip_meta *vip_lookup(const struct packet *pkt)
-{
-	struct vip_key k = {};
-	struct vip_meta *m;
-
-	__builtin_memcpy(k.addr, pkt->flow.dst, 16);
-	k.port = pkt->flow.dport;
-	k.proto = pkt->flow.proto;
-	k.family = pkt->flow.family;
-	m = bpf_map_lookup_elem(&vips, &k);
-	if (m)
-		return m;
-	k.port = 0;
-	return bpf_map_lookup_elem(&vips, &k);
-}
 
 static __always_inline struct backend *live_backend(__u32 id)
 {
@@ -63,7 +48,7 @@ int xdp_lb(struct xdp_md *ctx)
 	if (ret != PARSE_OK)
 		return ret;
 
-	struct vip_meta *vip = vip_lookup(&pkt);
+	struct vip_meta *vip = vip_find(pkt.flow.dst, pkt.flow.dport, pkt.flow.proto, pkt.flow.family);
 
 	if (!vip)
 		return verdict(STAT_PASS_NON_VIP, XDP_PASS);
