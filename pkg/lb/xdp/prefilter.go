@@ -283,25 +283,44 @@ func (d *Dataplane) writePolicy(id uint32, p Policy) error {
 		k.Addr, _ = addr16(a.Addr())
 		want[k] = true
 	}
-	var (
-		k     xdplbAllowKey
-		v     uint32
-		stale []xdplbAllowKey
-	)
-	it := d.objs.AllowList.Iterate()
-	for it.Next(&k, &v) {
-		if k.VipId == id && !want[k] {
+	if d.allowByID == nil {
+		// What the pinned allow_list holds, read once; writePolicy keeps it current.
+		d.allowByID = map[uint32]map[xdplbAllowKey]bool{}
+		var (
+			k xdplbAllowKey
+			v uint32
+		)
+		it := d.objs.AllowList.Iterate()
+		for it.Next(&k, &v) {
+			if d.allowByID[k.VipId] == nil {
+				d.allowByID[k.VipId] = map[xdplbAllowKey]bool{}
+			}
+			d.allowByID[k.VipId][k] = true
+		}
+		if err := it.Err(); err != nil {
+			d.allowByID = nil
+			return fmt.Errorf("read allow list: %w", err)
+		}
+	}
+	have := d.allowByID[id]
+	var stale []xdplbAllowKey
+	for k := range have {
+		if !want[k] {
 			stale = append(stale, k)
 		}
-		delete(want, k)
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read allow list: %w", err)
 	}
 	for k := range want {
+		if have[k] {
+			continue
+		}
 		if err := d.objs.AllowList.Put(&k, uint32(1)); err != nil {
 			return fmt.Errorf("write allow list of vip %d: %w", id, err)
 		}
+		if have == nil {
+			have = map[xdplbAllowKey]bool{}
+			d.allowByID[id] = have
+		}
+		have[k] = true
 	}
 	pol := xdplbVipPolicy{GuardRate: p.GuardRate, GuardDropRate: p.GuardDropRate}
 	if len(p.Allow) > 0 {
@@ -314,6 +333,7 @@ func (d *Dataplane) writePolicy(id uint32, p Policy) error {
 		if err := d.objs.AllowList.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("clear allow list of vip %d: %w", id, err)
 		}
+		delete(have, k)
 	}
 	return nil
 }

@@ -117,6 +117,8 @@ type Dataplane struct {
 	onNewID []func(id uint32) error
 	// policies are the prefilter policies by VIP (prefilter.go), written with the VIP.
 	policies map[lb.VIPKey]Policy
+	// allowByID is what allow_list holds, by VIP id (read once, then kept by writePolicy).
+	allowByID map[uint32]map[xdplbAllowKey]bool
 }
 
 // Load loads the program and its maps (adopting pinned maps when opts.PinPath holds them).
