@@ -28,13 +28,12 @@ static __always_inline __u32 ring_slot(__u32 hash, __u32 size)
 
 /* ring_pick returns the backend id in the slot hash selects in the VIP's ring, or 0 when
  * the VIP has no ring (0 is never a backend id). Each VIP has its own ring size, in
- * ring_sel; the ring_size argument is unused (kept so callers need not change). */
-static __always_inline __u32 ring_pick(const struct vip_meta *vip, __u32 hash, __u32 ring_size)
+ * ring_sel. */
+static __always_inline __u32 ring_pick(const struct vip_meta *vip, __u32 hash)
 {
 	__u32 vip_id = vip->id;
 	struct ring_select *sel = bpf_map_lookup_elem(&ring_sel, &vip_id);
 
-	(void)ring_size;
 	if (!sel)
 		return 0;
 	struct ring_half *h = &sel->half[sel->active & 1];

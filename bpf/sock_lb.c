@@ -28,7 +28,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SOCK_DGRAM_ 2
 
 /* Load-time knobs, set by the Go loader (pkg/lb/socklb). */
-volatile const __u32 ring_size = RING_SIZE;
 /* One translated connect in sample_every is reported through sock_events (0: none). */
 volatile const __u32 sample_every = 1;
 
@@ -132,7 +131,7 @@ static __always_inline int translate(__u64 cookie, struct dest *d, __u8 proto, i
 	__u32 vip_id = vip->id;
 	struct sock_vip_counters *sc = sock_counters(vip_id);
 	__u32 hash = jhash_3words((__u32)cookie, (__u32)(cookie >> 32), vip_id, 0);
-	__u32 bid = ring_pick(vip, hash, ring_size);
+	__u32 bid = ring_pick(vip, hash);
 	struct backend *be = bid ? bpf_map_lookup_elem(&backends, &bid) : NULL;
 
 	if (!be || !(be->flags & BACKEND_F_EXISTS) || be->family != d->family) {

@@ -22,7 +22,6 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Load-time knobs, set by the Go loader (pkg/lb/xdp). */
-volatile const __u32 ring_size = RING_SIZE;
 volatile const __u64 udp_timeout_ns = 30ULL * 1000000000ULL;
 volatile const __u32 mtu = 1500;
 
@@ -93,7 +92,7 @@ int xdp_lb(struct xdp_md *ctx)
 	}
 
 	if (!be) {
-		backend_id = ring_pick(vip, hash, ring_size);
+		backend_id = ring_pick(vip, hash);
 		be = backend_id ? live_backend(backend_id) : NULL;
 		if (!be)
 			return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);

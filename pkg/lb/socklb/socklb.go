@@ -81,14 +81,14 @@ func Load(opts Options) (*Dataplane, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.Shared.RingSize == 0 || len(opts.Shared.Maps) == 0 {
+	if len(opts.Shared.Maps) == 0 {
 		return nil, fmt.Errorf("load sock_lb: no shared xdp maps given")
 	}
 	spec, err := loadSocklb()
 	if err != nil {
 		return nil, fmt.Errorf("load sock_lb spec: %w", err)
 	}
-	for name, v := range map[string]any{"ring_size": opts.Shared.RingSize, "sample_every": opts.SampleEvery} {
+	for name, v := range map[string]any{"sample_every": opts.SampleEvery} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}

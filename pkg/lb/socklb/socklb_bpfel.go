@@ -228,7 +228,6 @@ const (
 	socklbProgSockRecvmsg6     = "sock_recvmsg6"
 	socklbProgSockSendmsg4     = "sock_sendmsg4"
 	socklbProgSockSendmsg6     = "sock_sendmsg6"
-	socklbVarRingSize          = "ring_size"
 	socklbVarSampleEvery       = "sample_every"
 	socklbVarSlotScaled        = "slot_scaled"
 )
@@ -316,7 +315,6 @@ type socklbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type socklbVariableSpecs struct {
-	RingSize    *ebpf.VariableSpec `ebpf:"ring_size"`
 	SampleEvery *ebpf.VariableSpec `ebpf:"sample_every"`
 	SlotScaled  *ebpf.VariableSpec `ebpf:"slot_scaled"`
 }
@@ -394,7 +392,6 @@ func (m *socklbMaps) Close() error {
 //
 // It can be passed to loadSocklbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socklbVariables struct {
-	RingSize    *ebpf.Variable `ebpf:"ring_size"`
 	SampleEvery *ebpf.Variable `ebpf:"sample_every"`
 	SlotScaled  *ebpf.Variable `ebpf:"slot_scaled"`
 }

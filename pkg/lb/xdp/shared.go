@@ -7,17 +7,16 @@ import (
 )
 
 // Shared is what another BPF program needs to pick backends exactly as the XDP program
-// does (connect-time socket LB): every map of bpf/lb_maps.h by its ELF name, and the ring
-// size the rings were built for (the ring_size its ring_pick() calls must be given).
+// does (connect-time socket LB): every map of bpf/lb_maps.h by its ELF name. Each VIP's
+// ring size is in ring_sel, so ring_pick() needs nothing else.
 type Shared struct {
-	Maps     map[string]*ebpf.Map
-	RingSize uint32
+	Maps map[string]*ebpf.Map
 }
 
 // Shared returns this data plane's own map objects (the same ones, pinned or not), for
 // ebpf.CollectionOptions.MapReplacements. They stay owned by d: closing d closes them.
 func (d *Dataplane) Shared() Shared {
-	s := Shared{Maps: map[string]*ebpf.Map{}, RingSize: d.opts.RingSize}
+	s := Shared{Maps: map[string]*ebpf.Map{}}
 	v := reflect.ValueOf(d.objs.xdplbMaps)
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {

@@ -143,14 +143,10 @@ func Load(opts Options) (*Dataplane, error) {
 	spec.Maps["rings"].MaxEntries = uint32(blocks)
 	spec.Maps["conntrack"].MaxEntries = opts.ConntrackSize
 	for name, v := range map[string]any{
-		"ring_size":      opts.RingSize,
 		"udp_timeout_ns": uint64(opts.UDPTimeout.Nanoseconds()),
 		"mtu":            opts.MTU,
 		"slot_scaled":    uint32(opts.SlotMapping),
 	} {
-		if spec.Variables[name] == nil {
-			continue // not read by this build of the program
-		}
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}

@@ -194,7 +194,6 @@ const (
 	xdplbMapVips         = "vips"
 	xdplbProgXdpLb       = "xdp_lb"
 	xdplbVarMtu          = "mtu"
-	xdplbVarRingSize     = "ring_size"
 	xdplbVarSlotScaled   = "slot_scaled"
 	xdplbVarUdpTimeoutNs = "udp_timeout_ns"
 )
@@ -273,7 +272,6 @@ type xdplbMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdplbVariableSpecs struct {
 	Mtu          *ebpf.VariableSpec `ebpf:"mtu"`
-	RingSize     *ebpf.VariableSpec `ebpf:"ring_size"`
 	SlotScaled   *ebpf.VariableSpec `ebpf:"slot_scaled"`
 	UdpTimeoutNs *ebpf.VariableSpec `ebpf:"udp_timeout_ns"`
 }
@@ -346,7 +344,6 @@ func (m *xdplbMaps) Close() error {
 // It can be passed to loadXdplbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdplbVariables struct {
 	Mtu          *ebpf.Variable `ebpf:"mtu"`
-	RingSize     *ebpf.Variable `ebpf:"ring_size"`
 	SlotScaled   *ebpf.Variable `ebpf:"slot_scaled"`
 	UdpTimeoutNs *ebpf.Variable `ebpf:"udp_timeout_ns"`
 }
