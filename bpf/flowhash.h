@@ -15,21 +15,40 @@
 #include "lb_structs.h"
 #include "jhash.h"
 
-static __always_inline __u32 flow_hash(const struct flow_key *f, __u32 vip_flags)
+/* flow_words64: jhash over the flow's addresses and ports (ports as given) seeded with
+ * seed, as b << 32 | c. */
+static __always_inline __u64 flow_words64(const struct flow_key *f, __u32 ports, __u32 seed)
 {
-	__u32 ports = ((__u32)f->dport << 16) | f->sport;
-
-	if (vip_flags & VIP_F_HASH_NO_SPORT)
-		ports = (__u32)f->dport << 16;
 	if (f->family == FAMILY_V4)
-		return jhash_3words(*(__u32 *)f->src, *(__u32 *)f->dst, ports, f->proto);
+		return jhash_3words64(*(__u32 *)f->src, *(__u32 *)f->dst, ports, seed);
 
 	__u32 k[9];
 
 	__builtin_memcpy(k, f->src, 16);
 	__builtin_memcpy(&k[4], f->dst, 16);
 	k[8] = ports;
-	return jhash_9words(k, f->proto);
+	return jhash_9words64(k, seed);
+}
+
+static __always_inline __u32 flow_hash(const struct flow_key *f, __u32 vip_flags)
+{
+	__u32 ports = ((__u32)f->dport << 16) | f->sport;
+
+	if (vip_flags & VIP_F_HASH_NO_SPORT)
+		ports = (__u32)f->dport << 16;
+	return (__u32)flow_words64(f, ports, f->proto);
+}
+
+/* ct_digest: the flow's conntrack digest, over the whole 5-tuple whatever the VIP's flags,
+ * with a seed of its own (so it is independent of the ring's hash). Its low 32 bits pick
+ * the bucket; all 64 are compared. pkg/lb/xdp/flowhash.go mirrors it. */
+#define CT_HASH_SEED 0x6c346c62 /* "l4lb" */
+
+static __always_inline __u64 ct_digest(const struct flow_key *f)
+{
+	__u32 ports = ((__u32)f->dport << 16) | f->sport;
+
+	return flow_words64(f, ports, CT_HASH_SEED ^ (((__u32)f->family << 8) | f->proto));
 }
 
 #endif

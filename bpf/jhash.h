@@ -33,17 +33,24 @@ static __always_inline __u32 rol32(__u32 w, unsigned int s)
 		c ^= b; c -= rol32(b, 24); \
 	}
 
-static __always_inline __u32 jhash_3words(__u32 a, __u32 b, __u32 c, __u32 initval)
+/* The *64 variants return b << 32 | c after the final mix: the 32-bit hash (c) and 32 more
+ * bits of the same state, as lookup3's hashlittle2 does. */
+static __always_inline __u64 jhash_3words64(__u32 a, __u32 b, __u32 c, __u32 initval)
 {
 	a += JHASH_INITVAL + (3 << 2) + initval;
 	b += JHASH_INITVAL + (3 << 2) + initval;
 	c += JHASH_INITVAL + (3 << 2) + initval;
 	__jhash_final(a, b, c);
-	return c;
+	return ((__u64)b << 32) | c;
+}
+
+static __always_inline __u32 jhash_3words(__u32 a, __u32 b, __u32 c, __u32 initval)
+{
+	return (__u32)jhash_3words64(a, b, c, initval);
 }
 
 /* jhash of exactly nine 32-bit words (IPv6 src, dst, ports). */
-static __always_inline __u32 jhash_9words(const __u32 *k, __u32 initval)
+static __always_inline __u64 jhash_9words64(const __u32 *k, __u32 initval)
 {
 	__u32 a, b, c;
 
@@ -54,7 +61,12 @@ static __always_inline __u32 jhash_9words(const __u32 *k, __u32 initval)
 	__jhash_mix(a, b, c);
 	a += k[6]; b += k[7]; c += k[8];
 	__jhash_final(a, b, c);
-	return c;
+	return ((__u64)b << 32) | c;
+}
+
+static __always_inline __u32 jhash_9words(const __u32 *k, __u32 initval)
+{
+	return (__u32)jhash_9words64(k, initval);
 }
 
 #endif

@@ -24,9 +24,17 @@
 #define RING_BLOCKS 8192
 #endif
 
+/* Conntrack: CT_SIZE flows in buckets of CT_WAYS ways (bpf/conntrack.h). */
 #ifndef CT_SIZE
-#define CT_SIZE 262144
+#define CT_SIZE 1048576
 #endif
+#define CT_WAYS 4
+#define CT_BACKEND_MASK 0xffffULL
+#define CT_REF (1ULL << 16)
+#define CT_BUSY (1ULL << 17)
+#define CT_EST (1ULL << 18)
+#define CT_SEEN_SHIFT 32
+#define CT_TIME_SHIFT 24
 
 #ifndef MAX_LOCAL_VIPS
 #define MAX_LOCAL_VIPS 1024

@@ -52,14 +52,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backends SEC(".maps");
 
-/* Conntrack: a hash with per-CPU LRU lists (no cross-CPU lock on the LRU), so an entry is
- * still found if the NIC moves a flow to another queue. */
+/* Conntrack (bpf/conntrack.h): shared by all CPUs, so an entry is still found if the NIC
+ * moves a flow to another queue. The loader sets max_entries (buckets) from
+ * xdp.conntrack_size and ct_buckets to the same number. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, CT_SIZE);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__type(key, struct flow_key);
-	__type(value, struct ct_entry);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CT_SIZE / CT_WAYS);
+	__type(key, __u32);
+	__type(value, struct ct_bucket);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack SEC(".maps");
 

@@ -3,6 +3,7 @@
 #define L4LB_STRUCTS_H
 
 #include <linux/types.h>
+#include "lb_consts.h"
 
 /* A VIP: address (IPv4 in the first 4 bytes, rest zero), port (network order, 0 = any) and
  * protocol. family is FAMILY_V4 or FAMILY_V6. */
@@ -56,10 +57,18 @@ struct flow_key {
 	__u16 pad;
 } __attribute__((aligned(4)));
 
-struct ct_entry {
-	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet; kept for UDP only */
-	__u32 backend_id;
-	__u32 pad;
+/* Conntrack (bpf/conntrack.h): an array of buckets of CT_WAYS ways, one cache line each.
+ * A way holds a flow's 64-bit digest and a state word: bits 0-15 the backend id (0: the
+ * way is empty), bit 16 (CT_REF) a packet found it since its bucket was last full, bit 17
+ * (CT_BUSY) being written, bit 18 (CT_EST) a packet ever found it, bits 32-63 the time
+ * of the last packet (UDP only) in units of 2^24 ns. */
+struct ct_way {
+	__u64 digest;
+	__u64 state;
+};
+
+struct ct_bucket {
+	struct ct_way way[CT_WAYS];
 };
 
 /* Runtime settings that may change without reloading the program (one entry). */

@@ -17,6 +17,7 @@
 #include "parse.h"
 #include "encap.h"
 #include "prefilter.h"
+#include "conntrack.h"
 #include "icmp.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -67,28 +68,42 @@ int xdp_lb(struct xdp_md *ctx)
 	 * reaches a live backend, and the entry it writes replaces any stale one. */
 	int is_syn = pkt.flow.proto == PROTO_TCP && !pkt.icmp_too_big &&
 		     (pkt.tcp_flags & (TCPF_SYN_ | TCPF_ACK_)) == TCPF_SYN_;
-	struct ct_entry *ct = is_syn ? NULL : bpf_map_lookup_elem(&conntrack, &pkt.flow);
+	__u64 digest = ct_digest(&pkt.flow);
+	struct ct_bucket *bk = ct_bucket_of(digest, 0);
+	__u64 ct_st = 0;
+	struct ct_way *ct = NULL;
+
+	if (!is_syn) {
+		ct = ct_find(bk, digest, &ct_st);
+		if (!ct)
+			ct = ct_find(ct_bucket_of(digest, 1), digest, &ct_st);
+	}
 	struct backend *be = NULL;
 	__u32 backend_id = 0;
 	__u64 now = 0;
 	int write_ct = 0; /* 1: update *ct in place; 2: insert a new entry */
 
 	if (ct) {
-		backend_id = ct->backend_id;
+		backend_id = ct_st & CT_BACKEND_MASK;
 		be = live_backend(backend_id);
 		if (!be) {
 			stat_inc(STAT_CT_REHASH);
 		} else if (is_udp) {
 			now = bpf_ktime_get_ns();
-			if (now - ct->last_seen_ns > udp_timeout_ns) {
+			__u32 seen = ct_st >> CT_SEEN_SHIFT;
+
+			if ((__u32)(now >> CT_TIME_SHIFT) - seen > (__u32)(udp_timeout_ns >> CT_TIME_SHIFT)) {
 				stat_inc(STAT_CT_UDP_EXPIRED);
 				be = NULL;
-			} else if (!pkt.icmp_too_big) {
-				ct->last_seen_ns = now;
+			} else if (!pkt.icmp_too_big && (__u32)(now >> CT_TIME_SHIFT) != seen) {
+				ct_update(ct, ct_st, ct_state(backend_id, now) | CT_REF | CT_EST);
+				ct_st |= CT_REF | CT_EST;
 			}
 		}
-		if (be)
+		if (be) {
 			stat_inc(STAT_CT_HIT);
+			ct_touch(ct, ct_st);
+		}
 	}
 
 	if (!be) {
@@ -104,7 +119,7 @@ int xdp_lb(struct xdp_md *ctx)
 				write_ct = 1;
 			else if (pkt.flow.proto == PROTO_TCP && (pkt.tcp_flags & TCPF_RST_))
 				stat_inc(STAT_CT_SKIP_RST);
-			else
+			else if (bk)
 				write_ct = 2;
 		}
 	}
@@ -147,14 +162,10 @@ int xdp_lb(struct xdp_md *ctx)
 	if (write_ct) {
 		if (is_udp && !now)
 			now = bpf_ktime_get_ns();
-		if (write_ct == 1) {
-			ct->backend_id = backend_id;
-			ct->last_seen_ns = now;
-		} else {
-			struct ct_entry e = { .last_seen_ns = now, .backend_id = backend_id };
-
-			bpf_map_update_elem(&conntrack, &pkt.flow, &e, BPF_ANY);
-		}
+		if (write_ct == 1)
+			ct_update(ct, ct_st, ct_state(backend_id, now) | CT_REF | CT_EST);
+		else
+			ct_insert(bk, digest, ct_state(backend_id, now));
 	}
 
 	struct vip_counters *vs = bpf_map_lookup_elem(&vip_stats, &vip_id);

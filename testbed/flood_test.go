@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/pkg/daemon"
+	"github.com/l4lb/l4lb/pkg/lb/xdp"
 	"github.com/l4lb/l4lb/testbed"
 )
 
@@ -84,13 +85,13 @@ func TestPrivilegedFloodTestbed(t *testing.T) {
 	}
 	report := func(when string) {
 		for _, lb := range testbed.LBNodes {
-			n, err := countEntries(conntrack[lb])
+			n, err := xdp.ConntrackEntries(conntrack[lb])
 			if err != nil {
 				t.Fatal(err)
 			}
 			v := lbStatus(t, b, lb)
 			t.Logf("%-7s %s: conntrack %7d of %d entries; ct_miss %d, guard_untracked %d, guard_drop %d",
-				when, lb, n, conntrack[lb].MaxEntries(), v.Counters["ct_miss"], v.Counters["guard_untracked"], v.Counters["guard_drop"])
+				when, lb, n, xdp.ConntrackCapacity(conntrack[lb]), v.Counters["ct_miss"], v.Counters["guard_untracked"], v.Counters["guard_drop"])
 		}
 	}
 
@@ -156,23 +157,6 @@ func bpffsOf(t *testing.T, lb string) string {
 	}
 	t.Fatalf("no bpffs mount of %s for %s", lb, t.Name())
 	return ""
-}
-
-func countEntries(m *ebpf.Map) (int, error) {
-	keys := make([][40]byte, 4096)
-	vals := make([][16]byte, 4096)
-	var cursor ebpf.MapBatchCursor
-	total := 0
-	for {
-		n, err := m.BatchLookup(&cursor, keys, vals, nil)
-		total += n
-		if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && n == 0) {
-			return total, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-	}
 }
 
 func lbPID(t *testing.T, b *testbed.Bed, lb string) int {

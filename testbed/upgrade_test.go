@@ -2,6 +2,8 @@ package testbed_test
 
 import (
 	"context"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,11 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
+	"github.com/l4lb/l4lb/pkg/lb"
+	"github.com/l4lb/l4lb/pkg/lb/xdp"
 	"github.com/l4lb/l4lb/testbed"
 )
 
 // previousRelease is the commit of the release an upgrade starts from.
-const previousRelease = "6309cf8"
+const previousRelease = "ce3a5fa"
 
 // previousL4LB builds the previous release's l4lb from git history (cached under the
 // user's cache directory) and returns its path. Without that history (a shallow clone)
@@ -67,8 +73,9 @@ func newBinary(t *testing.T) string {
 
 // An upgrade by plain restarts: the testbed runs the previous release, clients hold
 // kept-alive connections, then lb1 and then lb2 are stopped and started with this build.
-// The new daemon migrates the previous release's pinned maps; every connection keeps its
-// backend throughout.
+// The new daemon migrates the previous release's pinned maps (its conntrack, an LRU hash,
+// into the bucket table); every connection keeps its backend throughout, and the last
+// node upgraded holds every connection's entry afterwards.
 func TestPrivilegedUpgradeKeepsFlows(t *testing.T) {
 	prev := previousL4LB(t)
 	conf, err := filepath.Abs("../conf/testbed")
@@ -97,6 +104,45 @@ func TestPrivilegedUpgradeKeepsFlows(t *testing.T) {
 	}
 	check("on the previous release")
 
+	// While lb1 was stopped every connection went through lb2, still on the previous
+	// release, which wrote a conntrack entry for each. lb2's new daemon migrates them:
+	// before any packet reaches it, every connection must be in its table, and
+	// connections of one backend must name one backend id.
+	migrated := func() {
+		ct, err := ebpf.LoadPinnedMap(filepath.Join(bpffsOf(t, "lb2"), "l4lb", "conntrack"), nil)
+		if err != nil {
+			t.Fatalf("lb2: open the pinned conntrack: %v", err)
+		}
+		defer ct.Close()
+		ids := map[string]uint32{}
+		for i, c := range conns {
+			la := c.c.LocalAddr().(*net.TCPAddr).AddrPort()
+			f := xdp.Flow{Src: la.Addr().Unmap(), Dst: netip.MustParseAddr(testbed.VIP4), Sport: la.Port(), Dport: 80, Proto: lb.ProtoTCP}
+			id, ok, err := xdp.ConntrackLookupIn(ct, f)
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case !ok:
+				t.Errorf("lb2 restarted: connection %d (%v, to %s) has no conntrack entry", i, la, c.backend)
+			default:
+				if prev, seen := ids[c.backend]; seen && prev != id {
+					t.Errorf("lb2 restarted: connection %d to %s has backend id %d, another to it %d", i, c.backend, id, prev)
+				}
+				ids[c.backend] = id
+			}
+		}
+		if len(ids) > 1 {
+			distinct := map[uint32]bool{}
+			for _, id := range ids {
+				distinct[id] = true
+			}
+			if len(distinct) != len(ids) {
+				t.Errorf("lb2 restarted: backend ids %v: two backends share one", ids)
+			}
+		}
+		t.Logf("lb2 restarted: all connections found in the migrated conntrack, backend ids %v", ids)
+	}
+
 	b.SetL4LB(newBinary(t))
 	for _, lb := range testbed.LBNodes {
 		if err := b.Signal(lb, "l4lb", syscall.SIGTERM, 20*time.Second); err != nil {
@@ -109,14 +155,18 @@ func TestPrivilegedUpgradeKeepsFlows(t *testing.T) {
 		waitHops(t, b, 2, 60*time.Second)
 		waitAllHealthy(t, b, 30*time.Second)
 		log, _ := os.ReadFile(b.LogPath(lb, "l4lb"))
-		if !strings.Contains(string(log), "migrated pinned rings to the flat layout") {
-			t.Errorf("%s: the new daemon's log does not say it migrated the rings", lb)
+		if !strings.Contains(string(log), "migrated pinned conntrack") {
+			t.Errorf("%s: the new daemon's log does not say it migrated conntrack", lb)
+		}
+		if lb == "lb2" {
+			migrated()
 		}
 		check(lb + " upgraded")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx := context.Background()
+	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if out, err := b.Output(ctx, "lb1", b.L4LB(), "version"); err == nil {
+	if out, err := b.Output(vctx, "lb1", b.L4LB(), "version"); err == nil {
 		t.Logf("now running: %s", strings.TrimSpace(out))
 	}
 }

@@ -44,19 +44,22 @@ const (
 	MaxRingSize = 1048573
 )
 
-// Conntrack: an LRU hash preallocated at load time, about 120 bytes of kernel memory per
-// entry (a 40-byte key, a 16-byte value and the kernel's element header).
+// Conntrack: an array of 4-way buckets (bpf/conntrack.h) allocated at load time, 16 bytes
+// of kernel memory per entry (a 64-bit flow digest and a state word).
 const (
-	// DefaultConntrackSize is CT_SIZE, the default xdp.conntrack_size (about 30 MiB).
-	DefaultConntrackSize = 262144
+	// DefaultConntrackSize is CT_SIZE, the default xdp.conntrack_size (16 MiB). A flow
+	// can take only the ways of its two buckets, so the table is sized at about four
+	// times the flows it is meant to hold: at a quarter full, almost no flow finds both
+	// its buckets full (docs/architecture.md, Conntrack).
+	DefaultConntrackSize = 1 << 20
 	// MinConntrackSize is the smallest conntrack table accepted.
 	MinConntrackSize = 1024
-	// MaxConntrackSize is the largest conntrack table accepted: 64 Mi flows, about
-	// 7.5 GiB of kernel memory, locked and allocated when the program loads.
+	// MaxConntrackSize is the largest conntrack table accepted: 64 Mi entries, 1 GiB of
+	// kernel memory, locked and allocated when the program loads.
 	MaxConntrackSize = 1 << 26
-	// ConntrackEntryBytes is the kernel memory one conntrack entry takes, measured with the
-	// memlock of the map (LRU hash, per-CPU LRU lists) on Linux 6.18.
-	ConntrackEntryBytes = 120
+	// ConntrackEntryBytes is the kernel memory one conntrack entry takes: a 64-byte
+	// bucket holds four.
+	ConntrackEntryBytes = 16
 )
 
 // MaxLocalVIPs is MAX_LOCAL_VIPS: how many VIP addresses the backend-side decap program

@@ -34,11 +34,13 @@ type socklbBackendCounters struct {
 	Bytes   uint64
 }
 
-type socklbCtEntry struct {
-	_          structs.HostLayout
-	LastSeenNs uint64
-	BackendId  uint32
-	Pad        uint32
+type socklbCtBucket struct {
+	_   structs.HostLayout
+	Way [4]struct {
+		_      structs.HostLayout
+		Digest uint64
+		State  uint64
+	}
 }
 
 type socklbDeny4Key struct {
@@ -56,17 +58,6 @@ type socklbDeny6Key struct {
 type socklbDenyValue struct {
 	_     structs.HostLayout
 	Drops uint64
-}
-
-type socklbFlowKey struct {
-	_      structs.HostLayout
-	Src    [16]uint8
-	Dst    [16]uint8
-	Sport  uint16
-	Dport  uint16
-	Proto  uint8
-	Family uint8
-	Pad    uint16
 }
 
 type socklbLbConfig struct {

@@ -36,7 +36,9 @@ func jhashMix(a, b, c uint32) (uint32, uint32, uint32) {
 	return a, b, c
 }
 
-func jhashFinal(a, b, c uint32) uint32 {
+// jhashFinal returns b and c after the final mix (the hash is c; bpf/jhash.h's *64
+// variants return b << 32 | c).
+func jhashFinal(a, b, c uint32) (uint32, uint32) {
 	c ^= b
 	c -= bits.RotateLeft32(b, 14)
 	a ^= c
@@ -51,17 +53,18 @@ func jhashFinal(a, b, c uint32) uint32 {
 	b -= bits.RotateLeft32(a, 14)
 	c ^= b
 	c -= bits.RotateLeft32(b, 24)
-	return c
+	return b, c
 }
 
-func jhash3Words(a, b, c, initval uint32) uint32 {
+func jhash3Words64(a, b, c, initval uint32) uint64 {
 	a += jhashInitval + (3 << 2) + initval
 	b += jhashInitval + (3 << 2) + initval
 	c += jhashInitval + (3 << 2) + initval
-	return jhashFinal(a, b, c)
+	hb, hc := jhashFinal(a, b, c)
+	return uint64(hb)<<32 | uint64(hc)
 }
 
-func jhash9Words(k [9]uint32, initval uint32) uint32 {
+func jhash9Words64(k [9]uint32, initval uint32) uint64 {
 	a := uint32(jhashInitval + (9 << 2) + initval)
 	b, c := a, a
 	a += k[0]
@@ -75,7 +78,8 @@ func jhash9Words(k [9]uint32, initval uint32) uint32 {
 	a += k[6]
 	b += k[7]
 	c += k[8]
-	return jhashFinal(a, b, c)
+	hb, hc := jhashFinal(a, b, c)
+	return uint64(hb)<<32 | uint64(hc)
 }
 
 // Flow is a client's 5-tuple as it reaches a VIP.
@@ -85,20 +89,21 @@ type Flow struct {
 	Proto        lb.Proto
 }
 
-// FlowHash returns the hash the data plane computes for f (bpf/xdp_lb.c flow_hash).
-func FlowHash(f Flow, flags lb.VIPFlags) uint32 {
+// flowWords64 mirrors flow_words64 in bpf/flowhash.h: jhash over the addresses and
+// ports seeded with seed, as b << 32 | c. noSport zeroes the source port.
+func flowWords64(f Flow, noSport bool, seed uint32) uint64 {
 	src, fam := addr16(f.Src)
 	dst, _ := addr16(f.Dst)
 	// The data plane loads the two network-order ports as one little-endian word.
 	var pb [4]byte
 	binary.BigEndian.PutUint16(pb[0:], f.Sport)
 	binary.BigEndian.PutUint16(pb[2:], f.Dport)
-	if flags&lb.FlagHashNoSourcePort != 0 {
+	if noSport {
 		pb[0], pb[1] = 0, 0
 	}
 	ports := binary.LittleEndian.Uint32(pb[:])
 	if fam == familyV4 {
-		return jhash3Words(binary.LittleEndian.Uint32(src[:4]), binary.LittleEndian.Uint32(dst[:4]), ports, uint32(f.Proto))
+		return jhash3Words64(binary.LittleEndian.Uint32(src[:4]), binary.LittleEndian.Uint32(dst[:4]), ports, seed)
 	}
 	var k [9]uint32
 	for i := 0; i < 4; i++ {
@@ -106,7 +111,12 @@ func FlowHash(f Flow, flags lb.VIPFlags) uint32 {
 		k[4+i] = binary.LittleEndian.Uint32(dst[i*4:])
 	}
 	k[8] = ports
-	return jhash9Words(k, uint32(f.Proto))
+	return jhash9Words64(k, seed)
+}
+
+// FlowHash returns the hash the data plane computes for f (bpf/xdp_lb.c flow_hash).
+func FlowHash(f Flow, flags lb.VIPFlags) uint32 {
+	return uint32(flowWords64(f, flags&lb.FlagHashNoSourcePort != 0, uint32(f.Proto)))
 }
 
 // SlotMapping is how a flow hash maps to a ring slot (bpf/ring.h ring_slot).

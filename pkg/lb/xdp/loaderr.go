@@ -198,7 +198,6 @@ func missingFeatures() []string {
 		{"XDP programs (4.8)", func() error { return features.HaveProgramType(ebpf.XDP) }},
 		{"per-CPU arrays (4.6)", func() error { return features.HaveMapType(ebpf.PerCPUArray) }},
 		{"LRU hash maps (4.10)", func() error { return features.HaveMapType(ebpf.LRUHash) }},
-		{"array-of-maps (4.12)", func() error { return features.HaveMapType(ebpf.ArrayOfMaps) }},
 		{"bpf_xdp_adjust_head (4.10)", func() error { return features.HaveProgramHelper(ebpf.XDP, asm.FnXdpAdjustHead) }},
 		{"bpf_ktime_get_ns in XDP", func() error { return features.HaveProgramHelper(ebpf.XDP, asm.FnKtimeGetNs) }},
 	}

@@ -25,9 +25,11 @@ import (
 //     converted: a new map is filled from the old one and then takes the pin in one
 //     rename, so a reader of the directory sees the old map or the new one. Same type,
 //     key and value, other max entries: the entries are copied (hash maps must fit;
-//     an LRU keeps what fits). The rings of the previous layout (an array of maps, one
-//     ring per VIP) are converted to the flat layout. Anything else has no converter and
-//     Load fails, saying what to do; it never starts with empty state maps.
+//     an LRU keeps what fits). Conntrack is placed again, entry by entry, into a table
+//     of another size or from the LRU hash of earlier releases (conntrack.go). The rings
+//     of the previous layout (an array of maps, one ring per VIP) are converted to the
+//     flat layout. Anything else has no converter and Load fails, saying what to do; it
+//     never starts with empty state maps.
 //
 // Pins of maps this program no longer has (lb_meta) are removed.
 
@@ -168,6 +170,29 @@ func migrateMap(spec *ebpf.CollectionSpec, ms *ebpf.MapSpec, old *ebpf.Map, dir 
 			return fmt.Errorf("migrate %s: %w", path, err)
 		}
 		log.Info("migrated pinned rings to the flat layout", "vips", n)
+		return nil
+	}
+	if name == "conntrack" {
+		m, err := newUnpinned(ms)
+		if err != nil {
+			return fmt.Errorf("create %s: %w", name, err)
+		}
+		defer m.Close()
+		placed, displaced, err := convertConntrack(old, m)
+		if err != nil {
+			return fmt.Errorf("migrate %s: %w", path, err)
+		}
+		if err := replacePin(m, path); err != nil {
+			return err
+		}
+		args := []any{"entries", placed, "displaced", displaced, "from_type", old.Type().String(),
+			"from_max_entries", old.MaxEntries(), "to_buckets", ms.MaxEntries}
+		if displaced > 0 {
+			// Those flows keep their backends through the ring while it does not change.
+			log.Warn("migrated pinned conntrack; some entries found both their buckets full and displaced others: raise xdp.conntrack_size", args...)
+		} else {
+			log.Info("migrated pinned conntrack", args...)
+		}
 		return nil
 	}
 	if old.Type() == ms.Type && old.KeySize() == ms.KeySize && old.ValueSize() == ms.ValueSize && old.Flags() == ms.Flags && ms.InnerMap == nil {

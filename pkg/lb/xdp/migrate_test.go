@@ -14,10 +14,10 @@ import (
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
-func conntrackKey(f Flow) *xdplbFlowKey {
+func conntrackKey(f Flow) *prevFlowKey {
 	src, fam := addr16(f.Src)
 	dst, _ := addr16(f.Dst)
-	return &xdplbFlowKey{Src: src, Dst: dst, Sport: htons(f.Sport), Dport: htons(f.Dport), Proto: uint8(f.Proto), Family: fam}
+	return &prevFlowKey{Src: src, Dst: dst, Sport: htons(f.Sport), Dport: htons(f.Dport), Proto: uint8(f.Proto), Family: fam}
 }
 
 // prevObject is the XDP object of the previous release (main at 6309cf8), as bpf2go
@@ -114,7 +114,7 @@ func TestPrivilegedMigrateFromPreviousRelease(t *testing.T) {
 			pkt{src: cli4, dst: "203.0.113.11", proto: udp, sport: uint16(30000 + i), dport: 53})
 	}
 	before := map[int]uint32{}
-	var ct xdplbCtEntry
+	var ct prevCtEntry
 	for i, f := range flows {
 		if ret, _ := runProg(t, prev.Programs["xdp_lb"], f.build(t)); ret != xdpTx {
 			t.Fatalf("previous program: flow %d verdict %d", i, ret)
@@ -122,7 +122,7 @@ func TestPrivilegedMigrateFromPreviousRelease(t *testing.T) {
 		if err := prev.Maps["conntrack"].Lookup(conntrackKey(f.flow()), &ct); err != nil {
 			t.Fatalf("previous program: flow %d not in conntrack: %v", i, err)
 		}
-		before[i] = ct.BackendId
+		before[i] = ct.BackendID
 	}
 	prev.Close()
 
@@ -169,9 +169,7 @@ func TestPrivilegedMigrateFromPreviousRelease(t *testing.T) {
 	}
 	// New flows hash onto the migrated rings: the same backend as before, conntrack or not.
 	for i, f := range flows {
-		if err := d.objs.Conntrack.Delete(conntrackKey(f.flow())); err != nil {
-			t.Fatal(err)
-		}
+		ctDelete(t, d, f.flow())
 		runProg(t, d.Program(), f.build(t))
 		if got, _, _ := d.ConntrackLookup(f.flow()); got != before[i] {
 			t.Fatalf("flow %d re-hashed onto backend %d, want %d", i, got, before[i])

@@ -168,12 +168,7 @@ func TestPrivilegedPacketTable(t *testing.T) {
 			if err != nil || !ok {
 				t.Fatalf("conntrack entry for %v: ok=%v err=%v", p.flow(), ok, err)
 			}
-			src, fam := addr16(p.flow().Src)
-			dst, _ := addr16(p.flow().Dst)
-			k := xdplbFlowKey{Src: src, Dst: dst, Sport: htons(p.sport), Dport: htons(p.dport), Proto: uint8(p.proto), Family: fam}
-			if err := r.d.objs.Conntrack.Put(&k, &xdplbCtEntry{LastSeenNs: lastSeen, BackendId: id}); err != nil {
-				t.Fatal(err)
-			}
+			ctPut(t, r.d, p.flow(), id, lastSeen)
 		}
 	}
 

@@ -107,7 +107,7 @@ func TestPrivilegedPinnedMapsSurviveReload(t *testing.T) {
 	if got, ok, _ := d3.ConntrackLookup(flow.flow()); !ok || got != first {
 		t.Fatalf("after migration conntrack = (%d, %v), want %d", got, ok, first)
 	}
-	if got := d3.objs.Conntrack.MaxEntries(); got != 2*DefaultConntrackSize {
+	if got := d3.objs.Conntrack.MaxEntries(); got != ctBucketCount(2*DefaultConntrackSize) {
 		t.Errorf("conntrack max entries %d after migration", got)
 	}
 	ring, err := d3.RingOf(id)
@@ -118,9 +118,7 @@ func TestPrivilegedPinnedMapsSurviveReload(t *testing.T) {
 	if diff := cmp.Diff(want, ring); diff != "" {
 		t.Errorf("ring after migration (-want +got):\n%s", diff)
 	}
-	if err := d3.objs.Conntrack.Delete(conntrackKey(flow.flow())); err != nil {
-		t.Fatal(err)
-	}
+	ctDelete(t, d3, flow.flow())
 	ret, out := runProg(t, d3.Program(), flow.build(t))
 	if ret != xdpTx {
 		t.Fatalf("after migration: verdict %d", ret)

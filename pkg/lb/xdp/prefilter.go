@@ -355,22 +355,3 @@ func (d *Dataplane) GuardCounters(id uint32) (GuardCounters, error) {
 	}
 	return c, nil
 }
-
-// ConntrackCount counts the conntrack entries (a walk of the table; for tests and
-// occupancy reports, not for a hot path).
-func (d *Dataplane) ConntrackCount() (int, error) {
-	keys := make([]xdplbFlowKey, 4096)
-	vals := make([]xdplbCtEntry, 4096)
-	var cursor ebpf.MapBatchCursor
-	total := 0
-	for {
-		n, err := d.objs.Conntrack.BatchLookup(&cursor, keys, vals, nil)
-		total += n
-		if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && n == 0) {
-			return total, nil
-		}
-		if err != nil {
-			return 0, fmt.Errorf("read conntrack: %w", err)
-		}
-	}
-}

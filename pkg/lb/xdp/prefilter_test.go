@@ -195,12 +195,7 @@ func TestPrivilegedPrefilterTable(t *testing.T) {
 			if want == 1 {
 				stale = 2
 			}
-			src, fam := addr16(syn4.flow().Src)
-			dst, _ := addr16(syn4.flow().Dst)
-			k := xdplbFlowKey{Src: src, Dst: dst, Sport: htons(syn4.sport), Dport: htons(syn4.dport), Proto: uint8(tcp), Family: fam}
-			if err := r.d.objs.Conntrack.Put(&k, &xdplbCtEntry{BackendId: stale}); err != nil {
-				t.Fatal(err)
-			}
+			ctPut(t, r.d, syn4.flow(), stale, 0)
 		}, in: build(syn4), verdict: xdpTx, want: toRing(web4.Key, syn4),
 			stats: map[string]uint64{"ct_miss": 1, "tx_encap4": 1}, check: ctRing(web4.Key, syn4)},
 		{name: "ack after the syn hits the replaced entry", in: build(with(syn4, func(p *pkt) { p.flags = "A" })), verdict: xdpTx,

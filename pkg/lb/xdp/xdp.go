@@ -141,11 +141,12 @@ func Load(opts Options) (*Dataplane, error) {
 		blocks = max(blocks, uint64(pinnedRingBlocks(opts.PinPath)))
 	}
 	spec.Maps["rings"].MaxEntries = uint32(blocks)
-	spec.Maps["conntrack"].MaxEntries = opts.ConntrackSize
+	spec.Maps["conntrack"].MaxEntries = ctBucketCount(opts.ConntrackSize)
 	for name, v := range map[string]any{
 		"udp_timeout_ns": uint64(opts.UDPTimeout.Nanoseconds()),
 		"mtu":            opts.MTU,
 		"slot_scaled":    uint32(opts.SlotMapping),
+		"ct_buckets":     ctBucketCount(opts.ConntrackSize),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
@@ -520,21 +521,6 @@ func readStats(m *ebpf.Map, names []string) (map[string]uint64, error) {
 		out[name] = sum
 	}
 	return out, nil
-}
-
-// ConntrackLookup returns the backend id conntrack holds for a flow.
-func (d *Dataplane) ConntrackLookup(f Flow) (uint32, bool, error) {
-	src, fam := addr16(f.Src)
-	dst, _ := addr16(f.Dst)
-	k := xdplbFlowKey{Src: src, Dst: dst, Sport: htons(f.Sport), Dport: htons(f.Dport), Proto: uint8(f.Proto), Family: fam}
-	var v xdplbCtEntry
-	if err := d.objs.Conntrack.Lookup(&k, &v); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return 0, false, nil
-		}
-		return 0, false, fmt.Errorf("read conntrack: %w", err)
-	}
-	return v.BackendId, true, nil
 }
 
 // Attach attaches the program to ifname through a bpf_link, in native mode, or in generic

@@ -34,11 +34,15 @@ type xdplbBackendCounters struct {
 	Bytes   uint64
 }
 
-type xdplbCtEntry struct {
-	_          structs.HostLayout
-	LastSeenNs uint64
-	BackendId  uint32
-	Pad        uint32
+type xdplbCtBucket struct {
+	_   structs.HostLayout
+	Way [4]xdplbCtWay
+}
+
+type xdplbCtWay struct {
+	_      structs.HostLayout
+	Digest uint64
+	State  uint64
 }
 
 type xdplbDeny4Key struct {
@@ -56,17 +60,6 @@ type xdplbDeny6Key struct {
 type xdplbDenyValue struct {
 	_     structs.HostLayout
 	Drops uint64
-}
-
-type xdplbFlowKey struct {
-	_      structs.HostLayout
-	Src    [16]uint8
-	Dst    [16]uint8
-	Sport  uint16
-	Dport  uint16
-	Proto  uint8
-	Family uint8
-	Pad    uint16
 }
 
 type xdplbLbConfig struct {
@@ -193,6 +186,7 @@ const (
 	xdplbMapVipStats     = "vip_stats"
 	xdplbMapVips         = "vips"
 	xdplbProgXdpLb       = "xdp_lb"
+	xdplbVarCtBuckets    = "ct_buckets"
 	xdplbVarMtu          = "mtu"
 	xdplbVarSlotScaled   = "slot_scaled"
 	xdplbVarUdpTimeoutNs = "udp_timeout_ns"
@@ -271,6 +265,7 @@ type xdplbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdplbVariableSpecs struct {
+	CtBuckets    *ebpf.VariableSpec `ebpf:"ct_buckets"`
 	Mtu          *ebpf.VariableSpec `ebpf:"mtu"`
 	SlotScaled   *ebpf.VariableSpec `ebpf:"slot_scaled"`
 	UdpTimeoutNs *ebpf.VariableSpec `ebpf:"udp_timeout_ns"`
@@ -343,6 +338,7 @@ func (m *xdplbMaps) Close() error {
 //
 // It can be passed to loadXdplbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdplbVariables struct {
+	CtBuckets    *ebpf.Variable `ebpf:"ct_buckets"`
 	Mtu          *ebpf.Variable `ebpf:"mtu"`
 	SlotScaled   *ebpf.Variable `ebpf:"slot_scaled"`
 	UdpTimeoutNs *ebpf.Variable `ebpf:"udp_timeout_ns"`

@@ -1,0 +1,290 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/l4lb/l4lb/pkg/lb"
+)
+
+// This file mirrors bpf/conntrack.h: the conntrack table is an array of buckets of
+// ctWays ways; a flow's 64-bit digest names two buckets (one from each 32-bit half) and
+// is what a way holds.
+
+const (
+	ctWays        = 4
+	ctBackendMask = 0xffff
+	ctRef         = 1 << 16
+	ctBusy        = 1 << 17
+	ctEst         = 1 << 18
+	ctSeenShift   = 32
+	ctHashSeed    = 0x6c346c62
+
+	sizeofFlowKey  = unsafe.Sizeof(prevFlowKey{})
+	sizeofCtBucket = unsafe.Sizeof(xdplbCtBucket{})
+)
+
+// ctBucketCount is the number of buckets (the map's max_entries) for size flows.
+func ctBucketCount(size uint32) uint32 { return (size + ctWays - 1) / ctWays }
+
+// ctDigest mirrors ct_digest: jhash of the whole 5-tuple, seeded by family and protocol.
+func ctDigest(f Flow) uint64 {
+	fam := uint32(familyV6)
+	if f.Src.Unmap().Is4() {
+		fam = familyV4
+	}
+	return flowWords64(f, false, ctHashSeed^(fam<<8|uint32(f.Proto)))
+}
+
+// ctBucketIndex mirrors ct_bucket_of: the flow's first (half 0) or second bucket.
+func ctBucketIndex(digest uint64, buckets uint32, half int) uint32 {
+	h := uint32(digest)
+	if half == 1 {
+		h = uint32(digest >> 32)
+	}
+	return uint32(uint64(h) * uint64(buckets) >> 32)
+}
+
+// Ranks of a way for a new flow (ct_victim), best first.
+const (
+	ctRankSame = iota
+	ctRankEmpty
+	ctRankOnePacket
+	ctRankIdle
+	ctRankNone
+)
+
+func ctVictim(b *xdplbCtBucket, digest uint64) (rank, way int) {
+	rank = ctRankNone
+	for i, w := range b.Way {
+		var r int
+		switch {
+		case w.State&ctBusy != 0:
+			continue
+		case w.State&ctBackendMask == 0:
+			r = ctRankEmpty
+		case w.Digest == digest:
+			r = ctRankSame
+		case w.State&ctRef != 0:
+			continue
+		case w.State&ctEst != 0:
+			r = ctRankIdle
+		default:
+			r = ctRankOnePacket
+		}
+		if r < rank {
+			rank, way = r, i
+		}
+	}
+	return rank, way
+}
+
+// ctPlace writes digest with state into its buckets b1 and b2 (b2 may be b1) by
+// ct_insert's rule, with no other writer (the loader's migration). It reports whether
+// the way taken held another flow.
+func ctPlace(b1, b2 *xdplbCtBucket, digest, state uint64) (evicted bool) {
+	bk := b1
+	rank, way := ctVictim(b1, digest)
+	if rank > ctRankEmpty && b2 != b1 {
+		if r2, w2 := ctVictim(b2, digest); r2 < rank {
+			bk, rank, way = b2, r2, w2
+		}
+	}
+	if rank == ctRankNone {
+		for i := range b1.Way {
+			b1.Way[i].State &^= ctRef
+		}
+		way = int(digest & (ctWays - 1))
+	}
+	w := &bk.Way[way]
+	evicted = w.State&ctBackendMask != 0 && w.Digest != digest
+	w.Digest, w.State = digest, state
+	return evicted
+}
+
+// ctFind returns the way of b holding digest, or nil.
+func ctFind(b *xdplbCtBucket, digest uint64) *xdplbCtWay {
+	for i, w := range b.Way {
+		if w.State&ctBackendMask != 0 && w.State&ctBusy == 0 && w.Digest == digest {
+			return &b.Way[i]
+		}
+	}
+	return nil
+}
+
+// ConntrackLookup returns the backend id conntrack holds for a flow.
+func (d *Dataplane) ConntrackLookup(f Flow) (uint32, bool, error) {
+	return ConntrackLookupIn(d.objs.Conntrack, f)
+}
+
+// ConntrackLookupIn returns the backend id a conntrack map (the pinned `conntrack`)
+// holds for a flow.
+func ConntrackLookupIn(m *ebpf.Map, f Flow) (uint32, bool, error) {
+	if err := isCtMap(m); err != nil {
+		return 0, false, err
+	}
+	digest := ctDigest(f)
+	n := m.MaxEntries()
+	for half := range 2 {
+		var b xdplbCtBucket
+		if err := m.Lookup(ctBucketIndex(digest, n, half), &b); err != nil {
+			return 0, false, fmt.Errorf("read conntrack: %w", err)
+		}
+		if w := ctFind(&b, digest); w != nil {
+			return uint32(w.State & ctBackendMask), true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// ConntrackCount counts the conntrack entries (a walk of the table; for tests and
+// occupancy reports, not for a hot path).
+func (d *Dataplane) ConntrackCount() (int, error) { return ConntrackEntries(d.objs.Conntrack) }
+
+// ConntrackCapacity is how many entries a conntrack map (the pinned `conntrack`) holds.
+func ConntrackCapacity(m *ebpf.Map) int { return int(m.MaxEntries()) * ctWays }
+
+// isCtMap says whether m is this release's conntrack table.
+func isCtMap(m *ebpf.Map) error {
+	if m.Type() != ebpf.Array || m.ValueSize() != uint32(sizeofCtBucket) {
+		return fmt.Errorf("conntrack map of type %v, value %d bytes: not this release's", m.Type(), m.ValueSize())
+	}
+	return nil
+}
+
+// ConntrackEntries counts the entries of a conntrack map (the pinned `conntrack`).
+func ConntrackEntries(m *ebpf.Map) (int, error) {
+	if err := isCtMap(m); err != nil {
+		return 0, err
+	}
+	total := 0
+	err := ctWalk(m, func(b *xdplbCtBucket) {
+		for _, w := range b.Way {
+			if w.State&ctBackendMask != 0 {
+				total++
+			}
+		}
+	})
+	return total, err
+}
+
+// ctWalk calls fn for every bucket of a conntrack array, read in batches.
+func ctWalk(m *ebpf.Map, fn func(*xdplbCtBucket)) error {
+	const chunk = 4096
+	keys := make([]uint32, chunk)
+	vals := make([]xdplbCtBucket, chunk)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			fn(&vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && n == 0) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read conntrack: %w", err)
+		}
+	}
+}
+
+// prevFlowKey and prevCtEntry are the conntrack key and value of the releases before the
+// bucket table (an LRU hash; bpf/lb_structs.h struct flow_key is the same key).
+type prevFlowKey struct {
+	Src    [16]byte
+	Dst    [16]byte
+	Sport  uint16 // network order
+	Dport  uint16
+	Proto  uint8
+	Family uint8
+	_      uint16
+}
+
+type prevCtEntry struct {
+	LastSeenNs uint64
+	BackendID  uint32
+	_          uint32
+}
+
+// flowOfKey turns a conntrack key of those releases back into a Flow.
+func flowOfKey(k *prevFlowKey) Flow {
+	var src, dst netip.Addr
+	if k.Family == familyV4 {
+		src = netip.AddrFrom4([4]byte(k.Src[:4]))
+		dst = netip.AddrFrom4([4]byte(k.Dst[:4]))
+	} else {
+		src = netip.AddrFrom16(k.Src)
+		dst = netip.AddrFrom16(k.Dst)
+	}
+	return Flow{Src: src, Dst: dst, Sport: htons(k.Sport), Dport: htons(k.Dport), Proto: lb.Proto(k.Proto)}
+}
+
+// convertConntrack fills a new conntrack array (m, empty) from a pinned one of another
+// shape: the previous releases' LRU hash, or a bucket array of another size. Entries are
+// placed as the program would place them; the previous releases' entries are marked
+// established and referenced (they are flows that sent packets), a bucket array's keep
+// their marks. It returns how many were placed and how many another entry displaced.
+func convertConntrack(old, m *ebpf.Map) (placed, displaced int, err error) {
+	buckets := make([]xdplbCtBucket, m.MaxEntries())
+	n := uint32(len(buckets))
+	place := func(digest, state uint64) {
+		if ctPlace(&buckets[ctBucketIndex(digest, n, 0)], &buckets[ctBucketIndex(digest, n, 1)], digest, state) {
+			displaced++
+		}
+		placed++
+	}
+	switch {
+	case old.Type() == ebpf.LRUHash && old.KeySize() == uint32(sizeofFlowKey) && old.ValueSize() == 16:
+		const chunk = 4096
+		keys := make([]prevFlowKey, chunk)
+		vals := make([]prevCtEntry, chunk)
+		var cursor ebpf.MapBatchCursor
+		for {
+			got, err := old.BatchLookup(&cursor, keys, vals, nil)
+			for i := range got {
+				v := &vals[i]
+				if v.BackendID == 0 || v.BackendID > ctBackendMask {
+					continue
+				}
+				// Seen in the clock's units (CT_TIME_SHIFT); 0 for TCP, as the program writes.
+				seen := uint64(uint32(v.LastSeenNs>>24)) << ctSeenShift
+				place(ctDigest(flowOfKey(&keys[i])), uint64(v.BackendID)|ctRef|ctEst|seen)
+			}
+			if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && got == 0) {
+				break
+			}
+			if err != nil {
+				return placed, displaced, fmt.Errorf("read entries: %w", err)
+			}
+		}
+	case old.Type() == ebpf.Array && old.ValueSize() == uint32(sizeofCtBucket):
+		err := ctWalk(old, func(b *xdplbCtBucket) {
+			for _, w := range b.Way {
+				if w.State&ctBackendMask != 0 && w.State&ctBusy == 0 {
+					place(w.Digest, w.State)
+				}
+			}
+		})
+		if err != nil {
+			return placed, displaced, err
+		}
+	default:
+		return 0, 0, fmt.Errorf("conntrack of type %v, key %d, value %d bytes: %w", old.Type(), old.KeySize(), old.ValueSize(), ErrMigrate)
+	}
+	keys := make([]uint32, len(buckets))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	const chunk = 65536
+	for i := 0; i < len(keys); i += chunk {
+		j := min(i+chunk, len(keys))
+		if _, err := m.BatchUpdate(keys[i:j], buckets[i:j], nil); err != nil {
+			return placed, displaced, fmt.Errorf("write buckets %d..: %w", i, err)
+		}
+	}
+	return placed, displaced, nil
+}
