@@ -79,7 +79,7 @@ check-generated: deps
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	cp -r go.mod go.sum bpf pkg internal $$tmp/; \
 	(cd $$tmp && $(GO) generate ./pkg/... >/dev/null) || exit 1; \
-	stale=0; for f in $$(cd $$tmp && find pkg -name '*_bpfel.go' -o -name '*_bpfel.o'); do \
+	stale=0; for f in $$(cd $$tmp && find pkg -name '*_bpfel.go' -o -name '*_bpfel.o' -o -name '*_bpfel_test.go' -o -name '*_bpfel_test.o'); do \
 		cmp -s $$tmp/$$f $$f || { echo "stale generated file: $$f (run make generate)"; stale=1; }; \
 	done; exit $$stale
 
@@ -100,7 +100,7 @@ test-kernels: deps
 
 bench: deps
 	$(GO) test -run '^$$' -bench Maglev -benchtime 200x -count 1 ./pkg/lb/
-	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench 'XDP|Decap' -benchtime 20000x -count 1 ./pkg/lb/xdp/
+	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench 'XDP|Decap|KernelMapUpdate' -benchtime 20000x -count 1 ./pkg/lb/xdp/
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench Scale -benchtime 1x -count 1 ./pkg/lb/xdp/
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench Update -benchtime 10x -count 1 ./pkg/lb/nft/ ./pkg/lb/iptables/
 	L4LB_PRIVILEGED_TESTS=1 $(GO) test -run '^$$' -bench TestbedModes -benchtime 2x -count 1 -timeout 20m ./testbed/

@@ -2,6 +2,7 @@ package xdp
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -135,6 +136,39 @@ func BenchmarkXDP(b *testing.B) {
 		b.Fatal(err)
 	}
 	paths("deny1M_")
+
+	// New flows once the table is full of flows that still send (every way referenced):
+	// the worst case for an insert, which then reads both buckets and gives the first
+	// one's flows their second chance.
+	fillConntrack(b, r.d)
+	b.Run("syn_full_table", func(b *testing.B) {
+		frame := append([]byte(nil), syn...)
+		measure(b, r.d.Program(), func(int) []byte {
+			seq++
+			binary.BigEndian.PutUint16(frame[14+20:], uint16(seq))
+			binary.BigEndian.PutUint16(frame[14+14:], uint16(seq>>16)|0x8000)
+			return frame
+		}, xdpTx)
+	})
+}
+
+// fillConntrack fills every way of the conntrack table with an established flow that
+// still sends (random digests, backend 1).
+func fillConntrack(b *testing.B, d *Dataplane) {
+	b.Helper()
+	n := d.objs.Conntrack.MaxEntries()
+	keys := make([]uint32, n)
+	vals := make([]xdplbCtBucket, n)
+	rnd := rand.New(rand.NewPCG(5, 6))
+	for i := range keys {
+		keys[i] = uint32(i)
+		for w := range vals[i].Way {
+			vals[i].Way[w] = xdplbCtWay{Digest: rnd.Uint64(), State: 1 | ctRef | ctEst}
+		}
+	}
+	if _, err := d.objs.Conntrack.BatchUpdate(keys, vals, nil); err != nil {
+		b.Fatal(err)
+	}
 }
 
 func BenchmarkDecap(b *testing.B) {
