@@ -122,7 +122,9 @@ static __always_inline int ct_victim(struct ct_bucket *bk, __u64 d, __u32 *way, 
 }
 
 /* ct_insert: writes digest d with state for a new flow (see above for which way). Returns
- * 0, or 1 if another CPU took the way first (the flow is then not tracked this packet). */
+ * 0; 1 if another CPU took the way first (the flow is then not tracked this packet); 2
+ * if the way held an established flow (found by a later packet of its own), which loses
+ * its entry. */
 static __always_inline int ct_insert(struct ct_bucket *b1, __u64 d, __u64 state)
 {
 	__u32 way = 0;
@@ -161,7 +163,7 @@ static __always_inline int ct_insert(struct ct_bucket *b1, __u64 d, __u64 state)
 		return 1;
 	CT_WRITE(w->digest, d);
 	CT_WRITE(w->state, state);
-	return 0;
+	return rank >= CT_RANK_IDLE ? 2 : 0;
 }
 
 #endif

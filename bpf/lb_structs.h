@@ -126,6 +126,7 @@ enum stat_id {
 	STAT_GUARD_UNTRACKED, /* new flow above the VIP's guard rate: forwarded, no entry written */
 	STAT_GUARD_DROP,      /* new flow above the VIP's guard drop rate: dropped */
 	STAT_TX_ICMP_TOO_BIG, /* too big once encapsulated: ICMP frag-needed / packet-too-big sent back */
+	STAT_CT_EVICTED,      /* a new flow's entry replaced an established flow's: both its buckets were full */
 	STAT__MAX,
 };
 

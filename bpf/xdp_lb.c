@@ -164,8 +164,8 @@ int xdp_lb(struct xdp_md *ctx)
 			now = bpf_ktime_get_ns();
 		if (write_ct == 1)
 			ct_update(ct, ct_st, ct_state(backend_id, now) | CT_REF | CT_EST);
-		else
-			ct_insert(bk, digest, ct_state(backend_id, now));
+		else if (ct_insert(bk, digest, ct_state(backend_id, now)) == 2)
+			stat_inc(STAT_CT_EVICTED);
 	}
 
 	struct vip_counters *vs = bpf_map_lookup_elem(&vip_stats, &vip_id);

@@ -100,7 +100,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		if r, ok := strings.CutPrefix(name, "drop_"); ok {
 			ch <- prometheus.MustNewConstMetric(m.drops, prometheus.CounterValue, float64(n), r)
 		}
-		if r, ok := strings.CutPrefix(name, "ct_"); ok && r != "skip_rst" {
+		if r, ok := strings.CutPrefix(name, "ct_"); ok && r != "skip_rst" && r != "evicted" {
 			ch <- prometheus.MustNewConstMetric(m.conntrack, prometheus.CounterValue, float64(n), r)
 		}
 	}

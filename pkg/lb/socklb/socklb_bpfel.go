@@ -145,7 +145,8 @@ const (
 	socklbStatIdSTAT_GUARD_UNTRACKED  socklbStatId = 28
 	socklbStatIdSTAT_GUARD_DROP       socklbStatId = 29
 	socklbStatIdSTAT_TX_ICMP_TOO_BIG  socklbStatId = 30
-	socklbStatIdSTAT__MAX             socklbStatId = 31
+	socklbStatIdSTAT_CT_EVICTED       socklbStatId = 31
+	socklbStatIdSTAT__MAX             socklbStatId = 32
 )
 
 type socklbVipCounters struct {

@@ -167,6 +167,13 @@ func TestPrivilegedConntrackFloodKeepsEstablishedFlows(t *testing.T) {
 			t.Errorf("established flow %v: conntrack (%d, %v) after the flood, want %d", p.flow(), got, ok, r.ringBackend(web.Key, p.flow()))
 		}
 	}
+	stats, err := r.d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats["ct_evicted"] != 0 {
+		t.Errorf("ct_evicted %d after the flood, want 0", stats["ct_evicted"])
+	}
 	n, err := r.d.ConntrackCount()
 	if err != nil {
 		t.Fatal(err)
@@ -433,4 +440,44 @@ func TestPrivilegedConvertConntrackFromLRU(t *testing.T) {
 		t.Errorf("%d entries not found, %d reported displaced", lost, displaced)
 	}
 	t.Logf("%d entries converted into a table of %d, %d displaced", placed, ConntrackCapacity(m), displaced)
+}
+
+// When both of a new flow's buckets hold only established flows, one of them loses its
+// entry, and ct_evicted counts it.
+func TestPrivilegedConntrackEvictedCounted(t *testing.T) {
+	r := newRig(t, Options{ConntrackSize: 1024})
+	r.setVIP(lb.VIP{Key: key("203.0.113.10", 80, tcp), Backends: backends(1, "198.51.100.11", "198.51.100.12")})
+	flows := flowsInBucket(t, 5, r.d.objs.Conntrack.MaxEntries(), 9, true)
+	for _, p := range flows[:4] {
+		for _, flags := range []string{"S", "A"} {
+			if ret, _ := r.run(with(p, func(q *pkt) { q.flags = flags }).build(t)); ret != xdpTx {
+				t.Fatalf("%v %s: verdict %d", p.flow(), flags, ret)
+			}
+		}
+	}
+	count := func() uint64 {
+		stats, err := r.d.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stats["ct_evicted"]
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("ct_evicted %d with a free way, want 0", n)
+	}
+	if ret, _ := r.run(flows[4].build(t)); ret != xdpTx {
+		t.Fatalf("fifth flow: verdict %d", ret)
+	}
+	if n := count(); n != 1 {
+		t.Errorf("ct_evicted %d after a new flow found the bucket full of established flows, want 1", n)
+	}
+	kept := 0
+	for _, p := range flows {
+		if _, ok, _ := r.d.ConntrackLookup(p.flow()); ok {
+			kept++
+		}
+	}
+	if kept != 4 {
+		t.Errorf("%d of 5 flows have an entry in a 4-way bucket, want 4", kept)
+	}
 }

@@ -34,6 +34,7 @@ var statNames = [...]string{
 	xdplbStatIdSTAT_GUARD_UNTRACKED:  "guard_untracked",
 	xdplbStatIdSTAT_GUARD_DROP:       "guard_drop",
 	xdplbStatIdSTAT_TX_ICMP_TOO_BIG:  "tx_icmp_too_big",
+	xdplbStatIdSTAT_CT_EVICTED:       "ct_evicted",
 }
 
 var decapStatNames = [...]string{

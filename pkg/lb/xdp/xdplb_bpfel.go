@@ -122,7 +122,8 @@ const (
 	xdplbStatIdSTAT_GUARD_UNTRACKED  xdplbStatId = 28
 	xdplbStatIdSTAT_GUARD_DROP       xdplbStatId = 29
 	xdplbStatIdSTAT_TX_ICMP_TOO_BIG  xdplbStatId = 30
-	xdplbStatIdSTAT__MAX             xdplbStatId = 31
+	xdplbStatIdSTAT_CT_EVICTED       xdplbStatId = 31
+	xdplbStatIdSTAT__MAX             xdplbStatId = 32
 )
 
 type xdplbVipCounters struct {
