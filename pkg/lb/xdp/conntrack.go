@@ -172,22 +172,27 @@ func ConntrackEntries(m *ebpf.Map) (int, error) {
 	return total, err
 }
 
-// ctWalk calls fn for every bucket of a conntrack array, read in batches.
+// ctWalk calls fn for every bucket of a conntrack array.
 func ctWalk(m *ebpf.Map, fn func(*xdplbCtBucket)) error {
+	return batchWalk(m, func(_ *uint32, b *xdplbCtBucket) { fn(b) })
+}
+
+// batchWalk calls fn for every entry of m, read in batches of 4096.
+func batchWalk[K, V any](m *ebpf.Map, fn func(*K, *V)) error {
 	const chunk = 4096
-	keys := make([]uint32, chunk)
-	vals := make([]xdplbCtBucket, chunk)
+	keys := make([]K, chunk)
+	vals := make([]V, chunk)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookup(&cursor, keys, vals, nil)
 		for i := range n {
-			fn(&vals[i])
+			fn(&keys[i], &vals[i])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && n == 0) {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("read conntrack: %w", err)
+			return fmt.Errorf("read %s: %w", m, err)
 		}
 	}
 }
@@ -239,27 +244,16 @@ func convertConntrack(old, m *ebpf.Map) (placed, displaced int, err error) {
 	}
 	switch {
 	case old.Type() == ebpf.LRUHash && old.KeySize() == uint32(sizeofFlowKey) && old.ValueSize() == 16:
-		const chunk = 4096
-		keys := make([]prevFlowKey, chunk)
-		vals := make([]prevCtEntry, chunk)
-		var cursor ebpf.MapBatchCursor
-		for {
-			got, err := old.BatchLookup(&cursor, keys, vals, nil)
-			for i := range got {
-				v := &vals[i]
-				if v.BackendID == 0 || v.BackendID > ctBackendMask {
-					continue
-				}
-				// Seen in the clock's units (CT_TIME_SHIFT); 0 for TCP, as the program writes.
-				seen := uint64(uint32(v.LastSeenNs>>24)) << ctSeenShift
-				place(ctDigest(flowOfKey(&keys[i])), uint64(v.BackendID)|ctRef|ctEst|seen)
+		err := batchWalk(old, func(k *prevFlowKey, v *prevCtEntry) {
+			if v.BackendID == 0 || v.BackendID > ctBackendMask {
+				return
 			}
-			if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && got == 0) {
-				break
-			}
-			if err != nil {
-				return placed, displaced, fmt.Errorf("read entries: %w", err)
-			}
+			// Seen in the clock's units (CT_TIME_SHIFT); 0 for TCP, as the program writes.
+			seen := uint64(uint32(v.LastSeenNs>>24)) << ctSeenShift
+			place(ctDigest(flowOfKey(k)), uint64(v.BackendID)|ctRef|ctEst|seen)
+		})
+		if err != nil {
+			return placed, displaced, err
 		}
 	case old.Type() == ebpf.Array && old.ValueSize() == uint32(sizeofCtBucket):
 		err := ctWalk(old, func(b *xdplbCtBucket) {
