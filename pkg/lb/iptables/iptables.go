@@ -313,7 +313,7 @@ func (d *Dataplane) SetForwarding(lb.Forwarding) error { return nil }
 // Attach implements lb.Dataplane: rules match on every interface.
 func (d *Dataplane) Attach(_ context.Context, ifaces []string) (map[string]string, error) {
 	if len(d.opts.Exec) == 0 {
-		if err := checkForwarding(); err != nil {
+		if err := lb.CheckForwarding(); err != nil {
 			return nil, err
 		}
 	}

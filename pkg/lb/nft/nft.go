@@ -560,8 +560,11 @@ func (d *Dataplane) SetForwarding(lb.Forwarding) error { return nil }
 // Attach implements lb.Dataplane. The rules match on every interface; the node must
 // forward (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding), which Attach checks.
 func (d *Dataplane) Attach(_ context.Context, ifaces []string) (map[string]string, error) {
-	if err := checkForwarding(d.opts.NetNS); err != nil {
-		return nil, err
+	// A netns given by fd is the caller's to check.
+	if d.opts.NetNS == 0 {
+		if err := lb.CheckForwarding(); err != nil {
+			return nil, err
+		}
 	}
 	m := map[string]string{}
 	for _, i := range ifaces {

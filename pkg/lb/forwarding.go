@@ -1,4 +1,4 @@
-package iptables
+package lb
 
 import (
 	"errors"
@@ -10,13 +10,15 @@ import (
 // ErrNoForwarding: the node does not forward, so DNATed packets would not leave it.
 var ErrNoForwarding = errors.New("the node does not forward packets")
 
-// checkForwarding checks net.ipv4.ip_forward and net.ipv6.conf.all.forwarding.
-func checkForwarding() error {
+// CheckForwarding checks net.ipv4.ip_forward and net.ipv6.conf.all.forwarding in the
+// current network namespace and says which to set: the NAT data planes (nftables,
+// iptables) need both.
+func CheckForwarding() error {
 	var off []string
 	for _, k := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
 		b, err := os.ReadFile("/proc/sys/" + k)
 		if err != nil {
-			continue
+			continue // no IPv6 in this kernel: nothing to forward
 		}
 		if strings.TrimSpace(string(b)) == "0" {
 			off = append(off, strings.ReplaceAll(k, "/", ".")+"=1")
