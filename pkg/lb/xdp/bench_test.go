@@ -97,14 +97,7 @@ func BenchmarkXDP(b *testing.B) {
 	seq := uint32(0) // shared by every syn run (and -count repeat): each SYN is a new flow
 	paths := func(prefix string) {
 		b.Run(prefix+"syn", func(b *testing.B) {
-			// Every run is a new flow: a fresh source address and port.
-			frame := append([]byte(nil), syn...)
-			measure(b, r.d.Program(), func(int) []byte {
-				seq++
-				binary.BigEndian.PutUint16(frame[14+20:], uint16(seq))            // TCP source port
-				binary.BigEndian.PutUint16(frame[14+14:], uint16(seq>>16)|0x8000) // low half of the source address
-				return frame
-			}, xdpTx)
+			measure(b, r.d.Program(), newFlows(syn, &seq), xdpTx)
 		})
 		b.Run(prefix+"established", func(b *testing.B) {
 			// A flow of its own for each sub-benchmark: the syn runs may have replaced
@@ -142,14 +135,20 @@ func BenchmarkXDP(b *testing.B) {
 	// one's flows their second chance.
 	fillConntrack(b, r.d)
 	b.Run("syn_full_table", func(b *testing.B) {
-		frame := append([]byte(nil), syn...)
-		measure(b, r.d.Program(), func(int) []byte {
-			seq++
-			binary.BigEndian.PutUint16(frame[14+20:], uint16(seq))
-			binary.BigEndian.PutUint16(frame[14+14:], uint16(seq>>16)|0x8000)
-			return frame
-		}, xdpTx)
+		measure(b, r.d.Program(), newFlows(syn, &seq), xdpTx)
 	})
+}
+
+// newFlows returns a packet source for measure: copies of the IPv4 TCP frame tmpl, each
+// a new flow (a fresh source port and low half of the source address from *seq).
+func newFlows(tmpl []byte, seq *uint32) func(int) []byte {
+	frame := append([]byte(nil), tmpl...)
+	return func(int) []byte {
+		*seq++
+		binary.BigEndian.PutUint16(frame[14+20:], uint16(*seq))            // TCP source port
+		binary.BigEndian.PutUint16(frame[14+14:], uint16(*seq>>16)|0x8000) // low half of the source address
+		return frame
+	}
 }
 
 // fillConntrack fills every way of the conntrack table with an established flow that

@@ -218,14 +218,9 @@ func BenchmarkXDPVIPs(b *testing.B) {
 			// number of VIPs costs by itself, without the cache misses of touching
 			// another VIP's entry, selector and ring on every packet.
 			b.Run("syn-one-vip", func(b *testing.B) {
-				frame := pkt{src: cli4, dst: "203.0.113.1", proto: tcp, sport: 40000, dport: 1000, flags: "S"}.build(b)
 				seq := uint32(0)
-				measure(b, r.d.Program(), func(int) []byte {
-					seq++
-					binary.BigEndian.PutUint16(frame[14+20:], uint16(seq))            // TCP source port
-					binary.BigEndian.PutUint16(frame[14+14:], uint16(seq>>16)|0x8000) // low half of the source address
-					return frame
-				}, xdpTx)
+				syn := pkt{src: cli4, dst: "203.0.113.1", proto: tcp, sport: 40000, dport: 1000, flags: "S"}.build(b)
+				measure(b, r.d.Program(), newFlows(syn, &seq), xdpTx)
 			})
 			b.Run("established", func(b *testing.B) {
 				ack := pkt{src: cli4, dst: "203.0.113.1", proto: tcp, sport: 40000, dport: 1000, flags: "A"}.build(b)
