@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,11 +166,20 @@ func serve(t *testing.T, ns *testutil.NetNS, name string, addrs []string) {
 
 // request makes one request from the client on a new connection (TCP) or a new socket
 // (UDP, so a new source port) and returns who answered.
+// udpPort gives each UDP request a source port of its own, below the kernel's ephemeral
+// range: IPVS keeps a UDP connection for minutes, and a request from a port used before
+// would rightly go to that connection's backend, drained or not.
+var udpPort atomic.Uint32
+
 func request(client *testutil.NetNS, k lb.VIPKey) (string, error) {
 	var answer string
 	err := client.Do(func() error {
 		addr := net.JoinHostPort(k.Addr.String(), fmt.Sprint(k.Port))
-		c, err := net.DialTimeout(k.Proto.String(), addr, 3*time.Second)
+		d := net.Dialer{Timeout: 3 * time.Second}
+		if k.Proto == lb.ProtoUDP {
+			d.LocalAddr = &net.UDPAddr{Port: int(20000 + udpPort.Add(1)%12000)}
+		}
+		c, err := d.Dial(k.Proto.String(), addr)
 		if err != nil {
 			return err
 		}
