@@ -75,6 +75,41 @@ type Controller struct {
 	// from. applied is closed and replaced whenever appliedGen moves.
 	gen, appliedGen uint64
 	appliedCh       chan struct{}
+	// freed: when each backend id was last deleted; an id is not handed out again for
+	// idQuarantine after (AssignIDsAvoiding).
+	freed        map[uint32]time.Time
+	idQuarantine time.Duration
+	now          func() time.Time
+}
+
+// DefaultIDQuarantine is how long a deleted backend id is not given to another address
+// when the data plane's UDP timeout is not known: the default UDP timeout (30 s) and a
+// grace period of as much.
+const DefaultIDQuarantine = time.Minute
+
+// SetIDQuarantine sets how long a deleted backend id is not given to another address: at
+// least the data plane's UDP timeout and a grace period, so no idle entry and no ring
+// read in flight still names it when it is.
+func (c *Controller) SetIDQuarantine(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.idQuarantine = d
+}
+
+// quarantined returns the ids deleted less than idQuarantine ago (and forgets older ones).
+func (c *Controller) quarantined() map[uint32]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[uint32]bool{}
+	now := c.now()
+	for id, at := range c.freed {
+		if now.Sub(at) < c.idQuarantine {
+			out[id] = true
+		} else {
+			delete(c.freed, id)
+		}
+	}
+	return out
 }
 
 // NewController returns a controller; nothing runs until Run. maxID is the largest backend
@@ -87,6 +122,7 @@ func NewController(logger *slog.Logger, dp Programmer, maxID uint32, announce An
 		log: logger.With("component", "controller"), dp: dp, maxID: maxID, announce: announce, onApply: onApply,
 		signal: make(chan struct{}, 1), overrides: Overrides{}, health: map[BackendKey]bool{},
 		appliedCh: make(chan struct{}),
+		freed:     map[uint32]time.Time{}, idQuarantine: DefaultIDQuarantine, now: time.Now,
 	}
 }
 
@@ -302,7 +338,7 @@ func (c *Controller) apply(ctx context.Context, spec Spec, ov Overrides, health 
 			}
 		}
 	}
-	ids, err := AssignIDs(byAddr, spec.Addrs(), c.maxID)
+	ids, err := AssignIDsAvoiding(byAddr, spec.Addrs(), c.maxID, c.quarantined())
 	if err != nil {
 		return State{}, false, err
 	}
@@ -376,6 +412,9 @@ func (c *Controller) apply(ctx context.Context, spec Spec, ov Overrides, health 
 			if err := c.dp.DeleteBackend(id); err != nil {
 				return State{}, true, err
 			}
+			c.mu.Lock()
+			c.freed[id] = c.now()
+			c.mu.Unlock()
 		}
 	}
 	if c.announce != nil {

@@ -107,6 +107,13 @@ func Desired(spec Spec, ov Overrides, health map[BackendKey]bool, ids map[netip.
 // that backend's entry is deleted only after the new rings are in place, and deleting it
 // would then delete the new backend (a black hole for its share of new flows).
 func AssignIDs(have map[netip.Addr]uint32, want []netip.Addr, maxID uint32) (map[netip.Addr]uint32, error) {
+	return AssignIDsAvoiding(have, want, maxID, nil)
+}
+
+// AssignIDsAvoiding is AssignIDs that also gives no new address an id in quarantine
+// (freed recently: conntrack entries or a ring read in flight may still name it), unless
+// every other id is taken; then the quarantined ids go, lowest first.
+func AssignIDsAvoiding(have map[netip.Addr]uint32, want []netip.Addr, maxID uint32, quarantine map[uint32]bool) (map[netip.Addr]uint32, error) {
 	out := make(map[netip.Addr]uint32, len(want))
 	held := make(map[uint32]bool, len(have))
 	for _, id := range have {
@@ -129,17 +136,24 @@ func AssignIDs(have map[netip.Addr]uint32, want []netip.Addr, maxID uint32) (map
 	// Deterministic: new addresses in address order.
 	slices.SortFunc(fresh, func(a, b netip.Addr) int { return a.Compare(b) })
 	fresh = slices.Compact(fresh)
-	next := uint32(1)
+	next, again := uint32(1), uint32(1)
 	for _, a := range fresh {
-		for next <= maxID && (used[next] || held[next]) {
+		for next <= maxID && (used[next] || held[next] || quarantine[next]) {
 			next++
 		}
+		id := next
 		if next > maxID {
-			return nil, fmt.Errorf("%d backends wanted while %d are still programmed: more than %d ids: %w",
-				len(out), len(have), maxID, ErrInvalid)
+			for again <= maxID && (used[again] || held[again]) {
+				again++
+			}
+			if again > maxID {
+				return nil, fmt.Errorf("%d backends wanted while %d are still programmed: more than %d ids: %w",
+					len(out), len(have), maxID, ErrInvalid)
+			}
+			id = again
 		}
-		out[a] = next
-		used[next] = true
+		out[a] = id
+		used[id] = true
 	}
 	return out, nil
 }

@@ -1,0 +1,71 @@
+package lb
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// A backend id deleted in one pass is not given to another address in the next: an idle
+// conntrack entry of the old backend's VIP (or a ring read in flight) may still name it.
+// After the quarantine it may be.
+func TestBackendIDQuarantine(t *testing.T) {
+	dp := newMem()
+	c := NewController(slog.New(slog.NewTextHandler(io.Discard, nil)), dp, 4095, nil, nil)
+	clock := time.Unix(1_000_000, 0)
+	c.now = func() time.Time { return clock }
+	c.SetIDQuarantine(45 * time.Second)
+	web := VIPKey{Addr: a("203.0.113.10"), Port: 80, Proto: ProtoTCP}
+	api := VIPKey{Addr: a("203.0.113.20"), Port: 80, Proto: ProtoTCP}
+	svc := func(name string, k VIPKey, addrs ...string) Service {
+		s := Service{Name: name, Key: k}
+		for _, ad := range addrs {
+			s.Backends = append(s.Backends, ServiceBackend{Addr: a(ad), Weight: 1})
+		}
+		return s
+	}
+	apply := func(svcs ...Service) map[netip.Addr]uint32 {
+		t.Helper()
+		c.SetSpec(Spec{Services: svcs})
+		if res := c.Apply(context.Background()); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		ids := map[netip.Addr]uint32{}
+		for _, v := range c.Snapshot().State.VIPs {
+			for _, b := range v.Backends {
+				ids[b.Addr] = b.ID
+			}
+		}
+		return ids
+	}
+	if ids := apply(svc("web", web, "198.51.100.11")); ids[a("198.51.100.11")] != 1 {
+		t.Fatalf("first backend got id %d", ids[a("198.51.100.11")])
+	}
+	// web's backend is replaced: 198.51.100.11 (id 1) is deleted at the end of the pass.
+	apply(svc("web", web, "198.51.100.12"))
+	clock = clock.Add(10 * time.Second)
+	ids := apply(svc("web", web, "198.51.100.12"), svc("api", api, "198.51.100.99"))
+	if ids[a("198.51.100.99")] == 1 {
+		t.Errorf("id 1, deleted 10 s ago, given to api's new backend")
+	}
+	clock = clock.Add(time.Minute)
+	ids = apply(svc("web", web, "198.51.100.12"), svc("api", api, "198.51.100.99", "198.51.100.98"))
+	if ids[a("198.51.100.98")] != 1 {
+		t.Errorf("after the quarantine, id 1 not reused: %v", ids)
+	}
+}
+
+// With every other id taken, a quarantined id is handed out rather than refusing the
+// configuration (the data plane still never follows an entry to another VIP's backend).
+func TestAssignIDsQuarantineExhausted(t *testing.T) {
+	got, err := AssignIDsAvoiding(nil, []netip.Addr{a("198.51.100.1"), a("198.51.100.2")}, 2, map[uint32]bool{1: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[a("198.51.100.1")]+got[a("198.51.100.2")] != 3 {
+		t.Errorf("ids %v, want 1 and 2", got)
+	}
+}
