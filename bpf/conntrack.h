@@ -16,10 +16,21 @@
  * reaches the same backend through the ring while the backend set is stable.
  *
  * Ways are written without locks: a writer claims a way by swapping the state it read for
- * CT_BUSY (compare and swap: it loses if another CPU changed the way first), then writes
- * the digest, then the state. A reader takes a way only if its backend reads the same
- * before and after the digest: a way rewritten meanwhile reads as a miss. Mark and time
- * updates are atomic or compare-and-swap, so none can undo a rewrite. */
+ * CT_BUSY with the next claim generation (compare and swap: it loses if another CPU
+ * changed the way first), then writes the digest, then the state with that generation. A
+ * reader takes a way only if its backend and generation (CT_CLAIM_MASK) read the same
+ * before and after the digest: a way rewritten meanwhile, even back to the same backend,
+ * reads as a miss. Mark and time updates are atomic or compare-and-swap and keep the
+ * generation, so none can undo a rewrite.
+ *
+ * Ordering contract: the writer's stores (digest, then state) become visible in program
+ * order and the reader's three loads are not reordered with each other: x86-64 (TSO)
+ * gives both with plain accesses, so the loader refuses other architectures (xdp.Load).
+ *
+ * A hit is followed only to a backend the packet's VIP still has (vip_backends, see
+ * members.h): an entry's VIP is its flow's destination, part of the digest, so an entry
+ * can never send a flow to a backend of another VIP, even after its backend id has been
+ * given to another address. */
 #ifndef L4LB_CONNTRACK_H
 #define L4LB_CONNTRACK_H
 
@@ -56,7 +67,7 @@ static __always_inline struct ct_way *ct_find(struct ct_bucket *bk, __u64 d, __u
 
 		if (!(s & CT_BACKEND_MASK) || CT_READ(w->digest) != d)
 			continue;
-		if ((CT_READ(w->state) ^ s) & CT_BACKEND_MASK)
+		if ((CT_READ(w->state) ^ s) & CT_CLAIM_MASK)
 			continue; /* rewritten while we read it */
 		*state = s;
 		return w;
@@ -72,11 +83,17 @@ static __always_inline void ct_touch(struct ct_way *w, __u64 state)
 		__sync_fetch_and_or(&w->state, CT_REF | CT_EST);
 }
 
-/* ct_update: replaces a found way's state, unless another CPU changed it since it was
- * read as old. */
+/* ct_update: replaces a found way's state (keeping its claim generation), unless another
+ * CPU changed it since it was read as old. */
 static __always_inline void ct_update(struct ct_way *w, __u64 old, __u64 state)
 {
-	__sync_val_compare_and_swap(&w->state, old, state);
+	__sync_val_compare_and_swap(&w->state, old, (state & ~CT_GEN_MASK) | (old & CT_GEN_MASK));
+}
+
+/* ct_next_gen: the claim generation a writer that read state s writes. */
+static __always_inline __u64 ct_next_gen(__u64 s)
+{
+	return (s + (1ULL << CT_GEN_SHIFT)) & CT_GEN_MASK;
 }
 
 static __always_inline __u64 ct_state(__u32 backend_id, __u64 now_ns)
@@ -124,7 +141,9 @@ static __always_inline int ct_victim(struct ct_bucket *bk, __u64 d, __u32 *way, 
 /* ct_insert: writes digest d with state for a new flow (see above for which way). Returns
  * 0; 1 if another CPU took the way first (the flow is then not tracked this packet); 2
  * if the way held an established flow (found by a later packet of its own), which loses
- * its entry. */
+ * its entry. The second bucket is read whenever the first does not hold d: a way of
+ * either that holds d is rewritten, so a flow never has two entries (a stale one would
+ * come back when the other is evicted). */
 static __always_inline int ct_insert(struct ct_bucket *b1, __u64 d, __u64 state)
 {
 	__u32 way = 0;
@@ -132,14 +151,14 @@ static __always_inline int ct_insert(struct ct_bucket *b1, __u64 d, __u64 state)
 	struct ct_bucket *bk = b1;
 	int rank = ct_victim(b1, d, &way, &vs);
 
-	if (rank > CT_RANK_EMPTY) {
+	if (rank != CT_RANK_SAME) {
 		struct ct_bucket *b2 = ct_bucket_of(d, 1);
 		__u32 way2 = 0;
 		__u64 vs2 = 0;
 
 		int rank2 = b2 && b2 != b1 ? ct_victim(b2, d, &way2, &vs2) : CT_RANK_NONE;
 
-		if (rank2 < rank) {
+		if (rank2 < rank && (rank2 == CT_RANK_SAME || rank > CT_RANK_EMPTY)) {
 			rank = rank2;
 			bk = b2;
 			way = way2;
@@ -158,12 +177,24 @@ static __always_inline int ct_insert(struct ct_bucket *b1, __u64 d, __u64 state)
 			return 1;
 	}
 	struct ct_way *w = &bk->way[way & (CT_WAYS - 1)];
+	__u64 gen = ct_next_gen(vs);
 
-	if (__sync_val_compare_and_swap(&w->state, vs, CT_BUSY) != vs)
+	if (__sync_val_compare_and_swap(&w->state, vs, CT_BUSY | gen) != vs)
 		return 1;
 	CT_WRITE(w->digest, d);
-	CT_WRITE(w->state, state);
+	CT_WRITE(w->state, (state & ~CT_GEN_MASK) | gen);
 	return rank >= CT_RANK_IDLE ? 2 : 0;
+}
+
+/* ct_insert_flow: ct_insert into digest d's buckets. A global function: the verifier
+ * checks it once, and its caller sees one unknown result instead of one path per way. */
+__attribute__((noinline)) int ct_insert_flow(__u64 d, __u64 state)
+{
+	struct ct_bucket *b1 = ct_bucket_of(d, 0);
+
+	if (!b1)
+		return 3;
+	return ct_insert(b1, d, state);
 }
 
 #endif

@@ -11,6 +11,7 @@
 #include <bpf/bpf_endian.h>
 #include "lb_consts.h"
 #include "lb_structs.h"
+#include "lb_maps.h"
 #include "csum.h"
 #include "parse.h"
 
@@ -58,10 +59,17 @@ static __always_inline __u32 encap(struct xdp_md *ctx, const struct packet *pkt,
 
 	if ((void *)(eth + 1) > data_end)
 		return STAT_DROP_ADJUST;
+	/* The next hop of the interface the packet leaves by (XDP_TX: the one it came in by),
+	 * else the node's, else back to the MAC it came from. */
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct nexthop *nh = ifindex < MAX_IFINDEX ? bpf_map_lookup_elem(&nexthops, &ifindex) : NULL;
 	int has_mac = cfg->nexthop_mac[0] | cfg->nexthop_mac[1] | cfg->nexthop_mac[2] |
 		      cfg->nexthop_mac[3] | cfg->nexthop_mac[4] | cfg->nexthop_mac[5];
 
-	__builtin_memcpy(eth->h_dest, has_mac ? cfg->nexthop_mac : l2.src, ETH_ALEN);
+	if (nh && nh->set)
+		__builtin_memcpy(eth->h_dest, nh->mac, ETH_ALEN);
+	else
+		__builtin_memcpy(eth->h_dest, has_mac ? cfg->nexthop_mac : l2.src, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, l2.dst, ETH_ALEN);
 	if (l2.vlan_tpid) {
 		struct vlan_hdr_ *vh = (void *)(eth + 1);

@@ -33,8 +33,32 @@
 #define CT_REF (1ULL << 16)
 #define CT_BUSY (1ULL << 17)
 #define CT_EST (1ULL << 18)
+/* Claim generation: bumped each time a way is claimed for a flow, so a reader that sees
+ * the same backend and generation before and after reading the digest read one flow's
+ * entry (a way rewritten twice, back to the same backend, reads as changed). */
+#define CT_GEN_SHIFT 19
+#define CT_GEN_MASK (0xfULL << CT_GEN_SHIFT)
+/* What a reader compares before and after the digest: a touch (CT_REF, CT_EST, the time)
+ * is not a rewrite. */
+#define CT_CLAIM_MASK (CT_BACKEND_MASK | CT_GEN_MASK)
 #define CT_SEEN_SHIFT 32
 #define CT_TIME_SHIFT 24
+
+/* VIP membership (vip_backends): buckets of PAIR_WAYS (VIP id, backend id) pairs, one
+ * cache line each; a pair's index (bucket * PAIR_WAYS + way) is its counters' index in
+ * pair_stats. PAIR_BUCKETS is a default; the loader sizes the map (a power of two). */
+#define PAIR_WAYS 16
+#ifndef PAIR_BUCKETS
+#define PAIR_BUCKETS 4096
+#endif
+#define PAIR_HASH_MUL 0x9e3779b1U
+
+/* Per-interface next hop (nexthops): interfaces with an ifindex below this have an entry. */
+#define MAX_IFINDEX 65536
+
+/* ICMP too-big replies: per source prefix (/24, /48) and CPU, at most too_big_rate a
+ * second (a load-time knob); TOO_BIG_SOURCES prefixes are tracked (LRU). */
+#define TOO_BIG_SOURCES 65536
 
 #ifndef MAX_LOCAL_VIPS
 #define MAX_LOCAL_VIPS 1024

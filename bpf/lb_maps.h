@@ -87,13 +87,43 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vip_stats SEC(".maps");
 
+/* Which backends each VIP has now, as (VIP id, backend id) pairs (lb_structs.h struct
+ * pair_bucket): a conntrack entry is followed only to a backend its VIP still has. Sized
+ * by the loader (buckets, a power of two). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PAIR_BUCKETS);
+	__type(key, __u32);
+	__type(value, struct pair_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_backends SEC(".maps");
+
+/* Packets and bytes per (VIP, backend), by pair index (bucket * PAIR_WAYS + way). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MAX_BACKENDS);
+	__uint(max_entries, PAIR_BUCKETS * PAIR_WAYS);
 	__type(key, __u32);
 	__type(value, struct backend_counters);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} backend_stats SEC(".maps");
+} pair_stats SEC(".maps");
+
+/* Next hop MAC by the ifindex packets leave by (XDP_TX: the one they came in by). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_IFINDEX);
+	__type(key, __u32);
+	__type(value, struct nexthop);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nexthops SEC(".maps");
+
+/* ICMP too-big replies sent, per source prefix and CPU, in the current second. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, TOO_BIG_SOURCES);
+	__type(key, struct too_big_key);
+	__type(value, struct too_big_window);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} too_big_rate_state SEC(".maps");
 
 /* Prefilter (issue 9): source deny lists, per-VIP allow lists and flood guard. */
 struct {

@@ -38,6 +38,32 @@ struct ring_block {
 	__u16 slot[RING_BLOCK_SLOTS];
 };
 
+/* A VIP's backends: bucket (key * PAIR_HASH_MUL) >> (32 - log2 buckets), or the next
+ * bucket, holds key = vip id << 16 | backend id (0: free; backend id 0 is never used). The
+ * loader places pairs; the program only reads them. */
+struct pair_bucket {
+	__u32 key[PAIR_WAYS];
+};
+
+/* Next hop MAC for packets leaving by an interface (nexthops, by ifindex). */
+struct nexthop {
+	__u8 mac[6];
+	__u8 set; /* 0: use lb_config */
+	__u8 pad;
+};
+
+/* ICMP too-big rate limit state, per source prefix and CPU. */
+struct too_big_key {
+	__u8 prefix[8]; /* IPv4: the /24 in the first 3 bytes; IPv6: the /48 in the first 6 */
+	__u8 family;
+	__u8 pad[3];
+};
+
+struct too_big_window {
+	__u64 window_ns; /* start of the current one-second window */
+	__u64 count;     /* replies sent in the window */
+};
+
 /* A backend, indexed by its stable id (0 is never used). */
 struct backend {
 	__u8 addr[16];
@@ -60,8 +86,9 @@ struct flow_key {
 /* Conntrack (bpf/conntrack.h): an array of buckets of CT_WAYS ways, one cache line each.
  * A way holds a flow's 64-bit digest and a state word: bits 0-15 the backend id (0: the
  * way is empty), bit 16 (CT_REF) a packet found it since its bucket was last full, bit 17
- * (CT_BUSY) being written, bit 18 (CT_EST) a packet ever found it, bits 32-63 the time
- * of the last packet (UDP only) in units of 2^24 ns. */
+ * (CT_BUSY) being written, bit 18 (CT_EST) a packet ever found it, bits 19-22 (CT_GEN)
+ * the claim generation, bits 32-63 the time of the last packet (UDP only) in units of
+ * 2^24 ns. */
 struct ct_way {
 	__u64 digest;
 	__u64 state;
@@ -127,6 +154,8 @@ enum stat_id {
 	STAT_GUARD_DROP,      /* new flow above the VIP's guard drop rate: dropped */
 	STAT_TX_ICMP_TOO_BIG, /* too big once encapsulated: ICMP frag-needed / packet-too-big sent back */
 	STAT_CT_EVICTED,      /* a new flow's entry replaced an established flow's: both its buckets were full */
+	STAT_CT_NOT_MEMBER,   /* conntrack named a backend its VIP no longer has: re-hashed */
+	STAT_DROP_TOO_BIG_RATE, /* too big once encapsulated, its source prefix over the ICMP reply rate: dropped */
 	STAT__MAX,
 };
 

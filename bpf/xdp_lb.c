@@ -18,6 +18,7 @@
 #include "encap.h"
 #include "prefilter.h"
 #include "conntrack.h"
+#include "members.h"
 #include "icmp.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -25,6 +26,38 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Load-time knobs, set by the Go loader (pkg/lb/xdp). */
 volatile const __u64 udp_timeout_ns = 30ULL * 1000000000ULL;
 volatile const __u32 mtu = 1500;
+/* ICMP too-big replies per source prefix (/24, /48) per CPU per second; 0: no limit. */
+volatile const __u32 too_big_rate = 100;
+
+/* too_big_allowed: whether another too-big reply may go to this source prefix now. */
+static __always_inline int too_big_allowed(const struct packet *pkt)
+{
+	if (!too_big_rate)
+		return 1;
+	struct too_big_key k = {.family = pkt->flow.family};
+
+	if (pkt->flow.family == FAMILY_V4)
+		__builtin_memcpy(k.prefix, pkt->flow.src, 3);
+	else
+		__builtin_memcpy(k.prefix, pkt->flow.src, 6);
+	__u64 now = bpf_ktime_get_ns();
+	struct too_big_window *w = bpf_map_lookup_elem(&too_big_rate_state, &k);
+
+	if (!w) {
+		struct too_big_window fresh = {.window_ns = now, .count = 1};
+
+		bpf_map_update_elem(&too_big_rate_state, &k, &fresh, BPF_ANY);
+		return 1;
+	}
+	if (now - w->window_ns >= 1000000000ULL) {
+		w->window_ns = now;
+		w->count = 0;
+	}
+	if (w->count >= too_big_rate)
+		return 0;
+	w->count++;
+	return 1;
+}
 
 static __always_inline struct backend *live_backend(__u32 id)
 {
@@ -83,11 +116,18 @@ int xdp_lb(struct xdp_md *ctx)
 	__u64 now = 0;
 	int write_ct = 0; /* 1: update *ct in place; 2: insert a new entry */
 
+	__s64 pair = -1;
+
 	if (ct) {
 		backend_id = ct_st & CT_BACKEND_MASK;
 		be = live_backend(backend_id);
 		if (!be) {
 			stat_inc(STAT_CT_REHASH);
+		} else if ((pair = member_index(vip_id, backend_id)) < 0 && members_ready) {
+			/* The VIP no longer has that backend (removed, or its id given to another
+			 * address since): the entry is not followed. */
+			stat_inc(STAT_CT_NOT_MEMBER);
+			be = NULL;
 		} else if (is_udp) {
 			now = bpf_ktime_get_ns();
 			__u32 seen = ct_st >> CT_SEEN_SHIFT;
@@ -111,6 +151,7 @@ int xdp_lb(struct xdp_md *ctx)
 		be = backend_id ? live_backend(backend_id) : NULL;
 		if (!be)
 			return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
+		pair = member_index(vip_id, backend_id);
 
 		if (!pkt.icmp_too_big) {
 			if (!ct)
@@ -133,6 +174,8 @@ int xdp_lb(struct xdp_md *ctx)
 	if (pkt.l3_len + outer_len > mtu) {
 		if (pkt.icmp_too_big || !pkt.df)
 			return verdict(STAT_DROP_TOO_BIG, XDP_DROP);
+		if (!too_big_allowed(&pkt))
+			return verdict(STAT_DROP_TOO_BIG_RATE, XDP_DROP);
 		__u32 fail = send_too_big(ctx, &pkt, mtu - outer_len);
 
 		if (fail)
@@ -164,7 +207,7 @@ int xdp_lb(struct xdp_md *ctx)
 			now = bpf_ktime_get_ns();
 		if (write_ct == 1)
 			ct_update(ct, ct_st, ct_state(backend_id, now) | CT_REF | CT_EST);
-		else if (ct_insert(bk, digest, ct_state(backend_id, now)) == 2)
+		else if (ct_insert_flow(digest, ct_state(backend_id, now)) == 2)
 			stat_inc(STAT_CT_EVICTED);
 	}
 
@@ -175,11 +218,14 @@ int xdp_lb(struct xdp_md *ctx)
 		vs->bytes += pkt.l3_len;
 		vs->new_flows += new_flow;
 	}
-	struct backend_counters *bs = bpf_map_lookup_elem(&backend_stats, &backend_id);
+	if (pair >= 0) {
+		__u32 pi = pair;
+		struct backend_counters *bs = bpf_map_lookup_elem(&pair_stats, &pi);
 
-	if (bs) {
-		bs->packets++;
-		bs->bytes += pkt.l3_len;
+		if (bs) {
+			bs->packets++;
+			bs->bytes += pkt.l3_len;
+		}
 	}
 
 	__u32 fail = encap(ctx, &pkt, be, cfg, hash);

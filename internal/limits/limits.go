@@ -17,7 +17,7 @@ const (
 
 // Backends.
 const (
-	// BackendMapSize is MAX_BACKENDS: the entries of the backends and backend_stats maps,
+	// BackendMapSize is MAX_BACKENDS: the entries of the backends map,
 	// indexed by backend id.
 	BackendMapSize = 4096
 	// MaxBackends is how many distinct backend addresses one node serves. Backend id 0 is

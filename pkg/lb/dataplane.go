@@ -86,6 +86,9 @@ type Info struct {
 type Forwarding struct {
 	// NextHopMAC is the destination MAC of encapsulated packets; nil: back to the sender.
 	NextHopMAC net.HardwareAddr
+	// NextHops are the next hops of packets leaving by each interface (by name), from its
+	// own routes; an interface without one uses NextHopMAC.
+	NextHops map[string]net.HardwareAddr
 	// Source4 and Source6 are the prefixes outer source addresses are taken from.
 	Source4, Source6 netip.Prefix
 }
@@ -93,8 +96,12 @@ type Forwarding struct {
 // Counters are what a data plane counted, read at once.
 type Counters struct {
 	// VIPs by key and Backends by id: packets and bytes as the data plane counts them.
+	// Backends are node-wide: an address behind several VIPs counts its packets of all.
 	VIPs     map[VIPKey]TrafficCounters
 	Backends map[uint32]TrafficCounters
+	// VIPBackends are each backend's counters under one VIP (VIP key, then backend id),
+	// from data planes that count per VIP and backend (XDP, IPVS); nil from the others.
+	VIPBackends map[VIPKey]map[uint32]TrafficCounters
 	// Global named counters (forwarded, drop reasons, conntrack outcomes, ...).
 	Global map[string]uint64
 }

@@ -21,6 +21,8 @@ const (
 	ctRef         = 1 << 16
 	ctBusy        = 1 << 17
 	ctEst         = 1 << 18
+	ctGenShift    = 19
+	ctGenMask     = 0xf << ctGenShift
 	ctSeenShift   = 32
 	ctHashSeed    = 0x6c346c62
 
@@ -89,8 +91,8 @@ func ctVictim(b *xdplbCtBucket, digest uint64) (rank, way int) {
 func ctPlace(b1, b2 *xdplbCtBucket, digest, state uint64) (evicted bool) {
 	bk := b1
 	rank, way := ctVictim(b1, digest)
-	if rank > ctRankEmpty && b2 != b1 {
-		if r2, w2 := ctVictim(b2, digest); r2 < rank {
+	if rank != ctRankSame && b2 != b1 {
+		if r2, w2 := ctVictim(b2, digest); r2 < rank && (r2 == ctRankSame || rank > ctRankEmpty) {
 			bk, rank, way = b2, r2, w2
 		}
 	}
@@ -102,9 +104,12 @@ func ctPlace(b1, b2 *xdplbCtBucket, digest, state uint64) (evicted bool) {
 	}
 	w := &bk.Way[way]
 	evicted = w.State&ctBackendMask != 0 && w.Digest != digest
-	w.Digest, w.State = digest, state
+	w.Digest, w.State = digest, state&^ctGenMask|ctNextGen(w.State)
 	return evicted
 }
+
+// ctNextGen mirrors ct_next_gen: the claim generation a writer of a way in state s writes.
+func ctNextGen(s uint64) uint64 { return (s + 1<<ctGenShift) & ctGenMask }
 
 // ctFind returns the way of b holding digest, or nil.
 func ctFind(b *xdplbCtBucket, digest uint64) *xdplbCtWay {
@@ -228,6 +233,40 @@ func flowOfKey(k *prevFlowKey) Flow {
 	return Flow{Src: src, Dst: dst, Sport: htons(k.Sport), Dport: htons(k.Dport), Proto: lb.Proto(k.Proto)}
 }
 
+// ctWalk2 reads a conntrack array whole into buckets (len = its max entries).
+func ctWalk2(m *ebpf.Map, buckets []xdplbCtBucket) error {
+	return batchWalk(m, func(k *uint32, b *xdplbCtBucket) {
+		if int(*k) < len(buckets) {
+			buckets[*k] = *b
+		}
+	})
+}
+
+// oldEntries calls fn with the digest and state of every entry of a conntrack map of this
+// or an earlier release (convertConntrack's two shapes).
+func oldEntries(old *ebpf.Map, fn func(digest, state uint64)) error {
+	switch {
+	case old.Type() == ebpf.LRUHash && old.KeySize() == uint32(sizeofFlowKey) && old.ValueSize() == 16:
+		return batchWalk(old, func(k *prevFlowKey, v *prevCtEntry) {
+			if v.BackendID == 0 || v.BackendID > ctBackendMask {
+				return
+			}
+			// Seen in the clock's units (CT_TIME_SHIFT); 0 for TCP, as the program writes.
+			seen := uint64(uint32(v.LastSeenNs>>24)) << ctSeenShift
+			fn(ctDigest(flowOfKey(k)), uint64(v.BackendID)|ctRef|ctEst|seen)
+		})
+	case old.Type() == ebpf.Array && old.ValueSize() == uint32(sizeofCtBucket):
+		return ctWalk(old, func(b *xdplbCtBucket) {
+			for _, w := range b.Way {
+				if w.State&ctBackendMask != 0 && w.State&ctBusy == 0 {
+					fn(w.Digest, w.State)
+				}
+			}
+		})
+	}
+	return fmt.Errorf("conntrack of type %v, key %d, value %d bytes: %w", old.Type(), old.KeySize(), old.ValueSize(), ErrMigrate)
+}
+
 // convertConntrack fills a new conntrack array (m, empty) from a pinned one of another
 // shape: the previous releases' LRU hash, or a bucket array of another size. Entries are
 // placed as the program would place them; the previous releases' entries are marked
@@ -242,32 +281,8 @@ func convertConntrack(old, m *ebpf.Map) (placed, displaced int, err error) {
 		}
 		placed++
 	}
-	switch {
-	case old.Type() == ebpf.LRUHash && old.KeySize() == uint32(sizeofFlowKey) && old.ValueSize() == 16:
-		err := batchWalk(old, func(k *prevFlowKey, v *prevCtEntry) {
-			if v.BackendID == 0 || v.BackendID > ctBackendMask {
-				return
-			}
-			// Seen in the clock's units (CT_TIME_SHIFT); 0 for TCP, as the program writes.
-			seen := uint64(uint32(v.LastSeenNs>>24)) << ctSeenShift
-			place(ctDigest(flowOfKey(k)), uint64(v.BackendID)|ctRef|ctEst|seen)
-		})
-		if err != nil {
-			return placed, displaced, err
-		}
-	case old.Type() == ebpf.Array && old.ValueSize() == uint32(sizeofCtBucket):
-		err := ctWalk(old, func(b *xdplbCtBucket) {
-			for _, w := range b.Way {
-				if w.State&ctBackendMask != 0 && w.State&ctBusy == 0 {
-					place(w.Digest, w.State)
-				}
-			}
-		})
-		if err != nil {
-			return placed, displaced, err
-		}
-	default:
-		return 0, 0, fmt.Errorf("conntrack of type %v, key %d, value %d bytes: %w", old.Type(), old.KeySize(), old.ValueSize(), ErrMigrate)
+	if err := oldEntries(old, place); err != nil {
+		return placed, displaced, err
 	}
 	keys := make([]uint32, len(buckets))
 	for i := range keys {

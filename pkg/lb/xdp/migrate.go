@@ -18,7 +18,7 @@ import (
 // differs from what this program needs. Before the program loads, each such map is
 // replaced, by these rules:
 //
-//   - Counter maps (every per-CPU array or hash: stats, vip_stats, backend_stats and any
+//   - Counter maps (every per-CPU array or hash: stats, vip_stats, pair_stats and any
 //     added later, e.g. a stats map with more ids) are replaced by empty ones: their
 //     counters restart, and the log says so.
 //   - State maps (everything else: conntrack, backends, vips, vip_addrs, rings, ...) are
@@ -40,14 +40,35 @@ var ErrMigrate = errors.New("pinned map cannot be migrated")
 const migratingPrefix = "migrating_"
 
 // stalePins are pins of earlier releases that no map of this program uses.
-var stalePins = []string{"lb_meta"}
+var stalePins = []string{"lb_meta", "backend_stats"}
 
 func isCounterMap(t ebpf.MapType) bool {
 	return t == ebpf.PerCPUArray || t == ebpf.PerCPUHash || t == ebpf.LRUCPUHash
 }
 
+// migration is what migratePinned did: the state maps it replaced, and the previous
+// conntrack table (open, the caller closes it) when that was one of them: its program
+// may still be attached and writing entries until the links are updated.
+type migration struct {
+	replaced     []string
+	oldConntrack *ebpf.Map
+}
+
+func (m *migration) close() {
+	if m.oldConntrack != nil {
+		m.oldConntrack.Close()
+		m.oldConntrack = nil
+	}
+}
+
 // migratePinned brings every pinned map in dir to spec's shape (see above).
-func migratePinned(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) error {
+func migratePinned(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) (mig *migration, err error) {
+	mig = &migration{}
+	defer func() {
+		if err != nil {
+			mig.close()
+		}
+	}()
 	names := make([]string, 0, len(spec.Maps))
 	for name, ms := range spec.Maps {
 		if ms.Pinning == ebpf.PinByName {
@@ -76,7 +97,7 @@ func migratePinned(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) erro
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("open pinned map %s: %w", path, err)
+			return mig, fmt.Errorf("open pinned map %s: %w", path, err)
 		}
 		diff := shapeDiff(ms, old)
 		if diff == nil {
@@ -84,9 +105,16 @@ func migratePinned(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) erro
 			continue
 		}
 		err = migrateMap(spec, ms, old, dir, diff, log)
-		old.Close()
+		if err == nil && name == "conntrack" {
+			mig.oldConntrack = old
+		} else {
+			old.Close()
+		}
 		if err != nil {
-			return err
+			return mig, err
+		}
+		if !isCounterMap(ms.Type) {
+			mig.replaced = append(mig.replaced, name)
 		}
 	}
 	for _, name := range stalePins {
@@ -94,10 +122,10 @@ func migratePinned(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) erro
 		if err := os.Remove(path); err == nil {
 			log.Info("removed a pinned map this release no longer uses", "pin", path)
 		} else if !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove stale pin %s: %w", path, err)
+			return mig, fmt.Errorf("remove stale pin %s: %w", path, err)
 		}
 	}
-	return nil
+	return mig, nil
 }
 
 // shapeDiff says how a pinned map differs from its spec (nil: it can be adopted).
@@ -170,6 +198,20 @@ func migrateMap(spec *ebpf.CollectionSpec, ms *ebpf.MapSpec, old *ebpf.Map, dir 
 			return fmt.Errorf("migrate %s: %w", path, err)
 		}
 		log.Info("migrated pinned rings to the flat layout", "vips", n)
+		return nil
+	}
+	if name == "vip_backends" {
+		// Placed by hash over its size: the first pass after the load places every
+		// VIP's backends again (before the program is attached).
+		m, err := newUnpinned(ms)
+		if err != nil {
+			return fmt.Errorf("create %s: %w", name, err)
+		}
+		defer m.Close()
+		if err := replacePin(m, path); err != nil {
+			return err
+		}
+		log.Info("pinned VIP membership map resized: refilled by the first pass")
 		return nil
 	}
 	if name == "conntrack" {

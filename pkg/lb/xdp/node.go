@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +76,17 @@ func (n *Node) DeleteBackend(id uint32) error { return n.d.DeleteBackend(id) }
 
 // SetForwarding implements lb.Dataplane.
 func (n *Node) SetForwarding(f lb.Forwarding) error {
+	hops := map[int]net.HardwareAddr{}
+	for name, mac := range f.NextHops {
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			return fmt.Errorf("next hop of %s: %w", name, err)
+		}
+		hops[ifc.Index] = mac
+	}
+	if err := n.d.SetNextHops(hops); err != nil {
+		return err
+	}
 	return n.d.SetConfig(Config{NextHopMAC: f.NextHopMAC, Source4: f.Source4, Source6: f.Source6})
 }
 
@@ -103,26 +115,38 @@ func (n *Node) Detach(context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Counters implements lb.Dataplane.
+// Counters implements lb.Dataplane: per VIP, per (VIP, backend) and node-wide per backend
+// (the sum over its VIPs). It reads the maps only: the cache SetVIP relies on is the
+// controller pass's to refresh (Programmed), never a reader's.
 func (n *Node) Counters() (lb.Counters, error) {
-	c := lb.Counters{VIPs: map[lb.VIPKey]lb.TrafficCounters{}, Backends: map[uint32]lb.TrafficCounters{}}
-	p, err := n.Programmed()
+	c := lb.Counters{VIPs: map[lb.VIPKey]lb.TrafficCounters{}, Backends: map[uint32]lb.TrafficCounters{},
+		VIPBackends: map[lb.VIPKey]map[uint32]lb.TrafficCounters{}}
+	vips, err := n.d.VIPs()
 	if err != nil {
 		return c, err
 	}
-	for k, v := range p.VIPs {
-		vc, err := n.d.VIPCounters(v.ID)
+	for k, id := range vips {
+		vc, err := n.d.VIPCounters(id)
 		if err != nil {
 			return c, err
 		}
 		c.VIPs[k] = lb.TrafficCounters(vc)
-	}
-	for id := range p.Backends {
-		bc, err := n.d.BackendCounters(id)
-		if err != nil {
-			return c, err
+		per := map[uint32]lb.TrafficCounters{}
+		for _, be := range n.d.Members(id) {
+			pc, ok, err := n.d.PairCounters(id, be)
+			if err != nil {
+				return c, err
+			}
+			if !ok {
+				continue
+			}
+			per[be] = lb.TrafficCounters(pc)
+			t := c.Backends[be]
+			t.Packets += pc.Packets
+			t.Bytes += pc.Bytes
+			c.Backends[be] = t
 		}
-		c.Backends[id] = lb.TrafficCounters(bc)
+		c.VIPBackends[k] = per
 	}
 	if c.Global, err = n.d.Stats(); err != nil {
 		return c, err

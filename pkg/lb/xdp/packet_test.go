@@ -179,7 +179,7 @@ func TestPrivilegedPacketTable(t *testing.T) {
 				ctIs(syn4, ringOf(web4.Key, syn4))(t)
 				id := r.ringBackend(web4.Key, syn4.flow())
 				vc, _ := r.d.VIPCounters(0)
-				bc, _ := r.d.BackendCounters(id)
+				bc, _, _ := r.d.PairCounters(0, id)
 				if want := (Counters{Packets: 1, Bytes: 40, NewFlows: 1}); vc != want {
 					t.Errorf("vip counters %+v, want %+v", vc, want)
 				}

@@ -141,6 +141,7 @@ type ringState struct {
 	mu      sync.Mutex
 	alloc   *blockAlloc
 	sel     map[uint32]xdplbRingSelect // by VIP id
+	sums    map[uint32]uint64          // by VIP id: ringSum of the active half this process wrote or read
 	flipSeq map[uint32]uint64          // barrier seq at the VIP's last flip
 	anyFlip uint64                     // barrier seq at the last flip of any VIP
 	flipped bool                       // some VIP flipped since this process started
@@ -166,7 +167,7 @@ func newRingState(blocks uint32) (*ringState, error) {
 		im.Close()
 		return nil, fmt.Errorf("create ring barrier: %w", err)
 	}
-	return &ringState{alloc: newBlockAlloc(blocks), sel: map[uint32]xdplbRingSelect{}, flipSeq: map[uint32]uint64{},
+	return &ringState{alloc: newBlockAlloc(blocks), sel: map[uint32]xdplbRingSelect{}, sums: map[uint32]uint64{}, flipSeq: map[uint32]uint64{},
 		barrier: om, inner: im}, nil
 }
 
@@ -326,6 +327,27 @@ func (d *Dataplane) writeRing(id uint32, table []uint32, fresh bool) error {
 		// were freed (after a barrier) by DeleteVIP.
 		sel, known = xdplbRingSelect{}, false
 	}
+	sum := ringSum(blocks)
+	if known {
+		// The ring readers use already holds this table (a restart's first pass, a
+		// change of something else of the VIP): no write, no flip.
+		s.mu.Lock()
+		last, ok := s.sums[id]
+		s.mu.Unlock()
+		same := ok && last == sum
+		if !ok {
+			var err error
+			if same, err = d.activeRingIs(sel, blocks); err != nil {
+				return err
+			}
+		}
+		if same {
+			s.mu.Lock()
+			s.sums[id] = sum
+			s.mu.Unlock()
+			return nil
+		}
+	}
 	inactive := uint32(0)
 	if known {
 		inactive = 1 - sel.Active&1
@@ -371,10 +393,49 @@ func (d *Dataplane) writeRing(id uint32, table []uint32, fresh bool) error {
 	seq := s.seq()
 	s.mu.Lock()
 	s.sel[id] = sel
+	s.sums[id] = sum
 	s.flipSeq[id] = seq
 	s.anyFlip, s.flipped = max(s.anyFlip, seq), true
 	s.mu.Unlock()
 	return nil
+}
+
+// ringSum is a checksum of a ring's blocks (FNV-1a over the slots).
+func ringSum(blocks []xdplbRingBlock) uint64 {
+	h := uint64(14695981039346656037)
+	for i := range blocks {
+		for _, v := range blocks[i].Slot {
+			h = (h ^ uint64(v)) * 1099511628211
+		}
+	}
+	return h
+}
+
+// activeRingIs reports whether sel's active half holds exactly blocks.
+func (d *Dataplane) activeRingIs(sel xdplbRingSelect, blocks []xdplbRingBlock) (bool, error) {
+	h := sel.Half[sel.Active&1]
+	if h.Size == 0 || blocksFor(h.Size) != uint64(len(blocks)) {
+		return false, nil
+	}
+	keys := make([]uint32, len(blocks))
+	for i := range keys {
+		keys[i] = h.Block + uint32(i)
+	}
+	have := make([]xdplbRingBlock, len(blocks))
+	for i := 0; i < len(keys); i += 4096 {
+		j := min(i+4096, len(keys))
+		for k := i; k < j; k++ {
+			if err := d.objs.Rings.Lookup(keys[k], &have[k]); err != nil {
+				return false, fmt.Errorf("read ring: %w", err)
+			}
+		}
+	}
+	for i := range blocks {
+		if have[i] != blocks[i] {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // waitFlips returns once no BPF program still reads a ring half flipped away before the
@@ -399,6 +460,7 @@ func (d *Dataplane) freeRings(id uint32) error {
 	s.mu.Lock()
 	sel, ok := s.sel[id]
 	delete(s.sel, id)
+	delete(s.sums, id)
 	delete(s.flipSeq, id)
 	if ok {
 		for _, h := range sel.Half {

@@ -93,7 +93,7 @@ func TestPrivilegedTenThousandVIPs(t *testing.T) {
 	}
 	shared := netip.MustParseAddr("203.0.113.254")
 	spec := scaleSpec(nVIPs, perVIP, ring, shared, 1000)
-	r := newRig(t, Options{RingSlots: RingSlotsFor(ringSizes(spec))})
+	r := newRig(t, Options{RingSlots: RingSlotsFor(ringSizes(spec)), PairBuckets: PairBucketsFor(pairsOf(spec))})
 	n := NewNode(r.d, "test")
 	c := quietController(n)
 	c.SetSpec(spec)
@@ -136,6 +136,14 @@ func ringSizes(spec lb.Spec) []uint32 {
 	return out
 }
 
+func pairsOf(spec lb.Spec) int {
+	n := 0
+	for _, sv := range spec.Services {
+		n += len(sv.Backends)
+	}
+	return n
+}
+
 // BenchmarkScale reports the controller's first pass over VIPS x 10 backends at a ring
 // size (ready-s), and the pass after a backend shared by 1,000 of them goes down
 // (flip-s, vips-written): wall clock, and the process's CPU time (user + system, the
@@ -153,7 +161,7 @@ func BenchmarkScale(b *testing.B) {
 			written := 0
 			for b.Loop() {
 				b.StopTimer()
-				r := newRig(b, Options{RingSlots: RingSlotsFor(ringSizes(spec))})
+				r := newRig(b, Options{RingSlots: RingSlotsFor(ringSizes(spec)), PairBuckets: PairBucketsFor(pairsOf(spec))})
 				ctrl := quietController(NewNode(r.d, "bench"))
 				ctrl.SetSpec(spec)
 				b.StartTimer()
@@ -195,7 +203,7 @@ func BenchmarkXDPVIPs(b *testing.B) {
 	for _, nVIPs := range []int{1, 10000} {
 		b.Run(fmt.Sprintf("vips=%d", nVIPs), func(b *testing.B) {
 			spec := scaleSpec(nVIPs, 10, 4099, netip.Addr{}, 0)
-			r := newRig(b, Options{ConntrackSize: 1 << 20, RingSlots: RingSlotsFor(ringSizes(spec))})
+			r := newRig(b, Options{ConntrackSize: 1 << 20, RingSlots: RingSlotsFor(ringSizes(spec)), PairBuckets: PairBucketsFor(pairsOf(spec))})
 			ctrl := quietController(NewNode(r.d, "bench"))
 			ctrl.SetSpec(spec)
 			if res := ctrl.Apply(context.Background()); res.Err != nil {

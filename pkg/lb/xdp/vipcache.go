@@ -32,6 +32,8 @@ func (c *vipCache) reset(vips map[xdplbVipKey]xdplbVipMeta, backends map[uint32]
 	for k, m := range vips {
 		c.ids[m.Id] = true
 		c.addrs[addrKeyOf(k)]++
+		// A restarted daemon goes on after the highest id in use, not from 0.
+		c.nextID = max(c.nextID, (m.Id+1)%MaxVIPs)
 	}
 	c.setBackends(backends)
 }
@@ -61,11 +63,12 @@ func (c *vipCache) allocID() (uint32, bool) {
 	return 0, false
 }
 
+// releaseID frees a VIP id. The search for a free id goes on from where it was, so an id
+// comes back only after the others have been handed out: a packet that read the old
+// VIP's entry just before it went (and its ring_sel, counters, vip_backends pairs under
+// that id) is long done by then.
 func (c *vipCache) releaseID(id uint32) {
 	delete(c.ids, id)
-	if id < c.nextID {
-		c.nextID = id
-	}
 }
 
 func (c *vipCache) add(k xdplbVipKey, m xdplbVipMeta) {

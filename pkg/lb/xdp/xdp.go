@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,7 +25,21 @@ var (
 	ErrNotFound     = errors.New("not found")
 	ErrFull         = errors.New("table full")
 	ErrIncompatible = errors.New("pinned maps incompatible with these options")
+	ErrArch         = errors.New("architecture not supported by the XDP fast path")
 )
+
+// hostArch is the architecture the program would run on (a variable for tests).
+var hostArch = runtime.GOARCH
+
+// checkArch refuses architectures the conntrack table's lock-free protocol is not proven
+// on: it relies on x86-64 ordering (stores seen in program order, loads not reordered
+// with loads; bpf/conntrack.h). The NAT data planes and the socket LB have no such table.
+func checkArch() error {
+	if hostArch != "amd64" {
+		return fmt.Errorf("%w: %s (its lock-free conntrack relies on x86-64 memory ordering); use dataplane: nftables, iptables or ipvs on this host", ErrArch, hostArch)
+	}
+	return nil
+}
 
 // Table sizes compiled into bpf/lb_consts.h (internal/limits keeps them equal).
 const (
@@ -36,6 +52,7 @@ const (
 	DefaultConntrackSize = limits.DefaultConntrackSize
 	DefaultUDPTimeout    = 30 * time.Second
 	DefaultMTU           = 1500
+	DefaultTooBigRate    = 100
 )
 
 // Options are fixed for the life of a loaded program.
@@ -59,6 +76,14 @@ type Options struct {
 	MTU uint32
 	// SlotMapping is how a flow hash maps to a ring slot; default SlotModulo.
 	SlotMapping SlotMapping
+	// PairBuckets sizes vip_backends (which backends each VIP has, and their counters
+	// per VIP), a power of two (PairBucketsFor). Default DefaultPairBuckets. A pinned map
+	// is never shrunk.
+	PairBuckets uint32
+	// TooBigRate is how many ICMP too-big replies a second, per CPU, go to one source
+	// /24 (IPv4) or /48 (IPv6); above it the packet is dropped (drop_too_big_rate).
+	// Default DefaultTooBigRate; negative: no limit.
+	TooBigRate int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -82,6 +107,12 @@ func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.PairBuckets == 0 {
+		o.PairBuckets = DefaultPairBuckets
+	}
+	if o.TooBigRate == 0 {
+		o.TooBigRate = DefaultTooBigRate
+	}
 }
 
 // Config holds the settings that change at run time without reloading the program.
@@ -104,7 +135,14 @@ type Dataplane struct {
 
 	mu    sync.Mutex
 	links map[string]link.Link
-	vc    vipCache // what this process wrote to vips and backends (vipcache.go)
+	vc    vipCache   // what this process wrote to vips and backends (vipcache.go)
+	pairs *pairTable // vip_backends (pairs.go)
+	// nexthops: the ifindexes nexthops has an entry for (read at Load).
+	nexthops map[int]bool
+	// membersPending: members_ready is 0 until Attach (Load).
+	membersPending bool
+	// early: links Load already pointed at this program (a migrating load).
+	early map[string]bool
 
 	// denyMu serializes deny list changes; dir4Ready: deny4_dir follows deny4; dir4Long
 	// counts its longer prefixes (deny4dir.go).
@@ -125,8 +163,14 @@ type Dataplane struct {
 // It attaches nothing.
 func Load(opts Options) (*Dataplane, error) {
 	opts.setDefaults()
+	if err := checkArch(); err != nil {
+		return nil, err
+	}
 	if err := checkPrime(opts.RingSize); err != nil {
 		return nil, err
+	}
+	if n := opts.PairBuckets; n < 2 || n&(n-1) != 0 || n > MaxPairBuckets {
+		return nil, fmt.Errorf("pair buckets %d: must be a power of two in 2..%d", n, MaxPairBuckets)
 	}
 	spec, err := loadXdplb()
 	if err != nil {
@@ -141,12 +185,21 @@ func Load(opts Options) (*Dataplane, error) {
 		blocks = max(blocks, uint64(pinnedRingBlocks(opts.PinPath)))
 	}
 	spec.Maps["rings"].MaxEntries = uint32(blocks)
+	pairBuckets := opts.PairBuckets
+	if opts.PinPath != "" {
+		pairBuckets = max(pairBuckets, pinnedPairBuckets(opts.PinPath))
+	}
+	spec.Maps["vip_backends"].MaxEntries = pairBuckets
+	spec.Maps["pair_stats"].MaxEntries = pairBuckets * pairWays
+	tooBig := uint32(max(opts.TooBigRate, 0))
 	spec.Maps["conntrack"].MaxEntries = ctBucketCount(opts.ConntrackSize)
 	for name, v := range map[string]any{
 		"udp_timeout_ns": uint64(opts.UDPTimeout.Nanoseconds()),
 		"mtu":            opts.MTU,
 		"slot_scaled":    uint32(opts.SlotMapping),
 		"ct_buckets":     ctBucketCount(opts.ConntrackSize),
+		"pair_shift":     pairShift(pairBuckets),
+		"too_big_rate":   tooBig,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
@@ -164,12 +217,24 @@ func Load(opts Options) (*Dataplane, error) {
 		copts.Maps.PinPath = opts.PinPath
 	}
 	log := opts.Logger.With("component", "xdp")
+	// Membership (vip_backends) made by this load over an adopted conntrack table (an
+	// upgrade, or a resize): until the first pass has filled it, entries are followed
+	// without the check (members_ready, set again by Attach).
+	membersPending := opts.PinPath != "" && pinExists(opts.PinPath, "conntrack") &&
+		pinnedPairBuckets(opts.PinPath) != pairBuckets
+	if membersPending {
+		if err := spec.Variables["members_ready"].Set(uint32(0)); err != nil {
+			return nil, fmt.Errorf("set members_ready: %w", err)
+		}
+	}
+	mig := &migration{}
 	if opts.PinPath != "" {
-		if err := migratePinned(spec, opts.PinPath, log); err != nil {
+		if mig, err = migratePinned(spec, opts.PinPath, log); err != nil {
 			return nil, err
 		}
 	}
-	d := &Dataplane{opts: opts, log: log, links: map[string]link.Link{}}
+	defer mig.close()
+	d := &Dataplane{opts: opts, log: log, links: map[string]link.Link{}, membersPending: membersPending, early: map[string]bool{}}
 	// A deny4_dir this load creates is all zeros: building it touches only the entries
 	// the deny list sets (its 32 MiB stay out of the daemon's resident memory).
 	if opts.PinPath == "" {
@@ -191,6 +256,14 @@ func Load(opts Options) (*Dataplane, error) {
 		d.objs.Close()
 		return nil, err
 	}
+	if d.nexthops, err = readNexthops(d.objs.Nexthops); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	if d.pairs, err = newPairTable(d.objs.VipBackends, d.objs.PairStats); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
 	rs, err := newRingState(uint32(blocks))
 	if err != nil {
 		d.objs.Close()
@@ -205,7 +278,99 @@ func Load(opts Options) (*Dataplane, error) {
 		d.Close()
 		return nil, fmt.Errorf("adopt pinned rings: %w", err)
 	}
+	if len(mig.replaced) > 0 {
+		// The previous program, still attached, reads the maps that were replaced as they
+		// were and the shared ones as this program writes them (ring_sel naming blocks
+		// of the new rings): it must not see one write of the first pass. Its links run
+		// this program from now on.
+		if err := d.adoptPinnedLinks(); err != nil {
+			d.Close()
+			return nil, err
+		}
+		if mig.oldConntrack != nil {
+			if err := d.recopyConntrack(mig.oldConntrack); err != nil {
+				log.Warn("second conntrack copy after the link update failed: flows the previous program tracked meanwhile are hashed again", "error", err)
+			}
+		}
+	}
 	return d, nil
+}
+
+func pinExists(dir, name string) bool {
+	_, err := os.Stat(filepath.Join(dir, name))
+	return err == nil
+}
+
+// adoptPinnedLinks points every XDP link pinned in the pin directory at this program;
+// Attach then adopts them.
+func (d *Dataplane) adoptPinnedLinks() error {
+	entries, err := os.ReadDir(d.opts.PinPath)
+	if err != nil {
+		return fmt.Errorf("read pin directory: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, e := range entries {
+		ifname, ok := strings.CutPrefix(e.Name(), "link_")
+		if !ok {
+			continue
+		}
+		pin := filepath.Join(d.opts.PinPath, e.Name())
+		l, err := link.LoadPinnedLink(pin, nil)
+		if err != nil {
+			return fmt.Errorf("open pinned xdp link %s: %w", pin, err)
+		}
+		if err := l.Update(d.objs.XdpLb); err != nil {
+			l.Close()
+			return fmt.Errorf("update pinned xdp link on %s: %w", ifname, err)
+		}
+		d.links[ifname] = l
+		d.early[ifname] = true
+		d.log.Info("pinned maps migrated: xdp link now runs the new program", "iface", ifname)
+	}
+	return nil
+}
+
+// recopyConntrack places again the entries of the previous conntrack table (old) that
+// the new one lacks: those the previous program wrote between the migration's copy and
+// the link update. It reads the new table whole, merges, and writes back only the
+// buckets it changed; an entry the new program writes into one of those buckets in the
+// few milliseconds between the read and the write is lost (that flow is hashed again,
+// to the same backend while its VIP's ring is unchanged).
+func (d *Dataplane) recopyConntrack(old *ebpf.Map) error {
+	m := d.objs.Conntrack
+	n := m.MaxEntries()
+	buckets := make([]xdplbCtBucket, n)
+	if err := ctWalk2(m, buckets); err != nil {
+		return err
+	}
+	changed := map[uint32]bool{}
+	added := 0
+	err := oldEntries(old, func(digest, state uint64) {
+		i1, i2 := ctBucketIndex(digest, n, 0), ctBucketIndex(digest, n, 1)
+		if ctFind(&buckets[i1], digest) != nil || ctFind(&buckets[i2], digest) != nil {
+			return
+		}
+		ctPlace(&buckets[i1], &buckets[i2], digest, state)
+		changed[i1], changed[i2] = true, true
+		added++
+	})
+	if err != nil {
+		return err
+	}
+	keys := make([]uint32, 0, len(changed))
+	vals := make([]xdplbCtBucket, 0, len(changed))
+	for i := range changed {
+		keys = append(keys, i)
+		vals = append(vals, buckets[i])
+	}
+	if len(keys) > 0 {
+		if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
+			return fmt.Errorf("write conntrack: %w", err)
+		}
+	}
+	d.log.Info("conntrack copied again after the link update", "entries_added", added)
+	return nil
 }
 
 func checkPrime(n uint32) error {
@@ -257,6 +422,70 @@ func (d *Dataplane) SetConfig(c Config) error {
 
 // hostMask returns a mask of the low n bits, at most 32. The all-zero and all-ones host
 // parts are avoided only by the operator's choice of prefix; a /32 gives no entropy.
+// SetNextHops sets the next hop MAC of packets leaving by each interface (by ifindex):
+// an interface without an entry uses Config.NextHopMAC, or sends back to the sender.
+// Entries of interfaces not in hops are cleared.
+func (d *Dataplane) SetNextHops(hops map[int]net.HardwareAddr) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for idx, mac := range hops {
+		if idx <= 0 || idx >= maxIfindex {
+			return fmt.Errorf("next hop of ifindex %d: must be in 1..%d", idx, maxIfindex-1)
+		}
+		if len(mac) != 6 {
+			return fmt.Errorf("next hop of ifindex %d: %q is not a 6-byte MAC", idx, mac)
+		}
+	}
+	var errs []error
+	for idx := range d.nexthops {
+		if _, keep := hops[idx]; !keep {
+			if err := d.objs.Nexthops.Put(uint32(idx), &xdplbNexthop{}); err != nil {
+				errs = append(errs, fmt.Errorf("clear next hop of ifindex %d: %w", idx, err))
+				continue
+			}
+			delete(d.nexthops, idx)
+		}
+	}
+	for idx, mac := range hops {
+		v := xdplbNexthop{Set: 1}
+		copy(v.Mac[:], mac)
+		if err := d.objs.Nexthops.Put(uint32(idx), &v); err != nil {
+			errs = append(errs, fmt.Errorf("set next hop of ifindex %d: %w", idx, err))
+			continue
+		}
+		if d.nexthops == nil {
+			d.nexthops = map[int]bool{}
+		}
+		d.nexthops[idx] = true
+	}
+	return errors.Join(errs...)
+}
+
+// readNexthops returns the ifindexes a (pinned) nexthops map has an entry for.
+func readNexthops(m *ebpf.Map) (map[int]bool, error) {
+	out := map[int]bool{}
+	err := batchWalk(m, func(k *uint32, v *xdplbNexthop) {
+		if v.Set != 0 {
+			out[int(*k)] = true
+		}
+	})
+	return out, err
+}
+
+// NextHops returns the per-interface next hops the data plane holds.
+func (d *Dataplane) NextHops() (map[int]net.HardwareAddr, error) {
+	out := map[int]net.HardwareAddr{}
+	err := batchWalk(d.objs.Nexthops, func(k *uint32, v *xdplbNexthop) {
+		if v.Set != 0 {
+			out[int(*k)] = append(net.HardwareAddr(nil), v.Mac[:]...)
+		}
+	})
+	return out, err
+}
+
+// maxIfindex mirrors MAX_IFINDEX: the nexthops map's size.
+const maxIfindex = 65536
+
 func hostMask(n int) uint32 {
 	if n >= 32 {
 		return 0xffffffff
@@ -378,7 +607,20 @@ func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
 		return 0, fmt.Errorf("write vip address %s: %w", v.Key.Addr, err)
 	}
 	d.vc.add(key, meta)
+	// Backends the VIP no longer has stop being followed by its conntrack entries once
+	// the ring without them is in.
+	if err := d.pairs.removeStale(meta.Id, backendIDs(v)); err != nil {
+		return 0, fmt.Errorf("vip %s: %w", v.Key, err)
+	}
 	return meta.Id, nil
+}
+
+func backendIDs(v lb.VIP) []uint32 {
+	ids := make([]uint32, len(v.Backends))
+	for i, b := range v.Backends {
+		ids[i] = b.ID
+	}
+	return ids
 }
 
 // reserveVIP finds the VIP's id (allocating and reserving a free one for a new VIP,
@@ -414,6 +656,18 @@ func (d *Dataplane) reserveVIP(key xdplbVipKey, v lb.VIP) (xdplbVipMeta, bool, e
 			}
 			return meta, false, fmt.Errorf("vip %s: %w", v.Key, err)
 		}
+	}
+	// Members before the ring that names them; a new id had none (a VIP that held it
+	// was removed whole), but a crash may have left some.
+	err := d.pairs.setMembers(meta.Id, backendIDs(v))
+	if err == nil && !exists {
+		err = d.pairs.removeStale(meta.Id, backendIDs(v))
+	}
+	if err != nil {
+		if !exists {
+			d.vc.releaseID(meta.Id)
+		}
+		return meta, false, fmt.Errorf("vip %s: %w", v.Key, err)
 	}
 	return meta, !exists, nil
 }
@@ -452,6 +706,9 @@ func (d *Dataplane) DeleteVIP(k lb.VIPKey) error {
 	if err := d.freeRings(meta.Id); err != nil {
 		return fmt.Errorf("delete ring of %s: %w", k, err)
 	}
+	if err := d.pairs.removeStale(meta.Id, nil); err != nil {
+		return fmt.Errorf("delete %s: %w", k, err)
+	}
 	return nil
 }
 
@@ -488,20 +745,6 @@ func (d *Dataplane) VIPCounters(id uint32) (Counters, error) {
 	return c, nil
 }
 
-// BackendCounters returns the counters of backend id.
-func (d *Dataplane) BackendCounters(id uint32) (Counters, error) {
-	var per []xdplbBackendCounters
-	if err := d.objs.BackendStats.Lookup(id, &per); err != nil {
-		return Counters{}, fmt.Errorf("read counters of backend %d: %w", id, err)
-	}
-	var c Counters
-	for _, p := range per {
-		c.Packets += p.Packets
-		c.Bytes += p.Bytes
-	}
-	return c, nil
-}
-
 // Stats returns the named global counters summed over CPUs.
 func (d *Dataplane) Stats() (map[string]uint64, error) {
 	return readStats(d.objs.Stats, statNames[:])
@@ -529,9 +772,18 @@ func readStats(m *ebpf.Map, names []string) (map[string]uint64, error) {
 func (d *Dataplane) Attach(ifname string) (mode string, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.early[ifname] {
+		delete(d.early, ifname)
+		return "adopted", d.membersReady()
+	}
 	if _, ok := d.links[ifname]; ok {
 		return "", fmt.Errorf("attach xdp to %s: already attached", ifname)
 	}
+	defer func() {
+		if err == nil {
+			err = d.membersReady()
+		}
+	}()
 	iface, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return "", fmt.Errorf("attach xdp to %s: %w", ifname, err)
@@ -568,6 +820,19 @@ func (d *Dataplane) Attach(ifname string) (mode string, err error) {
 	d.links[ifname] = l
 	d.log.Info("attached xdp", "iface", ifname, "mode", mode)
 	return mode, nil
+}
+
+// membersReady turns the membership check on once the first pass has filled vip_backends
+// (Attach comes after it).
+func (d *Dataplane) membersReady() error {
+	if !d.membersPending {
+		return nil
+	}
+	if err := d.objs.MembersReady.Set(uint32(1)); err != nil {
+		return fmt.Errorf("set members_ready: %w", err)
+	}
+	d.membersPending = false
+	return nil
 }
 
 // Detach removes the program from ifname (and its pin).
@@ -616,7 +881,7 @@ func (d *Dataplane) Unpin() error {
 	if err := os.Remove(filepath.Join(d.opts.PinPath, "lb_meta")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
-	for _, m := range []*ebpf.Map{d.objs.Vips, d.objs.VipAddrs, d.objs.Rings, d.objs.RingSel, d.objs.Backends, d.objs.Conntrack, d.objs.LbCfg, d.objs.Stats, d.objs.VipStats, d.objs.BackendStats,
+	for _, m := range []*ebpf.Map{d.objs.Vips, d.objs.VipAddrs, d.objs.Rings, d.objs.RingSel, d.objs.Backends, d.objs.Conntrack, d.objs.LbCfg, d.objs.Stats, d.objs.VipStats, d.objs.VipBackends, d.objs.PairStats, d.objs.Nexthops, d.objs.TooBigRateState,
 		d.objs.Deny4, d.objs.Deny6, d.objs.AllowList, d.objs.VipPolicies, d.objs.VipGuards, d.objs.PrefilterOn,
 		d.objs.Deny4Dir, d.objs.Deny4Counts} {
 		if err := m.Unpin(); err != nil {

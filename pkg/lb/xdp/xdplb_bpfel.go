@@ -73,6 +73,18 @@ type xdplbLbConfig struct {
 	Src6HostMask uint32
 }
 
+type xdplbNexthop struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Set uint8
+	Pad uint8
+}
+
+type xdplbPairBucket struct {
+	_   structs.HostLayout
+	Key [16]uint32
+}
+
 type xdplbRingBlock struct {
 	_    structs.HostLayout
 	Slot [32]uint16
@@ -91,40 +103,55 @@ type xdplbRingSelect struct {
 type xdplbStatId uint32
 
 const (
-	xdplbStatIdSTAT_TX_ENCAP4        xdplbStatId = 0
-	xdplbStatIdSTAT_TX_ENCAP6        xdplbStatId = 1
-	xdplbStatIdSTAT_CT_HIT           xdplbStatId = 2
-	xdplbStatIdSTAT_CT_MISS          xdplbStatId = 3
-	xdplbStatIdSTAT_CT_REHASH        xdplbStatId = 4
-	xdplbStatIdSTAT_CT_UDP_EXPIRED   xdplbStatId = 5
-	xdplbStatIdSTAT_CT_SKIP_RST      xdplbStatId = 6
-	xdplbStatIdSTAT_ICMP_TOO_BIG_FWD xdplbStatId = 7
-	xdplbStatIdSTAT_PASS_NON_IP      xdplbStatId = 8
-	xdplbStatIdSTAT_PASS_NON_VIP     xdplbStatId = 9
-	xdplbStatIdSTAT_PASS_OTHER_PROTO xdplbStatId = 10
-	xdplbStatIdSTAT_PASS_QINQ        xdplbStatId = 11
-	xdplbStatIdSTAT_DROP_TRUNC_ETH   xdplbStatId = 12
-	xdplbStatIdSTAT_DROP_TRUNC_IP    xdplbStatId = 13
-	xdplbStatIdSTAT_DROP_BAD_IP      xdplbStatId = 14
-	xdplbStatIdSTAT_DROP_TRUNC_L4    xdplbStatId = 15
-	xdplbStatIdSTAT_DROP_FRAGMENT    xdplbStatId = 16
-	xdplbStatIdSTAT_DROP_IPV6EXT     xdplbStatId = 17
-	xdplbStatIdSTAT_DROP_NO_BACKEND  xdplbStatId = 18
-	xdplbStatIdSTAT_DROP_FAMILY      xdplbStatId = 19
-	xdplbStatIdSTAT_DROP_NO_SOURCE   xdplbStatId = 20
-	xdplbStatIdSTAT_DROP_TOO_BIG     xdplbStatId = 21
-	xdplbStatIdSTAT_DROP_ICMP_BAD    xdplbStatId = 22
-	xdplbStatIdSTAT_DROP_ADJUST      xdplbStatId = 23
-	xdplbStatIdSTAT_DROP_DENY        xdplbStatId = 24
-	xdplbStatIdSTAT_DROP_NOT_ALLOWED xdplbStatId = 25
-	xdplbStatIdSTAT_DROP_TCP_FLAGS   xdplbStatId = 26
-	xdplbStatIdSTAT_DROP_UDP_LEN     xdplbStatId = 27
-	xdplbStatIdSTAT_GUARD_UNTRACKED  xdplbStatId = 28
-	xdplbStatIdSTAT_GUARD_DROP       xdplbStatId = 29
-	xdplbStatIdSTAT_TX_ICMP_TOO_BIG  xdplbStatId = 30
-	xdplbStatIdSTAT_CT_EVICTED       xdplbStatId = 31
-	xdplbStatIdSTAT__MAX             xdplbStatId = 32
+	xdplbStatIdSTAT_TX_ENCAP4         xdplbStatId = 0
+	xdplbStatIdSTAT_TX_ENCAP6         xdplbStatId = 1
+	xdplbStatIdSTAT_CT_HIT            xdplbStatId = 2
+	xdplbStatIdSTAT_CT_MISS           xdplbStatId = 3
+	xdplbStatIdSTAT_CT_REHASH         xdplbStatId = 4
+	xdplbStatIdSTAT_CT_UDP_EXPIRED    xdplbStatId = 5
+	xdplbStatIdSTAT_CT_SKIP_RST       xdplbStatId = 6
+	xdplbStatIdSTAT_ICMP_TOO_BIG_FWD  xdplbStatId = 7
+	xdplbStatIdSTAT_PASS_NON_IP       xdplbStatId = 8
+	xdplbStatIdSTAT_PASS_NON_VIP      xdplbStatId = 9
+	xdplbStatIdSTAT_PASS_OTHER_PROTO  xdplbStatId = 10
+	xdplbStatIdSTAT_PASS_QINQ         xdplbStatId = 11
+	xdplbStatIdSTAT_DROP_TRUNC_ETH    xdplbStatId = 12
+	xdplbStatIdSTAT_DROP_TRUNC_IP     xdplbStatId = 13
+	xdplbStatIdSTAT_DROP_BAD_IP       xdplbStatId = 14
+	xdplbStatIdSTAT_DROP_TRUNC_L4     xdplbStatId = 15
+	xdplbStatIdSTAT_DROP_FRAGMENT     xdplbStatId = 16
+	xdplbStatIdSTAT_DROP_IPV6EXT      xdplbStatId = 17
+	xdplbStatIdSTAT_DROP_NO_BACKEND   xdplbStatId = 18
+	xdplbStatIdSTAT_DROP_FAMILY       xdplbStatId = 19
+	xdplbStatIdSTAT_DROP_NO_SOURCE    xdplbStatId = 20
+	xdplbStatIdSTAT_DROP_TOO_BIG      xdplbStatId = 21
+	xdplbStatIdSTAT_DROP_ICMP_BAD     xdplbStatId = 22
+	xdplbStatIdSTAT_DROP_ADJUST       xdplbStatId = 23
+	xdplbStatIdSTAT_DROP_DENY         xdplbStatId = 24
+	xdplbStatIdSTAT_DROP_NOT_ALLOWED  xdplbStatId = 25
+	xdplbStatIdSTAT_DROP_TCP_FLAGS    xdplbStatId = 26
+	xdplbStatIdSTAT_DROP_UDP_LEN      xdplbStatId = 27
+	xdplbStatIdSTAT_GUARD_UNTRACKED   xdplbStatId = 28
+	xdplbStatIdSTAT_GUARD_DROP        xdplbStatId = 29
+	xdplbStatIdSTAT_TX_ICMP_TOO_BIG   xdplbStatId = 30
+	xdplbStatIdSTAT_CT_EVICTED        xdplbStatId = 31
+	xdplbStatIdSTAT_CT_NOT_MEMBER     xdplbStatId = 32
+	xdplbStatIdSTAT_DROP_TOO_BIG_RATE xdplbStatId = 33
+	xdplbStatIdSTAT__MAX              xdplbStatId = 34
 )
+
+type xdplbTooBigKey struct {
+	_      structs.HostLayout
+	Prefix [8]uint8
+	Family uint8
+	Pad    [3]uint8
+}
+
+type xdplbTooBigWindow struct {
+	_        structs.HostLayout
+	WindowNs uint64
+	Count    uint64
+}
 
 type xdplbVipCounters struct {
 	_        structs.HostLayout
@@ -168,29 +195,35 @@ type xdplbVipPolicy struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	xdplbMapAllowList    = "allow_list"
-	xdplbMapBackendStats = "backend_stats"
-	xdplbMapBackends     = "backends"
-	xdplbMapConntrack    = "conntrack"
-	xdplbMapDeny4        = "deny4"
-	xdplbMapDeny4Counts  = "deny4_counts"
-	xdplbMapDeny4Dir     = "deny4_dir"
-	xdplbMapDeny6        = "deny6"
-	xdplbMapLbCfg        = "lb_cfg"
-	xdplbMapPrefilterOn  = "prefilter_on"
-	xdplbMapRingSel      = "ring_sel"
-	xdplbMapRings        = "rings"
-	xdplbMapStats        = "stats"
-	xdplbMapVipAddrs     = "vip_addrs"
-	xdplbMapVipGuards    = "vip_guards"
-	xdplbMapVipPolicies  = "vip_policies"
-	xdplbMapVipStats     = "vip_stats"
-	xdplbMapVips         = "vips"
-	xdplbProgXdpLb       = "xdp_lb"
-	xdplbVarCtBuckets    = "ct_buckets"
-	xdplbVarMtu          = "mtu"
-	xdplbVarSlotScaled   = "slot_scaled"
-	xdplbVarUdpTimeoutNs = "udp_timeout_ns"
+	xdplbMapAllowList       = "allow_list"
+	xdplbMapBackends        = "backends"
+	xdplbMapConntrack       = "conntrack"
+	xdplbMapDeny4           = "deny4"
+	xdplbMapDeny4Counts     = "deny4_counts"
+	xdplbMapDeny4Dir        = "deny4_dir"
+	xdplbMapDeny6           = "deny6"
+	xdplbMapLbCfg           = "lb_cfg"
+	xdplbMapNexthops        = "nexthops"
+	xdplbMapPairStats       = "pair_stats"
+	xdplbMapPrefilterOn     = "prefilter_on"
+	xdplbMapRingSel         = "ring_sel"
+	xdplbMapRings           = "rings"
+	xdplbMapStats           = "stats"
+	xdplbMapTooBigRateState = "too_big_rate_state"
+	xdplbMapVipAddrs        = "vip_addrs"
+	xdplbMapVipBackends     = "vip_backends"
+	xdplbMapVipGuards       = "vip_guards"
+	xdplbMapVipPolicies     = "vip_policies"
+	xdplbMapVipStats        = "vip_stats"
+	xdplbMapVips            = "vips"
+	xdplbProgXdpLb          = "xdp_lb"
+	xdplbVarCtBuckets       = "ct_buckets"
+	xdplbVarMembersReady    = "members_ready"
+	xdplbVarMtu             = "mtu"
+	xdplbVarPairShift       = "pair_shift"
+	xdplbVarSlotScaled      = "slot_scaled"
+	xdplbVarTooBigRate      = "too_big_rate"
+	xdplbVarUdpTimeoutNs    = "udp_timeout_ns"
 )
 
 // loadXdplb returns the embedded CollectionSpec for xdplb.
@@ -242,24 +275,27 @@ type xdplbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdplbMapSpecs struct {
-	AllowList    *ebpf.MapSpec `ebpf:"allow_list"`
-	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
-	Backends     *ebpf.MapSpec `ebpf:"backends"`
-	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
-	Deny4        *ebpf.MapSpec `ebpf:"deny4"`
-	Deny4Counts  *ebpf.MapSpec `ebpf:"deny4_counts"`
-	Deny4Dir     *ebpf.MapSpec `ebpf:"deny4_dir"`
-	Deny6        *ebpf.MapSpec `ebpf:"deny6"`
-	LbCfg        *ebpf.MapSpec `ebpf:"lb_cfg"`
-	PrefilterOn  *ebpf.MapSpec `ebpf:"prefilter_on"`
-	RingSel      *ebpf.MapSpec `ebpf:"ring_sel"`
-	Rings        *ebpf.MapSpec `ebpf:"rings"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
-	VipGuards    *ebpf.MapSpec `ebpf:"vip_guards"`
-	VipPolicies  *ebpf.MapSpec `ebpf:"vip_policies"`
-	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
-	Vips         *ebpf.MapSpec `ebpf:"vips"`
+	AllowList       *ebpf.MapSpec `ebpf:"allow_list"`
+	Backends        *ebpf.MapSpec `ebpf:"backends"`
+	Conntrack       *ebpf.MapSpec `ebpf:"conntrack"`
+	Deny4           *ebpf.MapSpec `ebpf:"deny4"`
+	Deny4Counts     *ebpf.MapSpec `ebpf:"deny4_counts"`
+	Deny4Dir        *ebpf.MapSpec `ebpf:"deny4_dir"`
+	Deny6           *ebpf.MapSpec `ebpf:"deny6"`
+	LbCfg           *ebpf.MapSpec `ebpf:"lb_cfg"`
+	Nexthops        *ebpf.MapSpec `ebpf:"nexthops"`
+	PairStats       *ebpf.MapSpec `ebpf:"pair_stats"`
+	PrefilterOn     *ebpf.MapSpec `ebpf:"prefilter_on"`
+	RingSel         *ebpf.MapSpec `ebpf:"ring_sel"`
+	Rings           *ebpf.MapSpec `ebpf:"rings"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	TooBigRateState *ebpf.MapSpec `ebpf:"too_big_rate_state"`
+	VipAddrs        *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipBackends     *ebpf.MapSpec `ebpf:"vip_backends"`
+	VipGuards       *ebpf.MapSpec `ebpf:"vip_guards"`
+	VipPolicies     *ebpf.MapSpec `ebpf:"vip_policies"`
+	VipStats        *ebpf.MapSpec `ebpf:"vip_stats"`
+	Vips            *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // xdplbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -267,8 +303,11 @@ type xdplbMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdplbVariableSpecs struct {
 	CtBuckets    *ebpf.VariableSpec `ebpf:"ct_buckets"`
+	MembersReady *ebpf.VariableSpec `ebpf:"members_ready"`
 	Mtu          *ebpf.VariableSpec `ebpf:"mtu"`
+	PairShift    *ebpf.VariableSpec `ebpf:"pair_shift"`
 	SlotScaled   *ebpf.VariableSpec `ebpf:"slot_scaled"`
+	TooBigRate   *ebpf.VariableSpec `ebpf:"too_big_rate"`
 	UdpTimeoutNs *ebpf.VariableSpec `ebpf:"udp_timeout_ns"`
 }
 
@@ -292,30 +331,32 @@ func (o *xdplbObjects) Close() error {
 //
 // It can be passed to loadXdplbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdplbMaps struct {
-	AllowList    *ebpf.Map `ebpf:"allow_list"`
-	BackendStats *ebpf.Map `ebpf:"backend_stats"`
-	Backends     *ebpf.Map `ebpf:"backends"`
-	Conntrack    *ebpf.Map `ebpf:"conntrack"`
-	Deny4        *ebpf.Map `ebpf:"deny4"`
-	Deny4Counts  *ebpf.Map `ebpf:"deny4_counts"`
-	Deny4Dir     *ebpf.Map `ebpf:"deny4_dir"`
-	Deny6        *ebpf.Map `ebpf:"deny6"`
-	LbCfg        *ebpf.Map `ebpf:"lb_cfg"`
-	PrefilterOn  *ebpf.Map `ebpf:"prefilter_on"`
-	RingSel      *ebpf.Map `ebpf:"ring_sel"`
-	Rings        *ebpf.Map `ebpf:"rings"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
-	VipGuards    *ebpf.Map `ebpf:"vip_guards"`
-	VipPolicies  *ebpf.Map `ebpf:"vip_policies"`
-	VipStats     *ebpf.Map `ebpf:"vip_stats"`
-	Vips         *ebpf.Map `ebpf:"vips"`
+	AllowList       *ebpf.Map `ebpf:"allow_list"`
+	Backends        *ebpf.Map `ebpf:"backends"`
+	Conntrack       *ebpf.Map `ebpf:"conntrack"`
+	Deny4           *ebpf.Map `ebpf:"deny4"`
+	Deny4Counts     *ebpf.Map `ebpf:"deny4_counts"`
+	Deny4Dir        *ebpf.Map `ebpf:"deny4_dir"`
+	Deny6           *ebpf.Map `ebpf:"deny6"`
+	LbCfg           *ebpf.Map `ebpf:"lb_cfg"`
+	Nexthops        *ebpf.Map `ebpf:"nexthops"`
+	PairStats       *ebpf.Map `ebpf:"pair_stats"`
+	PrefilterOn     *ebpf.Map `ebpf:"prefilter_on"`
+	RingSel         *ebpf.Map `ebpf:"ring_sel"`
+	Rings           *ebpf.Map `ebpf:"rings"`
+	Stats           *ebpf.Map `ebpf:"stats"`
+	TooBigRateState *ebpf.Map `ebpf:"too_big_rate_state"`
+	VipAddrs        *ebpf.Map `ebpf:"vip_addrs"`
+	VipBackends     *ebpf.Map `ebpf:"vip_backends"`
+	VipGuards       *ebpf.Map `ebpf:"vip_guards"`
+	VipPolicies     *ebpf.Map `ebpf:"vip_policies"`
+	VipStats        *ebpf.Map `ebpf:"vip_stats"`
+	Vips            *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *xdplbMaps) Close() error {
 	return _XdplbClose(
 		m.AllowList,
-		m.BackendStats,
 		m.Backends,
 		m.Conntrack,
 		m.Deny4,
@@ -323,11 +364,15 @@ func (m *xdplbMaps) Close() error {
 		m.Deny4Dir,
 		m.Deny6,
 		m.LbCfg,
+		m.Nexthops,
+		m.PairStats,
 		m.PrefilterOn,
 		m.RingSel,
 		m.Rings,
 		m.Stats,
+		m.TooBigRateState,
 		m.VipAddrs,
+		m.VipBackends,
 		m.VipGuards,
 		m.VipPolicies,
 		m.VipStats,
@@ -340,8 +385,11 @@ func (m *xdplbMaps) Close() error {
 // It can be passed to loadXdplbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdplbVariables struct {
 	CtBuckets    *ebpf.Variable `ebpf:"ct_buckets"`
+	MembersReady *ebpf.Variable `ebpf:"members_ready"`
 	Mtu          *ebpf.Variable `ebpf:"mtu"`
+	PairShift    *ebpf.Variable `ebpf:"pair_shift"`
 	SlotScaled   *ebpf.Variable `ebpf:"slot_scaled"`
+	TooBigRate   *ebpf.Variable `ebpf:"too_big_rate"`
 	UdpTimeoutNs *ebpf.Variable `ebpf:"udp_timeout_ns"`
 }
 
