@@ -4,46 +4,21 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 
-	"golang.org/x/sys/unix"
+	sd "github.com/coreos/go-systemd/v22/daemon"
 )
 
-// sdNotify sends a state to the service manager over $NOTIFY_SOCKET (sd_notify(3)):
-// one datagram of newline-separated VAR=value lines. Without the variable (not run by
-// systemd with Type=notify) it does nothing. An abstract socket is written "@name"; Go's
-// net package maps the "@" to the leading NUL byte.
+// sdNotify sends a state (sd_notify(3) VAR=value lines) to the service manager over
+// $NOTIFY_SOCKET. Without the variable (not run by systemd with Type=notify) it does
+// nothing.
 func sdNotify(lines ...string) error {
-	path := os.Getenv("NOTIFY_SOCKET")
-	if path == "" {
-		return nil
-	}
-	if !strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "@") {
-		return fmt.Errorf("NOTIFY_SOCKET %q: want an absolute path or an @abstract name", path)
-	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		return fmt.Errorf("notify systemd: %w", err)
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte(strings.Join(lines, "\n"))); err != nil {
+	if _, err := sd.SdNotify(false, strings.Join(lines, "\n")); err != nil {
 		return fmt.Errorf("notify systemd: %w", err)
 	}
 	return nil
-}
-
-// monotonicUsec is CLOCK_MONOTONIC in microseconds, which RELOADING=1 carries
-// (MONOTONIC_USEC) so the service manager can order it against the reload request.
-func monotonicUsec() string {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return "0"
-	}
-	return fmt.Sprint(ts.Nano() / 1000)
 }
 
 // readiness sends READY=1 once, when the node can forward: the data plane holds the
@@ -73,9 +48,31 @@ func (r *readiness) set(log *slog.Logger, f func()) {
 		return
 	}
 	r.sent = true
-	if err := sdNotify("READY=1", "STATUS="+r.status); err != nil {
+	if err := sdNotify(sd.SdNotifyReady, "STATUS="+r.status); err != nil {
 		log.Warn("tell systemd the node is ready", "error", err)
 	}
+}
+
+// reload runs a configuration reload. Once READY=1 went out it runs between RELOADING=1,
+// with MONOTONIC_USEC (which Type=notify-reload requires, so that systemd can order it
+// against the reload it asked for), and READY=1. Before that it runs unannounced: the
+// node is not ready yet, and READY=1 still waits for the first good pass and the attach.
+func (r *readiness) reload(log *slog.Logger, reload func()) {
+	r.mu.Lock()
+	sent := r.sent
+	r.mu.Unlock()
+	if !sent {
+		reload()
+		return
+	}
+	lines := []string{sd.SdNotifyReloading}
+	// MONOTONIC_USEC=...\n, or empty without a monotonic clock.
+	if m := strings.TrimSuffix(sd.SdNotifyMonotonicUsec(), "\n"); m != "" {
+		lines = append(lines, m)
+	}
+	notifyState(log, lines...)
+	reload()
+	notifyState(log, sd.SdNotifyReady)
 }
 
 // readyStatus is the STATUS= line sent with READY=1, made from what Attach returned:
