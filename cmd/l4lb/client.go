@@ -147,9 +147,11 @@ func newStatusCmds(f *clientFlags) []*cobra.Command {
 		fmt.Fprintln(w, "VIP\tBACKEND\tID\tWEIGHT\tCONFIG\tHEALTH\tDRAINED\tPACKETS\tBYTES")
 		for _, vip := range v.VIPs {
 			for _, b := range vip.Backends {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%v\t%d\t%d\n", vip.Name, b.Address, b.ID, b.Weight, b.ConfigWeight, upDown(b.Healthy), b.Drained, b.Packets, b.Bytes)
+				p, by := backendTraffic(b)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%v\t%s\t%s\n", vip.Name, b.Address, b.ID, b.Weight, b.ConfigWeight, upDown(b.Healthy), b.Drained, p, by)
 			}
 		}
+		nodeWideNote(w, v)
 	})
 	bgpCmd := show("bgp", "Show BGP sessions and announced prefixes", func(w *tabwriter.Writer, v daemon.View) {
 		if v.BGP == nil {
@@ -176,6 +178,27 @@ func printBGP(w *tabwriter.Writer, b *daemon.BGPView) {
 	}
 }
 
+// backendTraffic is a backend's packets and bytes for its VIP, or, from a data plane that
+// counts per address only, the address's node-wide figures marked with a star.
+func backendTraffic(b daemon.BackendView) (packets, bytes string) {
+	if b.PerVIP {
+		return fmt.Sprint(b.Packets), fmt.Sprint(b.Bytes)
+	}
+	return fmt.Sprintf("%d*", b.NodePackets), fmt.Sprintf("%d*", b.NodeBytes)
+}
+
+// nodeWideNote explains the star, when a figure has one.
+func nodeWideNote(w *tabwriter.Writer, v daemon.View) {
+	for _, vip := range v.VIPs {
+		for _, b := range vip.Backends {
+			if !b.PerVIP {
+				fmt.Fprintf(w, "* the address's packets for all its VIPs: the %s data plane counts per backend address, not per VIP\n", v.Mode)
+				return
+			}
+		}
+	}
+}
+
 func upDown(up bool) string {
 	if up {
 		return "up"
@@ -194,9 +217,13 @@ func printVIPs(w *tabwriter.Writer, v daemon.View, withBackends bool) {
 				if b.Drained {
 					state += ",drained"
 				}
-				fmt.Fprintf(w, "  -> %s\tweight %d\t%s\t%d\t%d\t\n", b.Address, b.Weight, state, b.Packets, b.Bytes)
+				p, by := backendTraffic(b)
+				fmt.Fprintf(w, "  -> %s\tweight %d\t%s\t%s\t%s\t\n", b.Address, b.Weight, state, p, by)
 			}
 		}
+	}
+	if withBackends {
+		nodeWideNote(w, v)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
@@ -60,6 +61,7 @@ type Daemon struct {
 	reload   reloadResult
 	links    map[string]string // interface -> attach mode
 	nextHop  net.HardwareAddr
+	nextHops map[string]net.HardwareAddr // by interface (setForwarding)
 	ready    bool
 	sd       readiness // READY=1 to systemd once applied and attached
 
@@ -96,7 +98,12 @@ func New(opts Options) (*Daemon, error) {
 //
 // Nothing on the node changes before the instance lock is held and the admin address is
 // bound: a second `l4lb run` fails without touching the running one's maps, link or BGP.
+//
+// SIGHUP reloads the configuration, from Run's first step on (see sighup); once Run
+// returns, SIGHUP is ignored for the rest of the process.
 func (d *Daemon) Run(ctx context.Context) error {
+	hup := watchSighup(d.log)
+	defer hup.close()
 	cfg := d.cfg
 	unlock, err := lockInstance(cfg.BPFFS)
 	if err != nil {
@@ -157,6 +164,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	reg.MustRegister(newPrefilterCollector(d))
 	d.ann = &announcer{d: d}
 	d.ctrl = lb.NewController(d.log, d.dp, d.dp.Info().MaxBackendID, d.ann, d.onApply)
+	d.ctrl.SetIDQuarantine(idQuarantine(cfg))
 	// A data plane that notices its state changed behind its back (IPVS) asks for a pass.
 	if w, ok := d.dp.(interface{ SetOnDrift(func()) }); ok {
 		w.SetOnDrift(d.ctrl.Kick)
@@ -216,28 +224,116 @@ func (d *Daemon) Run(ctx context.Context) error {
 		g.Go(func() error { return d.sock.s.Run(gctx) })
 	}
 	g.Go(func() error {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-hup:
-				notifyState(d.log, "RELOADING=1", "MONOTONIC_USEC="+monotonicUsec())
+		hup.serve(gctx, func() {
+			d.sd.reload(d.log, func() {
 				if err := d.Reload(); err != nil {
 					d.log.Error("reload rejected, keeping the running config", "error", err)
 				}
-				notifyState(d.log, "READY=1")
-			}
-		}
+			})
+		})
+		return nil
 	})
 	info := d.dp.Info()
 	d.log.Info("l4lb running", "dataplane", info.Mode, "reason", info.Reason, "interfaces", cfg.Interfaces,
 		"vips", len(cfg.VIPs), "admin", ln.Addr().String())
 	err = g.Wait()
-	notifyState(d.log, "STOPPING=1")
+	hup.stopping()
+	notifyState(d.log, sd.SdNotifyStopping)
 	return errors.Join(err, d.shutdown())
+}
+
+// sighup turns SIGHUP (systemctl reload) into reloads for one Run. Go's default action
+// for SIGHUP is to end the process, which would drop the BGP sessions without a
+// withdraw, so Run installs the handler before any start-up step and it never goes
+// away before the process exits:
+//
+//   - during start-up a SIGHUP is logged and kept, and applied as one reload once the
+//     node is started (however many came: a reload reads the file as it is then);
+//   - while the node runs, each SIGHUP is a reload (one more at most queues behind a
+//     running one);
+//   - while it stops (withdraw, drain delay, BGP stop) a SIGHUP is logged and ignored;
+//   - after Run returns SIGHUP is ignored, until the process exits.
+type sighup struct {
+	log     *slog.Logger
+	sig     chan os.Signal
+	pending chan struct{} // capacity 1: a reload asked for and not yet run
+	done    chan struct{}
+
+	mu    sync.Mutex
+	phase hupPhase
+}
+
+type hupPhase int
+
+const (
+	hupStarting hupPhase = iota
+	hupRunning
+	hupStopping
+)
+
+func watchSighup(log *slog.Logger) *sighup {
+	h := &sighup{log: log, sig: make(chan os.Signal, 1), pending: make(chan struct{}, 1), done: make(chan struct{})}
+	signal.Notify(h.sig, syscall.SIGHUP)
+	go h.route()
+	return h
+}
+
+func (h *sighup) route() {
+	for {
+		select {
+		case <-h.done:
+			return
+		case <-h.sig:
+		}
+		h.mu.Lock()
+		phase := h.phase
+		h.mu.Unlock()
+		switch phase {
+		case hupStarting:
+			h.log.Info("sighup during start-up: reloading once started")
+		case hupStopping:
+			h.log.Info("sighup while stopping: ignored")
+			continue
+		}
+		select {
+		case h.pending <- struct{}{}:
+		default: // one is queued already
+		}
+	}
+}
+
+func (h *sighup) setPhase(p hupPhase) {
+	h.mu.Lock()
+	h.phase = p
+	h.mu.Unlock()
+}
+
+// serve runs reload for each SIGHUP, the one kept from start-up first, until ctx is done.
+func (h *sighup) serve(ctx context.Context, reload func()) {
+	h.setPhase(hupRunning)
+	defer h.setPhase(hupStopping)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.pending:
+			if ctx.Err() != nil {
+				return // stopping: select picks at random between ready cases
+			}
+			reload()
+		}
+	}
+}
+
+// stopping makes later SIGHUPs logged and ignored (serve does it too; Run calls it in
+// case serve never ran).
+func (h *sighup) stopping() { h.setPhase(hupStopping) }
+
+// close makes SIGHUP do nothing from here until the process exits. (signal.Stop would
+// give it back Go's default action, which ends the process.)
+func (h *sighup) close() {
+	signal.Ignore(syscall.SIGHUP)
+	close(h.done)
 }
 
 func (d *Daemon) shutdown() error {
@@ -315,43 +411,58 @@ func (d *Daemon) setForwarding(cfg *config.Config) error {
 	if cfg.NextHop.MAC != "" {
 		fc.NextHopMAC, _ = net.ParseMAC(cfg.NextHop.MAC)
 	} else {
+		// Each interface's own next hop; the default route's gateway for the others.
+		hops, missing, err := interfaceNextHops(cfg.Interfaces)
+		if err != nil {
+			d.log.Warn("resolve next hops", "error", err)
+		}
+		fc.NextHops = hops
 		mac, err := gatewayMAC()
 		if err != nil {
 			d.log.Warn("resolve next hop", "error", err)
 		}
-		if mac == nil {
-			d.log.Warn("next hop mac unknown: sending encapsulated packets back to the mac they came from")
-		}
 		fc.NextHopMAC = mac
+		for ifc, why := range missing {
+			to := "the default route's gateway " + mac.String()
+			if mac == nil {
+				to = "back to the mac they came from"
+			}
+			d.log.Warn("next hop of an interface unknown", "iface", ifc, "reason", why, "sending", to)
+		}
 	}
 	d.mu.Lock()
-	d.nextHop = fc.NextHopMAC
+	d.nextHop, d.nextHops = fc.NextHopMAC, fc.NextHops
 	d.mu.Unlock()
 	return d.dp.SetForwarding(fc)
 }
 
+// resolveLoop follows route and neighbour changes (netlink subscriptions) and updates the
+// next hops when they change.
 func (d *Daemon) resolveLoop(ctx context.Context) error {
-	for {
+	d.mu.Lock()
+	interval := d.cfg.NextHop.Resolve
+	d.mu.Unlock()
+	watchRouting(ctx, interval, d.log.Warn, func() {
 		d.mu.Lock()
-		cfg, have := d.cfg, d.nextHop
+		cfg, have, haveHops := d.cfg, d.nextHop, d.nextHops
 		d.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(cfg.NextHop.Resolve):
-		}
-		if cfg.NextHop.MAC != "" {
-			continue
+		if cfg.NextHop.MAC != "" || cfg.Dataplane == "socket" {
+			return
 		}
 		mac, err := gatewayMAC()
-		if err != nil || mac == nil || reflect.DeepEqual(mac, have) {
-			continue
+		if err != nil {
+			return
 		}
-		d.log.Info("next hop changed", "from", have, "to", mac)
+		hops, _, err := interfaceNextHops(cfg.Interfaces)
+		if err != nil || (reflect.DeepEqual(mac, have) && sameHops(hops, haveHops)) {
+			return
+		}
+		d.log.Info("next hop changed", "from", have, "to", mac, "interfaces", hops)
 		if err := d.setForwarding(cfg); err != nil {
 			d.log.Warn("update next hop", "error", err)
 		}
-	}
+	})
+	return nil
 }
 
 func (d *Daemon) setHealthTargets(cfg *config.Config) error {

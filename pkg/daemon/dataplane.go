@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/l4lb/l4lb/pkg/config"
 	"github.com/l4lb/l4lb/pkg/lb"
@@ -144,6 +145,26 @@ func cleanupNAT() ([]string, error) {
 	r, err2 := iptables.Remove()
 	removed = append(removed, r...)
 	return removed, errors.Join(err1, err2)
+}
+
+// idQuarantine is how long a deleted backend id is not given to another address: the UDP
+// timeout (an idle UDP entry may name it that long) and a grace period of 30 s for
+// packets that read a ring in flight and for TCP entries of flows that just ended.
+func idQuarantine(cfg *config.Config) time.Duration {
+	udp := cfg.XDP.UDPTimeout
+	if udp == 0 {
+		udp = xdp.DefaultUDPTimeout
+	}
+	return udp + 30*time.Second
+}
+
+// vipBackendPairs counts the configured (VIP, backend) pairs (XDP's vip_backends).
+func vipBackendPairs(cfg *config.Config) int {
+	n := 0
+	for _, v := range cfg.VIPs {
+		n += len(v.Backends)
+	}
+	return n
 }
 
 // ringSlots sizes the XDP rings array for the configured VIPs' ring sizes.

@@ -18,6 +18,7 @@ type metrics struct {
 
 	vipPackets, vipBytes, vipNewFlows  *prometheus.Desc
 	bePackets, beBytes, beUp, beWeight *prometheus.Desc
+	vipBePackets, vipBeBytes           *prometheus.Desc
 	events, drops, conntrack, mode     *prometheus.Desc
 	bgpUp, bgpChanges, bgpAnnounced    *prometheus.Desc
 }
@@ -33,8 +34,10 @@ func newMetrics(reg *prometheus.Registry, d *Daemon) *metrics {
 		vipPackets:        prometheus.NewDesc("l4lb_vip_packets_total", "Packets forwarded for a VIP.", []string{"vip"}, nil),
 		vipBytes:          prometheus.NewDesc("l4lb_vip_bytes_total", "IP bytes forwarded for a VIP.", []string{"vip"}, nil),
 		vipNewFlows:       prometheus.NewDesc("l4lb_vip_new_flows_total", "New flows (conntrack entries made) for a VIP.", []string{"vip"}, nil),
-		bePackets:         prometheus.NewDesc("l4lb_backend_packets_total", "Packets sent to a backend.", []string{"backend"}, nil),
-		beBytes:           prometheus.NewDesc("l4lb_backend_bytes_total", "IP bytes sent to a backend.", []string{"backend"}, nil),
+		bePackets:         prometheus.NewDesc("l4lb_backend_packets_total", "Packets sent to a backend address, for all its VIPs.", []string{"backend"}, nil),
+		beBytes:           prometheus.NewDesc("l4lb_backend_bytes_total", "IP bytes sent to a backend address, for all its VIPs.", []string{"backend"}, nil),
+		vipBePackets:      prometheus.NewDesc("l4lb_vip_backend_packets_total", "Packets sent to a backend for one VIP (data planes that count per VIP and backend: xdp, ipvs).", []string{"vip", "backend"}, nil),
+		vipBeBytes:        prometheus.NewDesc("l4lb_vip_backend_bytes_total", "IP bytes sent to a backend for one VIP (xdp, ipvs).", []string{"vip", "backend"}, nil),
 		beUp:              prometheus.NewDesc("l4lb_backend_up", "1 if the backend passes its health check for the VIP.", []string{"vip", "backend"}, nil),
 		beWeight:          prometheus.NewDesc("l4lb_backend_weight", "Effective weight of the backend in the VIP's ring (0: drained or down).", []string{"vip", "backend"}, nil),
 		events:            prometheus.NewDesc("l4lb_xdp_packets_total", "XDP program outcomes by counter name.", []string{"counter"}, nil),
@@ -56,7 +59,7 @@ func newMetrics(reg *prometheus.Registry, d *Daemon) *metrics {
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.vipPackets, m.vipBytes, m.vipNewFlows, m.bePackets, m.beBytes, m.beUp, m.beWeight, m.events, m.drops, m.conntrack, m.mode, m.bgpUp, m.bgpChanges, m.bgpAnnounced} {
+	for _, d := range []*prometheus.Desc{m.vipPackets, m.vipBytes, m.vipNewFlows, m.bePackets, m.beBytes, m.vipBePackets, m.vipBeBytes, m.beUp, m.beWeight, m.events, m.drops, m.conntrack, m.mode, m.bgpUp, m.bgpChanges, m.bgpAnnounced} {
 		ch <- d
 	}
 }
@@ -79,8 +82,12 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(m.beWeight, prometheus.GaugeValue, float64(b.Weight), vip.Name, b.Address)
 			if !seen[b.Address] {
 				seen[b.Address] = true
-				ch <- prometheus.MustNewConstMetric(m.bePackets, prometheus.CounterValue, float64(b.Packets), b.Address)
-				ch <- prometheus.MustNewConstMetric(m.beBytes, prometheus.CounterValue, float64(b.Bytes), b.Address)
+				ch <- prometheus.MustNewConstMetric(m.bePackets, prometheus.CounterValue, float64(b.NodePackets), b.Address)
+				ch <- prometheus.MustNewConstMetric(m.beBytes, prometheus.CounterValue, float64(b.NodeBytes), b.Address)
+			}
+			if b.PerVIP {
+				ch <- prometheus.MustNewConstMetric(m.vipBePackets, prometheus.CounterValue, float64(b.Packets), vip.Name, b.Address)
+				ch <- prometheus.MustNewConstMetric(m.vipBeBytes, prometheus.CounterValue, float64(b.Bytes), vip.Name, b.Address)
 			}
 		}
 	}

@@ -1,8 +1,12 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -17,22 +21,138 @@ func gatewayMAC() (net.HardwareAddr, error) {
 			return nil, fmt.Errorf("list routes: %w", err)
 		}
 		for _, r := range routes {
-			if r.Dst != nil && !r.Dst.IP.IsUnspecified() {
+			if !isDefault(r) || r.Gw == nil {
 				continue
 			}
-			if r.Gw == nil {
-				continue
-			}
-			neighs, err := netlink.NeighList(r.LinkIndex, fam)
-			if err != nil {
-				return nil, fmt.Errorf("list neighbours: %w", err)
-			}
-			for _, n := range neighs {
-				if n.IP.Equal(r.Gw) && len(n.HardwareAddr) == 6 && n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED) == 0 {
-					return n.HardwareAddr, nil
-				}
+			mac, err := neighbourMAC(r.LinkIndex, fam, r.Gw)
+			if err != nil || mac != nil {
+				return mac, err
 			}
 		}
 	}
 	return nil, nil
+}
+
+func isDefault(r netlink.Route) bool { return r.Dst == nil || r.Dst.IP.IsUnspecified() }
+
+// neighbourMAC is the resolved MAC of ip on the link with index idx, or nil.
+func neighbourMAC(idx, fam int, ip net.IP) (net.HardwareAddr, error) {
+	neighs, err := netlink.NeighList(idx, fam)
+	if err != nil {
+		return nil, fmt.Errorf("list neighbours: %w", err)
+	}
+	for _, n := range neighs {
+		if n.IP.Equal(ip) && len(n.HardwareAddr) == 6 && n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED) == 0 {
+			return n.HardwareAddr, nil
+		}
+	}
+	return nil, nil
+}
+
+// interfaceNextHops resolves, for each interface, the next hop of its own routes: the
+// gateway of its default route (IPv4 first, then IPv6), else of any route with a gateway
+// through it, as its neighbour entry has it. Interfaces whose next hop cannot be found
+// are returned in missing, each with the reason.
+func interfaceNextHops(ifaces []string) (hops map[string]net.HardwareAddr, missing map[string]string, err error) {
+	hops, missing = map[string]net.HardwareAddr{}, map[string]string{}
+	for _, name := range ifaces {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			missing[name] = fmt.Sprintf("no such interface: %v", err)
+			continue
+		}
+		idx := l.Attrs().Index
+		var gwSeen bool
+		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+			routes, err := netlink.RouteListFiltered(fam, &netlink.Route{LinkIndex: idx}, netlink.RT_FILTER_OIF)
+			if err != nil {
+				return nil, nil, fmt.Errorf("list routes of %s: %w", name, err)
+			}
+			// Default routes first.
+			slices.SortStableFunc(routes, func(a, b netlink.Route) int {
+				switch da, db := isDefault(a), isDefault(b); {
+				case da && !db:
+					return -1
+				case db && !da:
+					return 1
+				}
+				return 0
+			})
+			for _, r := range routes {
+				if r.Gw == nil {
+					continue
+				}
+				gwSeen = true
+				mac, err := neighbourMAC(idx, fam, r.Gw)
+				if err != nil {
+					return nil, nil, err
+				}
+				if mac != nil {
+					hops[name] = mac
+					break
+				}
+			}
+			if hops[name] != nil {
+				break
+			}
+		}
+		if hops[name] == nil {
+			if gwSeen {
+				missing[name] = "its gateway's neighbour entry is not resolved"
+			} else {
+				missing[name] = "no route with a gateway through it"
+			}
+		}
+	}
+	return hops, missing, nil
+}
+
+// watchRouting calls changed (coalesced, at most every 100 ms) whenever a route or a
+// neighbour changes, until ctx is done. When the subscriptions cannot be made, it polls
+// every interval instead (and says so).
+func watchRouting(ctx context.Context, interval time.Duration, warn func(string, ...any), changed func()) {
+	done := make(chan struct{})
+	defer close(done)
+	routes := make(chan netlink.RouteUpdate, 64)
+	neighs := make(chan netlink.NeighUpdate, 64)
+	errs := func(err error) { warn("netlink subscription", "error", err) }
+	rerr := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: errs})
+	nerr := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: errs})
+	var poll <-chan time.Time
+	if rerr != nil || nerr != nil {
+		warn("cannot watch routes and neighbours: polling the next hop instead", "route_error", rerr, "neigh_error", nerr, "interval", interval)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		poll = t.C
+	}
+	var settle <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-routes:
+			if !ok {
+				routes = nil
+			}
+			if settle == nil {
+				settle = time.After(100 * time.Millisecond)
+			}
+		case _, ok := <-neighs:
+			if !ok {
+				neighs = nil
+			}
+			if settle == nil {
+				settle = time.After(100 * time.Millisecond)
+			}
+		case <-settle:
+			settle = nil
+			changed()
+		case <-poll:
+			changed()
+		}
+	}
+}
+
+func sameHops(a, b map[string]net.HardwareAddr) bool {
+	return maps.EqualFunc(a, b, func(x, y net.HardwareAddr) bool { return x.String() == y.String() })
 }

@@ -21,6 +21,7 @@ func xdpOptions(cfg *config.Config, logger *slog.Logger) xdp.Options {
 	return xdp.Options{SlotMapping: slots,
 		PinPath: cfg.BPFFS, RingSize: cfg.XDP.RingSize, ConntrackSize: cfg.XDP.ConntrackSize,
 		UDPTimeout: cfg.XDP.UDPTimeout, MTU: cfg.XDP.MTU, Logger: logger, RingSlots: ringSlots(cfg),
+		PairBuckets: xdp.PairBucketsFor(vipBackendPairs(cfg)),
 	}
 }
 

@@ -15,6 +15,8 @@ type View struct {
 	ModeReason string            `json:"mode_reason"`
 	Interfaces map[string]string `json:"interfaces"`
 	NextHop    string            `json:"next_hop"`
+	// NextHops: the next hop of each interface that has one of its own (its routes).
+	NextHops   map[string]string `json:"next_hops,omitempty"`
 	Ready      bool              `json:"ready"`
 	LastApply  ApplyView         `json:"last_apply"`
 	LastReload *reloadResult     `json:"last_reload,omitempty"`
@@ -54,8 +56,14 @@ type BackendView struct {
 	ConfigWeight uint32 `json:"config_weight"`
 	Healthy      bool   `json:"healthy"`
 	Drained      bool   `json:"drained"`
-	Packets      uint64 `json:"packets"`
-	Bytes        uint64 `json:"bytes"`
+	// Packets and Bytes the data plane sent to this backend for this VIP; from a data
+	// plane that counts per backend only (nftables, iptables) they are absent and
+	// NodePackets says what the address received for all its VIPs.
+	Packets     uint64 `json:"packets"`
+	Bytes       uint64 `json:"bytes"`
+	PerVIP      bool   `json:"per_vip"`
+	NodePackets uint64 `json:"node_packets"`
+	NodeBytes   uint64 `json:"node_bytes"`
 }
 
 // State implements admin.Node.
@@ -66,6 +74,12 @@ func (d *Daemon) view() View {
 	info := d.dp.Info()
 	d.mu.Lock()
 	v := View{Mode: info.Mode, ModeReason: info.Reason, Interfaces: map[string]string{}, Ready: d.ready, NextHop: d.nextHop.String()}
+	if len(d.nextHops) > 0 {
+		v.NextHops = map[string]string{}
+		for ifc, mac := range d.nextHops {
+			v.NextHops[ifc] = mac.String()
+		}
+	}
 	for k, m := range d.links {
 		v.Interfaces[k] = m
 	}
@@ -94,10 +108,15 @@ func (d *Daemon) view() View {
 		c := counters.VIPs[vs.VIP.Key]
 		vv := VIPView{Name: vs.Name, Key: vs.VIP.Key.String(), Up: vs.Up, Packets: c.Packets, Bytes: c.Bytes, NewFlows: c.NewFlows}
 		vv.Socket = d.socketCounters(ids, vs.VIP.Key)
+		per, perVIP := counters.VIPBackends[vs.VIP.Key]
 		for _, b := range vs.Backends {
-			bc := counters.Backends[b.ID]
-			vv.Backends = append(vv.Backends, BackendView{Address: b.Addr.String(), ID: b.ID, Weight: b.Weight,
-				ConfigWeight: b.ConfigWeight, Healthy: b.Healthy, Drained: b.Drained, Packets: bc.Packets, Bytes: bc.Bytes})
+			node := counters.Backends[b.ID]
+			bv := BackendView{Address: b.Addr.String(), ID: b.ID, Weight: b.Weight, ConfigWeight: b.ConfigWeight,
+				Healthy: b.Healthy, Drained: b.Drained, PerVIP: perVIP, NodePackets: node.Packets, NodeBytes: node.Bytes}
+			if perVIP {
+				bv.Packets, bv.Bytes = per[b.ID].Packets, per[b.ID].Bytes
+			}
+			vv.Backends = append(vv.Backends, bv)
 		}
 		v.VIPs = append(v.VIPs, vv)
 	}

@@ -105,8 +105,10 @@ function renderVIPs(st, dt) {
     const fpsCanvas = el("canvas", { "data-chart": "new_flows" });
     const rows = (v.backends || []).map((b) => {
       const id = v.key + "|" + b.address;
-      const bpps = rate(b.packets, last && last.backends.get(id), dt);
-      now.backends.set(id, b.packets);
+      // Per VIP where the data plane counts so; else the address's node-wide figure, marked.
+      const bp = b.per_vip ? b.packets : b.node_packets;
+      const bpps = rate(bp, last && last.backends.get(id), dt);
+      now.backends.set(id, bp);
       const state = backendState(b);
       const label = { up: "healthy", down: "down", drained: "drained" }[state];
       return el("tr", { class: state, "data-backend": b.address, "data-state": state },
@@ -114,7 +116,7 @@ function renderVIPs(st, dt) {
         el("td", {}, label),
         el("td", { class: "num" }, b.weight + (b.weight !== b.config_weight ? " (config " + b.config_weight + ")" : "")),
         el("td", { class: "num" }, fmtRate(bpps)),
-        el("td", { class: "num" }, b.packets));
+        el("td", { class: "num", title: b.per_vip ? "" : "all VIPs of this address: this data plane counts per address" }, b.per_vip ? b.packets : b.node_packets + "*"));
     });
     const card = el("div", { class: "vip", "data-vip": v.name, "data-key": v.key },
       el("h3", {}, v.name + " ", el("span", { class: "muted" }, v.key), " ",
