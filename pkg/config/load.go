@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -75,7 +74,10 @@ func LoadWithWarnings(path string) (*Config, Problems, error) {
 	return parse(path, data, os.LookupEnv)
 }
 
-var yamlLine = regexp.MustCompile(`line (\d+)`)
+// yamlLine finds the line in a YAML syntax error: go.yaml.in/yaml/v3 gives no typed
+// position for those (only "yaml: line N: ..."). Everything after the syntax check takes
+// its positions from the one parsed yaml.Node tree.
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+):`)
 
 // Parse is Load on bytes, with the environment given as a lookup function.
 func Parse(file string, data []byte, env func(string) (string, bool)) (*Config, error) {
@@ -108,12 +110,16 @@ func parse(file string, data []byte, env func(string) (string, bool)) (*Config, 
 		probs = append(probs, Problem{File: file, Line: line, Field: field, Msg: msg})
 	})
 
+	// viper reads the same parsed tree: the file is parsed once.
+	var values map[string]any
+	if err := root.Content[0].Decode(&values); err != nil {
+		return nil, nil, Problems{{File: file, Line: root.Content[0].Line, Msg: "yaml: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
 	v := viper.New()
-	v.SetConfigType("yaml")
 	for k, d := range defaults() {
 		v.SetDefault(k, d)
 	}
-	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+	if err := v.MergeConfigMap(values); err != nil {
 		return nil, nil, Problems{{File: file, Line: 1, Msg: err.Error()}}
 	}
 	// Environment overrides for every scalar key viper knows (defaults and file).
@@ -172,23 +178,38 @@ func sorted(ps Problems) Problems {
 	return ps
 }
 
-var decodeField = regexp.MustCompile(`'([^']*)'`)
-
-// decodeProblems turns mapstructure's type errors into problems with lines.
+// decodeProblems turns mapstructure's decode errors into problems with lines: each
+// *mapstructure.DecodeError names its field (vips[0].port), whose line the walk of the
+// yaml.Node tree recorded.
 func decodeProblems(file string, err error, lines map[string]int) Problems {
 	var out Problems
-	for _, msg := range strings.Split(err.Error(), "\n") {
-		msg = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(msg), "*"))
-		if msg == "" || strings.HasPrefix(msg, "decoding failed") || strings.HasSuffix(msg, "error(s) decoding:") {
-			continue
+	var visit func(error)
+	visit = func(e error) {
+		switch u := e.(type) {
+		case *mapstructure.DecodeError:
+			// The innermost named field is the one at fault.
+			var deeper *mapstructure.DecodeError
+			if inner := u.Unwrap(); inner != nil && errors.As(inner, &deeper) {
+				visit(inner)
+				return
+			}
+			field := u.Name()
+			out = append(out, Problem{File: file, Line: lineOf(lines, field), Field: field, Msg: fmt.Sprint(u.Unwrap())})
+		case interface{ Unwrap() []error }:
+			for _, c := range u.Unwrap() {
+				visit(c)
+			}
+		case interface{ Unwrap() error }:
+			if c := u.Unwrap(); c != nil {
+				visit(c)
+				return
+			}
+			out = append(out, Problem{File: file, Line: 1, Msg: e.Error()})
+		default:
+			out = append(out, Problem{File: file, Line: 1, Msg: e.Error()})
 		}
-		field := ""
-		if m := decodeField.FindStringSubmatch(msg); m != nil {
-			field = m[1]
-		}
-		msg = strings.TrimSpace(strings.TrimPrefix(msg, "'"+field+"'"))
-		out = append(out, Problem{File: file, Line: lineOf(lines, field), Field: field, Msg: msg})
 	}
+	visit(err)
 	if len(out) == 0 {
 		out = Problems{{File: file, Line: 1, Msg: err.Error()}}
 	}
