@@ -33,7 +33,7 @@ func newMetrics(reg *prometheus.Registry, d *Daemon) *metrics {
 		applyWritten:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "l4lb_apply_vips_written", Help: "VIPs (rings) written per controller pass that changed something.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
 		vipPackets:        prometheus.NewDesc("l4lb_vip_packets_total", "Packets forwarded for a VIP.", []string{"vip"}, nil),
 		vipBytes:          prometheus.NewDesc("l4lb_vip_bytes_total", "IP bytes forwarded for a VIP.", []string{"vip"}, nil),
-		vipNewFlows:       prometheus.NewDesc("l4lb_vip_new_flows_total", "New flows (conntrack entries made) for a VIP.", []string{"vip"}, nil),
+		vipNewFlows:       prometheus.NewDesc("l4lb_vip_new_flows_total", "Flows a VIP placed on a backend by its ring: new flows, and flows whose entry was lost or whose backend left (tracked or, under the guard, not).", []string{"vip"}, nil),
 		bePackets:         prometheus.NewDesc("l4lb_backend_packets_total", "Packets sent to a backend address, for all its VIPs.", []string{"backend"}, nil),
 		beBytes:           prometheus.NewDesc("l4lb_backend_bytes_total", "IP bytes sent to a backend address, for all its VIPs.", []string{"backend"}, nil),
 		vipBePackets:      prometheus.NewDesc("l4lb_vip_backend_packets_total", "Packets sent to a backend for one VIP (data planes that count per VIP and backend: xdp, ipvs).", []string{"vip", "backend"}, nil),

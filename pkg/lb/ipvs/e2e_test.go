@@ -335,6 +335,16 @@ func TestPrivilegedIPVS(t *testing.T) {
 	if len(c.Backends) != 6 || perBackend != c.Global["ipvs_connections"] {
 		t.Errorf("backend counters %v (sum of connections %d), want 6 backends summing to the services' %d", c.Backends, perBackend, c.Global["ipvs_connections"])
 	}
+	// Per VIP: each service's destinations count that service's connections only.
+	for _, sv := range spec.Services {
+		var sum uint64
+		for _, bc := range c.VIPBackends[sv.Key] {
+			sum += bc.NewFlows
+		}
+		if sum != c.VIPs[sv.Key].NewFlows {
+			t.Errorf("%s: per-VIP backend counters %v sum to %d connections, want the service's %d", sv.Name, c.VIPBackends[sv.Key], sum, c.VIPs[sv.Key].NewFlows)
+		}
+	}
 
 	// Health failure: be2 of the tunnel TCP VIP gets no new connections.
 	k := func(vip string, i int) lb.BackendKey {

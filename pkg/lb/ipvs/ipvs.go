@@ -522,9 +522,10 @@ func (d *Dataplane) SetForwarding(lb.Forwarding) error { return nil }
 
 // Counters implements lb.Dataplane: IPVS's own 64-bit statistics of l4lb's services
 // (incoming packets and bytes, connections as new flows) and of their destinations,
-// summed per backend over the VIPs that list it.
+// per VIP (VIPBackends) and summed per backend over the VIPs that list it.
 func (d *Dataplane) Counters() (lb.Counters, error) {
-	c := lb.Counters{VIPs: map[lb.VIPKey]lb.TrafficCounters{}, Backends: map[uint32]lb.TrafficCounters{}, Global: map[string]uint64{}}
+	c := lb.Counters{VIPs: map[lb.VIPKey]lb.TrafficCounters{}, Backends: map[uint32]lb.TrafficCounters{},
+		VIPBackends: map[lb.VIPKey]map[uint32]lb.TrafficCounters{}, Global: map[string]uint64{}}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ks, err := d.kernelServices()
@@ -548,6 +549,8 @@ func (d *Dataplane) Counters() (lb.Counters, error) {
 		for _, b := range r.Backends {
 			ids[b.Addr.Unmap()] = b.ID
 		}
+		per := map[uint32]lb.TrafficCounters{}
+		c.VIPBackends[r.Key] = per
 		for _, de := range dests {
 			id, ok := ids[de.Address]
 			if !ok {
@@ -555,6 +558,7 @@ func (d *Dataplane) Counters() (lb.Counters, error) {
 			}
 			t := c.Backends[id]
 			dt := traffic(de.Stats64)
+			per[id] = dt
 			t.Packets += dt.Packets
 			t.Bytes += dt.Bytes
 			t.NewFlows += dt.NewFlows
