@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -125,7 +127,7 @@ func newStatusCmds(f *clientFlags) []*cobra.Command {
 		for k, m := range v.Interfaces {
 			ifs = append(ifs, k+" ("+m+")")
 		}
-		fmt.Fprintf(w, "mode %s, interfaces %s, next hop %s, ready %v\n", v.Mode, strings.Join(ifs, ", "), v.NextHop, v.Ready)
+		fmt.Fprintf(w, "mode %s, interfaces %s, next hop %s, ready %v\n", v.Mode, strings.Join(ifs, ", "), nextHops(v), v.Ready)
 		if v.ModeReason != "" {
 			fmt.Fprintf(w, "mode chosen: %s\n", v.ModeReason)
 		}
@@ -286,4 +288,17 @@ func newMutateCmds(f *clientFlags) []*cobra.Command {
 		},
 	}
 	return []*cobra.Command{drain, undrain, weight, reload}
+}
+
+// nextHops is the next hop MAC, or each interface's where interfaces have their own:
+// "eth0 02:00:00:00:00:01, eth1 02:00:00:00:00:02".
+func nextHops(v daemon.View) string {
+	if len(v.NextHops) == 0 {
+		return v.NextHop
+	}
+	var hops []string
+	for _, ifc := range slices.Sorted(maps.Keys(v.NextHops)) {
+		hops = append(hops, ifc+" "+v.NextHops[ifc])
+	}
+	return strings.Join(hops, ", ")
 }

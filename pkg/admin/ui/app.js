@@ -77,7 +77,9 @@ function renderNode(st, version) {
     ["mode", st.mode + (st.mode_reason ? " – " + st.mode_reason : "")],
     ["interfaces", ifaces],
     ["ready", st.ready ? "yes" : "no"],
-    ["next hop", st.next_hop],
+    ["next hop", Object.keys(st.next_hops || {}).length
+      ? Object.entries(st.next_hops).sort().map(([k, v]) => k + " " + v).join(", ")
+      : st.next_hop],
     ["last apply", (st.last_apply && st.last_apply.at ? new Date(st.last_apply.at).toLocaleTimeString() : "never") +
       (st.last_apply && st.last_apply.error ? " FAILED: " + st.last_apply.error : "")],
   ];
