@@ -119,11 +119,22 @@ func watchRouting(ctx context.Context, interval time.Duration, warn func(string,
 	rerr := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: errs})
 	nerr := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: errs})
 	var poll <-chan time.Time
+	var ticker *time.Ticker
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
+	startPolling := func(msg string, args ...any) {
+		if ticker != nil {
+			return
+		}
+		warn(msg, append(args, "interval", interval)...)
+		ticker = time.NewTicker(interval)
+		poll = ticker.C
+	}
 	if rerr != nil || nerr != nil {
-		warn("cannot watch routes and neighbours: polling the next hop instead", "route_error", rerr, "neigh_error", nerr, "interval", interval)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		poll = t.C
+		startPolling("cannot watch routes and neighbours: polling the next hop instead", "route_error", rerr, "neigh_error", nerr)
 	}
 	var settle <-chan time.Time
 	for {
@@ -133,6 +144,7 @@ func watchRouting(ctx context.Context, interval time.Duration, warn func(string,
 		case _, ok := <-routes:
 			if !ok {
 				routes = nil
+				startPolling("route subscription ended: polling the next hop instead")
 			}
 			if settle == nil {
 				settle = time.After(100 * time.Millisecond)
@@ -140,6 +152,7 @@ func watchRouting(ctx context.Context, interval time.Duration, warn func(string,
 		case _, ok := <-neighs:
 			if !ok {
 				neighs = nil
+				startPolling("neighbour subscription ended: polling the next hop instead")
 			}
 			if settle == nil {
 				settle = time.After(100 * time.Millisecond)
