@@ -19,13 +19,18 @@ import (
 	"github.com/l4lb/l4lb/testbed"
 )
 
-// previousRelease is the commit of the release an upgrade starts from.
-const previousRelease = "ce3a5fa"
+// releases are the earlier releases an upgrade starts from, each with what the new
+// daemon's log must say it did with that release's pinned maps: the last release, and
+// the last one whose conntrack had another layout (an LRU hash).
+var releases = []struct{ commit, migration string }{
+	{"e2172fd", "removed a pinned map this release no longer uses"}, // backend_stats, now per (VIP, backend)
+	{"ce3a5fa", "migrated pinned conntrack"},
+}
 
 // previousL4LB builds the previous release's l4lb from git history (cached under the
 // user's cache directory) and returns its path. Without that history (a shallow clone)
 // the test is skipped, saying so.
-func previousL4LB(t *testing.T) string {
+func previousL4LB(t *testing.T, previousRelease string) string {
 	t.Helper()
 	root, err := filepath.Abs("..")
 	if err != nil {
@@ -71,13 +76,19 @@ func newBinary(t *testing.T) string {
 	return bin
 }
 
-// An upgrade by plain restarts: the testbed runs the previous release, clients hold
+// An upgrade by plain restarts: the testbed runs an earlier release, clients hold
 // kept-alive connections, then lb1 and then lb2 are stopped and started with this build.
-// The new daemon migrates the previous release's pinned maps (its conntrack, an LRU hash,
-// into the bucket table); every connection keeps its backend throughout, and the last
-// node upgraded holds every connection's entry afterwards.
+// The new daemon adopts or migrates the earlier release's pinned maps (from ce3a5fa its
+// conntrack, an LRU hash, into the bucket table); every connection keeps its backend
+// throughout, and the last node upgraded holds every connection's entry afterwards.
 func TestPrivilegedUpgradeKeepsFlows(t *testing.T) {
-	prev := previousL4LB(t)
+	for _, r := range releases {
+		t.Run(r.commit, func(t *testing.T) { upgradeKeepsFlows(t, r.commit, r.migration) })
+	}
+}
+
+func upgradeKeepsFlows(t *testing.T, release, migration string) {
+	prev := previousL4LB(t, release)
 	conf, err := filepath.Abs("../conf/testbed")
 	if err != nil {
 		t.Fatal(err)
@@ -155,8 +166,8 @@ func TestPrivilegedUpgradeKeepsFlows(t *testing.T) {
 		waitHops(t, b, 2, 60*time.Second)
 		waitAllHealthy(t, b, 30*time.Second)
 		log, _ := os.ReadFile(b.LogPath(lb, "l4lb"))
-		if !strings.Contains(string(log), "migrated pinned conntrack") {
-			t.Errorf("%s: the new daemon's log does not say it migrated conntrack", lb)
+		if !strings.Contains(string(log), migration) {
+			t.Errorf("%s: the new daemon's log does not say %q", lb, migration)
 		}
 		if lb == "lb2" {
 			migrated()
