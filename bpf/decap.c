@@ -1,8 +1,12 @@
 //go:build ignore
 
 /* decap.c: backend-side XDP program. Strips an outer IPv4 (IPIP) or IPv6 (ip6ip6, 4in6)
- * header when the inner destination is one of this host's VIPs (local_vips), then passes
- * the inner packet to the kernel. Everything else passes untouched. */
+ * header when the inner destination is one of this host's VIPs (local_vips) and the outer
+ * source is in an allowed prefix (allow_src4 / allow_src6: the load balancers' encap
+ * sources), then passes the inner packet to the kernel. The outer ECN field is combined
+ * into the inner one as RFC 6040 (normal mode) says. Encapsulated packets to a local VIP
+ * from any other outer source are dropped: they would reach the VIP as if they came from
+ * whatever inner source their sender wrote. Everything else passes untouched. */
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -22,6 +26,9 @@ enum decap_stat_id {
 	DECAP_STAT_DROP_MALFORMED, /* encapsulated, but outer or inner header cut short */
 	DECAP_STAT_PASS_FRAGMENT, /* outer IPv4 fragment: left to the kernel */
 	DECAP_STAT_DROP_ADJUST,   /* bpf_xdp_adjust_head failed */
+	DECAP_STAT_DROP_SOURCE,   /* to a local VIP, but the outer source is not allowed */
+	DECAP_STAT_DROP_ECN,      /* outer CE on a not-ECT inner packet (RFC 6040: drop) */
+	DECAP_STAT_ECN_CE,        /* outer CE copied into an ECT inner packet (also decap_ok) */
 	DECAP_STAT__MAX,
 };
 
@@ -38,6 +45,33 @@ struct {
 	__type(value, __u32);
 } local_vips SEC(".maps");
 
+/* Outer sources allowed to reach local VIPs (LPM; value unused). Empty: none is. */
+struct decap_src4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct decap_src6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_DECAP_ALLOW);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct decap_src4_key);
+	__type(value, __u32);
+} allow_src4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_DECAP_ALLOW);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct decap_src6_key);
+	__type(value, __u32);
+} allow_src6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, DECAP_STAT__MAX);
@@ -52,6 +86,36 @@ static __always_inline int count(__u32 id, int action)
 	if (v)
 		*v += 1;
 	return action;
+}
+
+/* csum_replace16 is an IPv4 header checksum after one 16-bit word of the header changed
+ * from old to new (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')); all in network order. */
+static __always_inline __u16 csum_replace16(__u16 check, __u16 old, __u16 new)
+{
+	__u32 sum = (__u32)(__u16)~check + (__u16)~old + new;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+#define ECN_NOT_ECT 0
+#define ECN_ECT1 1
+#define ECN_ECT0 2
+#define ECN_CE 3
+
+/* ecn_decap is RFC 6040's decapsulation table (section 4.2, normal mode): the ECN field
+ * the inner header leaves with, or -1 for a packet that must be dropped (CE outside, an
+ * inner transport that cannot be told of congestion). */
+static __always_inline int ecn_decap(__u8 inner, __u8 outer)
+{
+	if (inner == ECN_NOT_ECT)
+		return outer == ECN_CE ? -1 : ECN_NOT_ECT;
+	if (outer == ECN_CE)
+		return ECN_CE;
+	if (inner == ECN_ECT0 && outer == ECN_ECT1)
+		return ECN_ECT1;
+	return inner;
 }
 
 SEC("xdp")
@@ -81,6 +145,10 @@ int xdp_decap(struct xdp_md *ctx)
 
 	__u32 outer_len;
 	__u8 inner_proto;
+	__u8 outer_ecn;
+	struct decap_src4_key s4 = {.prefixlen = 32};
+	struct decap_src6_key s6 = {.prefixlen = 128};
+	int outer_v6 = 0;
 
 	if (proto == bpf_htons(ETH_P_IP_)) {
 		struct iphdr *o = data + l2_len;
@@ -95,6 +163,8 @@ int xdp_decap(struct xdp_md *ctx)
 			return count(DECAP_STAT_PASS_FRAGMENT, XDP_PASS);
 		outer_len = o->ihl * 4;
 		inner_proto = o->protocol;
+		outer_ecn = o->tos & 3;
+		__builtin_memcpy(s4.addr, &o->saddr, 4);
 	} else if (proto == bpf_htons(ETH_P_IPV6_)) {
 		struct ipv6hdr *o6 = data + l2_len;
 
@@ -104,6 +174,9 @@ int xdp_decap(struct xdp_md *ctx)
 			return count(DECAP_STAT_PASS_NOT_ENCAP, XDP_PASS);
 		outer_len = IPV6_HDR_LEN;
 		inner_proto = o6->nexthdr;
+		outer_ecn = (o6->flow_lbl[0] >> 4) & 3;
+		__builtin_memcpy(s6.addr, &o6->saddr, 16);
+		outer_v6 = 1;
 	} else {
 		return count(DECAP_STAT_PASS_NOT_ENCAP, XDP_PASS);
 	}
@@ -131,6 +204,45 @@ int xdp_decap(struct xdp_md *ctx)
 	}
 	if (!bpf_map_lookup_elem(&local_vips, &k))
 		return count(DECAP_STAT_PASS_NOT_LOCAL, XDP_PASS);
+	/* Only now: what is not for a local VIP is none of decap's business (a router's
+	 * decap passes the tunnels it forwards). */
+	if (!(outer_v6 ? bpf_map_lookup_elem(&allow_src6, &s6) : bpf_map_lookup_elem(&allow_src4, &s4)))
+		return count(DECAP_STAT_DROP_SOURCE, XDP_DROP);
+
+	int ce = 0;
+
+	if (inner_proto == PROTO_IPIP) {
+		struct iphdr *in = inner;
+
+		if ((void *)(in + 1) > data_end)
+			return count(DECAP_STAT_DROP_MALFORMED, XDP_DROP);
+		__u8 ie = in->tos & 3;
+		int ne = ecn_decap(ie, outer_ecn);
+
+		if (ne < 0)
+			return count(DECAP_STAT_DROP_ECN, XDP_DROP);
+		if (ne != ie) {
+			/* The first 16-bit word holds version, ihl and tos: RFC 1624 update. */
+			__u16 old = *(__u16 *)in;
+
+			in->tos = (in->tos & ~3) | (__u8)ne;
+			in->check = csum_replace16(in->check, old, *(__u16 *)in);
+		}
+		ce = ne == ECN_CE && ie != ECN_CE;
+	} else {
+		struct ipv6hdr *in6 = inner;
+
+		if ((void *)(in6 + 1) > data_end)
+			return count(DECAP_STAT_DROP_MALFORMED, XDP_DROP);
+		__u8 ie = (in6->flow_lbl[0] >> 4) & 3;
+		int ne = ecn_decap(ie, outer_ecn);
+
+		if (ne < 0)
+			return count(DECAP_STAT_DROP_ECN, XDP_DROP);
+		if (ne != ie)
+			in6->flow_lbl[0] = (in6->flow_lbl[0] & ~0x30) | (__u8)(ne << 4);
+		ce = ne == ECN_CE && ie != ECN_CE;
+	}
 
 	__u8 dst[ETH_ALEN], src[ETH_ALEN];
 
@@ -156,6 +268,8 @@ int xdp_decap(struct xdp_md *ctx)
 	} else {
 		eth->h_proto = inner_eth_proto;
 	}
+	if (ce)
+		count(DECAP_STAT_ECN_CE, 0);
 	return count(DECAP_STAT_OK, XDP_PASS);
 }
 

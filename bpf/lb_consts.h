@@ -64,6 +64,11 @@
 #define MAX_LOCAL_VIPS 1024
 #endif
 
+/* Outer source prefixes decap accepts, per family (allow_src4, allow_src6). */
+#ifndef MAX_DECAP_ALLOW
+#define MAX_DECAP_ALLOW 1024
+#endif
+
 /* How many IPv6 extension headers (hop-by-hop, routing, destination options) we skip. */
 #define MAX_IPV6_EXT_HEADERS 4
 

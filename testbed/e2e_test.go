@@ -61,6 +61,8 @@ func newBedWithBinary(t testing.TB, l4lb string, lbConfig func(lb string) (strin
 		Prefix: "l4lbt" + hex.EncodeToString(r[:]) + "-",
 		Dir:    filepath.Join(dir, "bed"),
 		L4LB:   cmp.Or(l4lb, filepath.Join(dir, "l4lb")), Self: filepath.Join(dir, "testbed"),
+		// The backends run this build's decap whatever the LB nodes run (--allow-from).
+		Decap:    filepath.Join(dir, "l4lb"),
 		LBConfig: lbConfig,
 		Mode:     testMode(),
 	}

@@ -13,6 +13,7 @@ package testbed
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -60,6 +61,23 @@ func LBAddr6(lb string) string { return fmt.Sprintf("2001:db8:1:%d::2", lbIndex(
 // RouterLBAddr6 is the router's end.
 func RouterLBAddr6(lb string) string { return fmt.Sprintf("2001:db8:1:%d::1", lbIndex(lb)) }
 
+// EncapSource4 is the prefix the LB node's XDP data plane takes outer IPv4 sources from
+// (encap.source4 of conf/testbed/lbN.yaml).
+func EncapSource4(lb string) string { return fmt.Sprintf("192.0.2.%d/26", 64*lbIndex(lb)) }
+
+// EncapSource6 is the LB node's encap.source6.
+func EncapSource6(lb string) string { return fmt.Sprintf("2001:db8:e:%d::/64", lbIndex(lb)) }
+
+// LBSources are the outer sources the backends' decap accepts: every LB node's encap
+// prefixes (XDP) and its own link addresses (IPVS tunnels from the node's address).
+func LBSources() []string {
+	var out []string
+	for _, lb := range LBNodes {
+		out = append(out, EncapSource4(lb), EncapSource6(lb), LBAddr4(lb)+"/32", LBAddr6(lb)+"/128")
+	}
+	return out
+}
+
 // BackendAddr4 is the backend's address (203.0.113.16N+2/28).
 func BackendAddr4(be string) string { return fmt.Sprintf("203.0.113.%d", 16*beIndex(be)+2) }
 
@@ -76,6 +94,9 @@ type Config struct {
 	// L4LB is the l4lb binary; Self is the testbed binary (its `serve` command is the
 	// backends' server).
 	L4LB, Self string
+	// Decap, if set, is the l4lb binary the backends and the router run `decap` with
+	// instead of L4LB (an upgrade test runs a previous release on the LB nodes only).
+	Decap string
 	// LBConfig returns the l4lb config file for an LB node; env are extra L4LB_* overrides.
 	LBConfig func(lb string) (path string, env []string)
 	// Mode, if set, is the data plane the LB nodes run (L4LB_DATAPLANE: auto, xdp,
@@ -364,7 +385,7 @@ func (b *Bed) Up(ctx context.Context) error {
 		return errors.New("testbed: Prefix, Dir, L4LB, Self and LBConfig are required")
 	}
 	var missing []string
-	for _, c := range []string{"ip", "ethtool", "sysctl", "bird", "birdc", b.cfg.L4LB, b.cfg.Self} {
+	for _, c := range []string{"ip", "ethtool", "sysctl", "bird", "birdc", b.cfg.L4LB, cmp.Or(b.cfg.Decap, b.cfg.L4LB), b.cfg.Self} {
 		if _, err := exec.LookPath(c); err != nil {
 			missing = append(missing, c)
 		}
@@ -451,13 +472,15 @@ func (b *Bed) Up(ctx context.Context) error {
 	if err := b.startRouter(); err != nil {
 		return err
 	}
+	decap, allow := cmp.Or(b.cfg.Decap, b.cfg.L4LB), "--allow-from="+strings.Join(LBSources(), ",")
 	for _, lb := range LBNodes {
-		if err := b.Start("router", "xdp-"+lb, nil, b.cfg.L4LB, "decap", "--iface", "r"+lb, "--vip", "192.0.2.255", "--log-every", "1h"); err != nil {
+		if err := b.Start("router", "xdp-"+lb, nil, decap, "decap", "--iface", "r"+lb, "--vip", "192.0.2.255", allow, "--log-every", "1h"); err != nil {
 			return err
 		}
 	}
+	// The backends decapsulate only what the LB nodes encapsulate.
 	for _, be := range BackendNodes {
-		if err := b.Start(be, "decap", nil, b.cfg.L4LB, "decap", "--iface", "b0", "--vip", VIP4, "--vip", VIP6, "--log-every", "1h"); err != nil {
+		if err := b.Start(be, "decap", nil, decap, "decap", "--iface", "b0", "--vip", VIP4, "--vip", VIP6, allow, "--log-every", "1h"); err != nil {
 			return err
 		}
 		if err := b.StartBackend(be); err != nil {

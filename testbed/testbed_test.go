@@ -22,6 +22,10 @@ func TestLBConfigsMatchTheTopology(t *testing.T) {
 		if !cfg.BGP.Enabled || cfg.BGP.RouterID != LBAddr4(lb) || cfg.BGP.LocalASN != LBASN {
 			t.Errorf("%s: bgp enabled %v, router id %s, asn %d; want true, %s, %d", lb, cfg.BGP.Enabled, cfg.BGP.RouterID, cfg.BGP.LocalASN, LBAddr4(lb), LBASN)
 		}
+		// The backends' decap accepts tunnels from these prefixes only (LBSources).
+		if cfg.Encap.Source4 != EncapSource4(lb) || cfg.Encap.Source6 != EncapSource6(lb) {
+			t.Errorf("%s: encap sources %s, %s; want %s, %s", lb, cfg.Encap.Source4, cfg.Encap.Source6, EncapSource4(lb), EncapSource6(lb))
+		}
 		var peers []string
 		for _, p := range cfg.BGP.Peers {
 			peers = append(peers, fmt.Sprintf("%s/%d", p.Address, p.ASN))

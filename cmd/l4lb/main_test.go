@@ -3,14 +3,19 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/l4lb/l4lb/internal/buildinfo"
+	"github.com/l4lb/l4lb/internal/limits"
 )
 
 func run(args ...string) (string, error) {
@@ -77,11 +82,37 @@ func TestDecapRejectsBadInput(t *testing.T) {
 		{[]string{"decap", "--iface", "eth0"}, "at least one --vip"},
 		{[]string{"decap", "--iface", "eth0", "--vip", "203.0.113.300"}, `--vip "203.0.113.300"`},
 		{[]string{"decap", "--vip", "203.0.113.10"}, "--iface is required"},
+		// A backend upgraded with its old command line is told what to add.
+		{[]string{"decap", "--iface", "eth0", "--vip", "203.0.113.10"}, "--allow-from is required"},
+		{[]string{"decap", "--iface", "eth0", "--vip", "203.0.113.10"}, "--allow-from 0.0.0.0/0 --allow-from ::/0 to accept any outer source"},
+		{[]string{"decap", "--iface", "eth0", "--vip", "203.0.113.10", "--allow-from", "192.0.2.0/33"}, `--allow-from "192.0.2.0/33"`},
+		{[]string{"decap", "--iface", "eth0", "--vip", "203.0.113.10", "--allow-from", "lb1"}, `--allow-from "lb1"`},
+		{[]string{"decap", "--iface", "eth0", "--vip", "203.0.113.10", "--allow-from", "::ffff:192.0.2.0/80"}, "v4-mapped prefix shorter than /96"},
 	} {
 		_, err := run(tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want it to mention %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+func TestParseAllowFrom(t *testing.T) {
+	got, err := parseAllowFrom([]string{"192.0.2.0/26", "192.0.2.77", "2001:db8:e:1::/64", "2001:db8::1", "192.0.2.130/25", "::ffff:198.51.100.0/120", "0.0.0.0/0", "::/0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{
+		netip.MustParsePrefix("192.0.2.0/26"), netip.MustParsePrefix("192.0.2.77/32"),
+		netip.MustParsePrefix("2001:db8:e:1::/64"), netip.MustParsePrefix("2001:db8::1/128"),
+		netip.MustParsePrefix("192.0.2.128/25"), netip.MustParsePrefix("198.51.100.0/24"),
+		netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"),
+	}
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	many := slices.Repeat([]string{"192.0.2.0/24"}, limits.MaxDecapAllow+1)
+	if _, err := parseAllowFrom(many); err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Errorf("%d ipv4 prefixes: error %v, want a limit", len(many), err)
 	}
 }
 

@@ -66,6 +66,10 @@ const (
 // recognises.
 const MaxLocalVIPs = 1024
 
+// MaxDecapAllow is MAX_DECAP_ALLOW: how many outer source prefixes of each family the
+// decap program accepts (l4lb decap --allow-from).
+const MaxDecapAllow = 1024
+
 // IsPrime reports whether n is prime (ring sizes must be). Trial division in 64 bits, so
 // i*i cannot overflow near the top of uint32.
 func IsPrime(n uint32) bool {

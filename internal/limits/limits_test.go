@@ -14,11 +14,12 @@ import (
 func TestMatchesBPFHeader(t *testing.T) {
 	defines := readDefines(t, filepath.Join("..", "..", "bpf", "lb_consts.h"))
 	for name, want := range map[string]int{
-		"MAX_VIPS":       VIPMapSize,
-		"MAX_BACKENDS":   BackendMapSize,
-		"RING_SIZE":      DefaultRingSize,
-		"CT_SIZE":        DefaultConntrackSize,
-		"MAX_LOCAL_VIPS": MaxLocalVIPs,
+		"MAX_VIPS":        VIPMapSize,
+		"MAX_BACKENDS":    BackendMapSize,
+		"RING_SIZE":       DefaultRingSize,
+		"CT_SIZE":         DefaultConntrackSize,
+		"MAX_LOCAL_VIPS":  MaxLocalVIPs,
+		"MAX_DECAP_ALLOW": MaxDecapAllow,
 	} {
 		got, ok := defines[name]
 		if !ok {

@@ -25,6 +25,9 @@ import (
 
 const vip = "203.0.113.10"
 
+// lbEncapSource is the LB's encap.source4: the backends' decap accepts tunnels from it only.
+const lbEncapSource = "192.0.2.192/26"
+
 // bed is the test topology: a client, a router, one LB running the real l4lb binary, and
 // three backends running `l4lb decap`, an HTTP server that names itself and a TCP echo.
 type bed struct {
@@ -93,7 +96,7 @@ func newBed(t *testing.T) *bed {
 	b.lb.Run(t, "ip", "link", "set", "l0", "mtu", "1600")
 	b.lb.Run(t, "ip", "route", "add", "default", "via", "192.0.2.1")
 	// XDP_TX from the LB is delivered only if the router's end runs an XDP program.
-	b.router.Start(t, b.bin, "decap", "--iface", "rl", "--vip", "192.0.2.255")
+	b.router.Start(t, b.bin, "decap", "--iface", "rl", "--vip", "192.0.2.255", "--allow-from", lbEncapSource)
 	for i, ns := range b.be {
 		rIf, bIf := fmt.Sprintf("rb%d", i+1), "b0"
 		testutil.Veth(t, b.router, rIf, ns, bIf)
@@ -103,7 +106,8 @@ func newBed(t *testing.T) *bed {
 		ns.Run(t, "ip", "link", "set", bIf, "mtu", "1600")
 		ns.Run(t, "ip", "addr", "add", vip+"/32", "dev", "lo")
 		ns.Run(t, "ip", "route", "add", "default", "via", fmt.Sprintf("203.0.113.%d", 16*(i+1)+1))
-		ns.Start(t, b.bin, "decap", "--iface", bIf, "--vip", vip)
+		// Only the LB's tunnels are decapsulated (encap.source4 below).
+		ns.Start(t, b.bin, "decap", "--iface", bIf, "--vip", vip, "--allow-from", lbEncapSource)
 		s := &backendServer{name: fmt.Sprintf("be%d", i+1)}
 		s.start(t, ns)
 		b.servers = append(b.servers, s)

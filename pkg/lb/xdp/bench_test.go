@@ -186,5 +186,8 @@ func BenchmarkDecap(b *testing.B) {
 	if err := d.AddVIP(mustAddr("203.0.113.10")); err != nil {
 		b.Fatal(err)
 	}
+	if err := d.AllowFrom(testSource4); err != nil {
+		b.Fatal(err)
+	}
 	measure(b, d.Program(), func(int) []byte { return encapped }, xdpPass)
 }

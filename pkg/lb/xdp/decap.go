@@ -11,7 +11,10 @@ import (
 )
 
 // Decap is the backend-side program (bpf/decap.c): it strips IPIP, ip6ip6 and 4in6 outer
-// headers from packets whose inner destination is a local VIP and passes them on.
+// headers from packets whose inner destination is a local VIP and whose outer source is
+// allowed (AllowFrom), and passes them on. Encapsulated packets to a local VIP from any
+// other outer source are dropped and counted (drop_source_not_allowed): a freshly loaded
+// Decap allows none.
 type Decap struct {
 	objs  decapObjects
 	links []link.Link
@@ -35,6 +38,29 @@ func (d *Decap) AddVIP(addr netip.Addr) error {
 	k := xdplbVipKey{Addr: a, Family: fam}
 	if err := d.objs.LocalVips.Put(&k, uint32(1)); err != nil {
 		return fmt.Errorf("add local vip %s: %w", addr, err)
+	}
+	return nil
+}
+
+// AllowFrom lets encapsulated packets whose outer source is in p reach the local VIPs: p
+// is where the load balancers encapsulate from. 0.0.0.0/0 or ::/0 allow any source of
+// that family.
+func (d *Decap) AllowFrom(p netip.Prefix) error {
+	switch {
+	case !p.IsValid():
+		return errors.New("allow decap source: invalid prefix")
+	case p.Addr().Is4In6():
+		return fmt.Errorf("allow decap source %s: a v4-mapped prefix; give the ipv4 prefix", p)
+	}
+	p = p.Masked()
+	var err error
+	if p.Addr().Is4() {
+		err = d.objs.AllowSrc4.Put(&decapDecapSrc4Key{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As4()}, uint32(1))
+	} else {
+		err = d.objs.AllowSrc6.Put(&decapDecapSrc6Key{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}, uint32(1))
+	}
+	if err != nil {
+		return fmt.Errorf("allow decap source %s: %w", p, err)
 	}
 	return nil
 }

@@ -13,6 +13,18 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type decapDecapSrc4Key struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [4]uint8
+}
+
+type decapDecapSrc6Key struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
 type decapDecapStatId uint32
 
 const (
@@ -22,7 +34,10 @@ const (
 	decapDecapStatIdDECAP_STAT_DROP_MALFORMED decapDecapStatId = 3
 	decapDecapStatIdDECAP_STAT_PASS_FRAGMENT  decapDecapStatId = 4
 	decapDecapStatIdDECAP_STAT_DROP_ADJUST    decapDecapStatId = 5
-	decapDecapStatIdDECAP_STAT__MAX           decapDecapStatId = 6
+	decapDecapStatIdDECAP_STAT_DROP_SOURCE    decapDecapStatId = 6
+	decapDecapStatIdDECAP_STAT_DROP_ECN       decapDecapStatId = 7
+	decapDecapStatIdDECAP_STAT_ECN_CE         decapDecapStatId = 8
+	decapDecapStatIdDECAP_STAT__MAX           decapDecapStatId = 9
 )
 
 type decapVipKey struct {
@@ -37,6 +52,8 @@ type decapVipKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	decapMapAllowSrc4  = "allow_src4"
+	decapMapAllowSrc6  = "allow_src6"
 	decapMapDecapStats = "decap_stats"
 	decapMapLocalVips  = "local_vips"
 	decapProgXdpDecap  = "xdp_decap"
@@ -93,6 +110,8 @@ type decapProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type decapMapSpecs struct {
+	AllowSrc4  *ebpf.MapSpec `ebpf:"allow_src4"`
+	AllowSrc6  *ebpf.MapSpec `ebpf:"allow_src6"`
 	DecapStats *ebpf.MapSpec `ebpf:"decap_stats"`
 	LocalVips  *ebpf.MapSpec `ebpf:"local_vips"`
 }
@@ -123,12 +142,16 @@ func (o *decapObjects) Close() error {
 //
 // It can be passed to loadDecapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type decapMaps struct {
+	AllowSrc4  *ebpf.Map `ebpf:"allow_src4"`
+	AllowSrc6  *ebpf.Map `ebpf:"allow_src6"`
 	DecapStats *ebpf.Map `ebpf:"decap_stats"`
 	LocalVips  *ebpf.Map `ebpf:"local_vips"`
 }
 
 func (m *decapMaps) Close() error {
 	return _DecapClose(
+		m.AllowSrc4,
+		m.AllowSrc6,
 		m.DecapStats,
 		m.LocalVips,
 	)

@@ -92,6 +92,10 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 	if err := dec.AddVIP(netip.MustParseAddr(vip)); err != nil {
 		t.Fatal(err)
 	}
+	// The LB's encap source prefix: decap accepts tunnels from nowhere else.
+	if err := dec.AllowFrom(netip.MustParsePrefix("192.0.2.192/26")); err != nil {
+		t.Fatal(err)
+	}
 	var ln net.Listener
 	if err := be.Do(func() error {
 		if _, err := dec.Attach("b0"); err != nil {
