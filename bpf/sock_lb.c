@@ -239,20 +239,29 @@ static __always_inline void dest_to6(const struct dest *d, struct bpf_sock_addr 
 	ctx->user_port = (__u32)d->port;
 }
 
+/* sock_proto is the VIP protocol a socket can be balanced as: PROTO_TCP or PROTO_UDP, or 0
+ * for anything else, which every hook leaves alone. The type alone is not enough: an ICMP
+ * ping socket is SOCK_DGRAM and runs the connect and getpeername hooks, an SCTP socket is
+ * SOCK_STREAM, a UDP-Lite one SOCK_DGRAM. */
 static __always_inline __u8 sock_proto(const struct bpf_sock_addr *ctx)
 {
-	return ctx->type == SOCK_STREAM_ ? PROTO_TCP : PROTO_UDP;
+	if (ctx->type == SOCK_STREAM_ && ctx->protocol == PROTO_TCP)
+		return PROTO_TCP;
+	if (ctx->type == SOCK_DGRAM_ && ctx->protocol == PROTO_UDP)
+		return PROTO_UDP;
+	return 0;
 }
 
 SEC("cgroup/connect4")
 int sock_connect4(struct bpf_sock_addr *ctx)
 {
 	struct dest d = {};
+	__u8 proto = sock_proto(ctx);
 
-	if (ctx->type != SOCK_STREAM_ && ctx->type != SOCK_DGRAM_)
+	if (!proto)
 		return SYS_PROCEED;
 	dest_from4(&d, ctx);
-	if (translate(bpf_get_socket_cookie(ctx), &d, sock_proto(ctx), 1))
+	if (translate(bpf_get_socket_cookie(ctx), &d, proto, 1))
 		dest_to4(&d, ctx);
 	return SYS_PROCEED;
 }
@@ -261,11 +270,12 @@ SEC("cgroup/connect6")
 int sock_connect6(struct bpf_sock_addr *ctx)
 {
 	struct dest d = {};
+	__u8 proto = sock_proto(ctx);
 
-	if (ctx->type != SOCK_STREAM_ && ctx->type != SOCK_DGRAM_)
+	if (!proto)
 		return SYS_PROCEED;
 	dest_from6(&d, ctx);
-	if (translate(bpf_get_socket_cookie(ctx), &d, sock_proto(ctx), 1))
+	if (translate(bpf_get_socket_cookie(ctx), &d, proto, 1))
 		dest_to6(&d, ctx);
 	return SYS_PROCEED;
 }
@@ -275,6 +285,8 @@ int sock_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	struct dest d = {};
 
+	if (sock_proto(ctx) != PROTO_UDP)
+		return SYS_PROCEED;
 	dest_from4(&d, ctx);
 	if (translate(bpf_get_socket_cookie(ctx), &d, PROTO_UDP, 0))
 		dest_to4(&d, ctx);
@@ -286,6 +298,8 @@ int sock_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	struct dest d = {};
 
+	if (sock_proto(ctx) != PROTO_UDP)
+		return SYS_PROCEED;
 	dest_from6(&d, ctx);
 	if (translate(bpf_get_socket_cookie(ctx), &d, PROTO_UDP, 0))
 		dest_to6(&d, ctx);
@@ -297,6 +311,8 @@ int sock_recvmsg4(struct bpf_sock_addr *ctx)
 {
 	struct dest d = {};
 
+	if (sock_proto(ctx) != PROTO_UDP)
+		return SYS_PROCEED;
 	dest_from4(&d, ctx);
 	if (reverse(bpf_get_socket_cookie(ctx), &d))
 		dest_to4(&d, ctx);
@@ -308,6 +324,8 @@ int sock_recvmsg6(struct bpf_sock_addr *ctx)
 {
 	struct dest d = {};
 
+	if (sock_proto(ctx) != PROTO_UDP)
+		return SYS_PROCEED;
 	dest_from6(&d, ctx);
 	if (reverse(bpf_get_socket_cookie(ctx), &d))
 		dest_to6(&d, ctx);
@@ -319,6 +337,8 @@ int sock_getpeername4(struct bpf_sock_addr *ctx)
 {
 	struct dest d = {};
 
+	if (!sock_proto(ctx))
+		return SYS_PROCEED;
 	dest_from4(&d, ctx);
 	if (reverse(bpf_get_socket_cookie(ctx), &d))
 		dest_to4(&d, ctx);
@@ -330,6 +350,8 @@ int sock_getpeername6(struct bpf_sock_addr *ctx)
 {
 	struct dest d = {};
 
+	if (!sock_proto(ctx))
+		return SYS_PROCEED;
 	dest_from6(&d, ctx);
 	if (reverse(bpf_get_socket_cookie(ctx), &d))
 		dest_to6(&d, ctx);

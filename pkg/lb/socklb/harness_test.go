@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 // clientSpec is what the child does: Count rounds of one socket each (or one socket for
 // all rounds with Reuse), printing a clientResult per round.
 type clientSpec struct {
-	Proto  string `json:"proto"`  // tcp, udp
+	Proto  string `json:"proto"`  // tcp, udp, ping (an ICMP echo socket: SOCK_DGRAM, IPPROTO_ICMP/ICMPV6)
 	Family int    `json:"family"` // socket family: 4 or 6
 	Addr   string `json:"addr"`   // destination as the application names it
 	Port   int    `json:"port"`
@@ -105,6 +105,9 @@ func sockaddrString(sa unix.Sockaddr) string {
 }
 
 func clientRound(s clientSpec) (int, clientResult) {
+	if s.Proto == "ping" {
+		return -1, pingRound(s)
+	}
 	af, typ := unix.AF_INET, unix.SOCK_STREAM
 	if s.Family == 6 {
 		af = unix.AF_INET6
@@ -150,6 +153,48 @@ func clientRound(s clientSpec) (int, clientResult) {
 		return fail(fd, fmt.Errorf("recvfrom: %w", err))
 	}
 	return fd, clientResult{Reply: strings.TrimSpace(string(buf[:n])), Peer: sockaddrString(from)}
+}
+
+// pingRound connects an ICMP echo ("ping") socket to the address and port, then sends
+// one echo request: Peer is getpeername, Reply the address the echo reply came from.
+func pingRound(s clientSpec) clientResult {
+	af, proto, echo := unix.AF_INET, unix.IPPROTO_ICMP, byte(8)
+	if s.Family == 6 {
+		af, proto, echo = unix.AF_INET6, unix.IPPROTO_ICMPV6, 128
+	}
+	fd, err := unix.Socket(af, unix.SOCK_DGRAM, proto)
+	if err != nil {
+		return clientResult{Err: fmt.Sprintf("ping socket (net.ipv4.ping_group_range?): %v", err)}
+	}
+	defer unix.Close(fd)
+	tv := unix.Timeval{Sec: 2}
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	sa, err := sockaddr(s.Family, s.Addr, s.Port)
+	if err != nil {
+		return clientResult{Err: err.Error()}
+	}
+	if err := connectFD(fd, sa); err != nil {
+		return clientResult{Err: fmt.Sprintf("connect: %v", err)}
+	}
+	peer, err := unix.Getpeername(fd)
+	if err != nil {
+		return clientResult{Err: fmt.Sprintf("getpeername: %v", err)}
+	}
+	r := clientResult{Peer: sockaddrString(peer)}
+	// Type, code, checksum, identifier (the kernel fills in these two), sequence 1.
+	if _, err := unix.Write(fd, []byte{echo, 0, 0, 0, 0, 0, 0, 1, 'h', 'i'}); err != nil {
+		r.Err = fmt.Sprintf("write: %v", err)
+		return r
+	}
+	buf := make([]byte, 256)
+	_, from, err := unix.Recvfrom(fd, buf, 0)
+	if err != nil {
+		r.Err = fmt.Sprintf("recvfrom: %v", err)
+		return r
+	}
+	ap, _ := netip.ParseAddrPort(sockaddrString(from))
+	r.Reply = ap.Addr().String()
+	return r
 }
 
 // exchange sends a line on a connected socket and reads the answer and getpeername.

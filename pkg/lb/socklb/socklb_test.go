@@ -3,6 +3,7 @@ package socklb
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -136,6 +137,55 @@ func TestPrivilegedUDP(t *testing.T) {
 			s.Proto, s.Port, s.Count = "udp", 53, 30
 			rs := e.client(s, true)
 			wantAll(t, names(t, rs, tc.peer), tc.backend)
+		})
+	}
+}
+
+// An ICMP echo ("ping") socket is SOCK_DGRAM too, and connect and getpeername hooks run
+// for it, but it is no UDP socket: pinging a VIP address must reach that address, not a
+// backend of a UDP VIP that happens to share the address and the port given to connect.
+// The VIPs are on lo as well here, so an untouched ping is answered by the VIP itself.
+func TestPrivilegedPingSocketUntouched(t *testing.T) {
+	e := newEnv(t, "")
+	e.ns.Sysctl(t, "net.ipv4.ping_group_range=0 2147483647")
+	e.ns.IPBatch(t, "addr add 203.0.113.10/32 dev lo", "addr add 2001:db8:f::10/128 dev lo nodad")
+	id4 := e.setVIP("203.0.113.10", 53, lb.ProtoUDP, weights(1, v4...))
+	id6 := e.setVIP("2001:db8:f::10", 53, lb.ProtoUDP, weights(1, v6...))
+	for _, tc := range []struct {
+		name string
+		fam  int
+		vip  string
+		peer string
+		be   []netip.Addr
+		id   uint32
+	}{
+		{"ipv4", 4, "203.0.113.10", "203.0.113.10:53", v4, id4},
+		{"ipv6", 6, "2001:db8:f::10", "[2001:db8:f::10]:53", v6, id6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, err := e.sock.Counters(tc.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, r := range e.client(clientSpec{Proto: "ping", Family: tc.fam, Addr: tc.vip, Port: 53, Count: 3}, true) {
+				if r.Err != "" || r.Peer != tc.peer || r.Reply != tc.vip {
+					t.Errorf("ping %d: %+v; want peer %s and the echo reply from %s (the vip), no error", i, r, tc.peer, tc.vip)
+				}
+			}
+			// A UDP socket to the same address and port is balanced as before.
+			rs := e.client(clientSpec{Proto: "udp", Family: tc.fam, Addr: tc.vip, Port: 53, Connect: true, Count: 3}, true)
+			for name := range names(t, rs, tc.peer) {
+				if !slices.ContainsFunc(tc.be, func(a netip.Addr) bool { return backendName(a) == name }) {
+					t.Errorf("udp answered by %q, want one of the backends %v", name, tc.be)
+				}
+			}
+			after, err := e.sock.Counters(tc.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := after.Connects - before.Connects; got != 3 {
+				t.Errorf("the vip's translated connects went up by %d, want 3 (the udp sockets only)", got)
+			}
 		})
 	}
 }
