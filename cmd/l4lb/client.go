@@ -81,10 +81,18 @@ func (f *clientFlags) doTimeout(method, path string, body any, timeout time.Dura
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error string `json:"error"`
+	var e struct {
+		Error string `json:"error"`
+	}
+	switch {
+	case resp.StatusCode == http.StatusAccepted:
+		// Saved but not in effect yet (drain, undrain, weight): not a success.
+		err := fmt.Errorf("pending: the admin api answered %s", resp.Status)
+		if json.Unmarshal(out, &e) == nil && e.Error != "" {
+			err = fmt.Errorf("%w: %s", err, strings.TrimPrefix(e.Error, admin.ErrPending.Error()+": "))
 		}
+		return nil, err
+	case resp.StatusCode >= 300:
 		if json.Unmarshal(out, &e) == nil && e.Error != "" {
 			return nil, fmt.Errorf("%s", e.Error)
 		}

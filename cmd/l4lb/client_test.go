@@ -162,3 +162,47 @@ func TestJSONToYAML(t *testing.T) {
 		}
 	}
 }
+
+// drain, undrain and weight answered 202 (saved, not yet in the data plane) exit non-zero
+// and say "pending" with what the API said; answered 200, they print ok.
+func TestMutationPending(t *testing.T) {
+	const pending = `{"status": "pending", "error": "pending: saved, but not applied within 5s (see last_apply in l4lb status); it is retried"}`
+	code := http.StatusAccepted
+	mux := http.NewServeMux()
+	answer := func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer s3cret" {
+			w.WriteHeader(401)
+			return
+		}
+		w.WriteHeader(code)
+		if code == http.StatusAccepted {
+			w.Write([]byte(pending))
+			return
+		}
+		w.Write([]byte(`{"status": "ok"}`))
+	}
+	mux.HandleFunc("POST /v1/vips/web/backends/198.51.100.11/drain", answer)
+	mux.HandleFunc("POST /v1/vips/web/backends/198.51.100.11/undrain", answer)
+	mux.HandleFunc("PUT /v1/vips/web/backends/198.51.100.11/weight", answer)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	tok := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tok, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	for _, args := range [][]string{{"drain", "web", "198.51.100.11"}, {"undrain", "web", "198.51.100.11"}, {"weight", "web", "198.51.100.11", "3"}} {
+		for _, format := range []string{"table", "json"} {
+			code = http.StatusAccepted
+			out, err := run(append(args, "--admin", addr, "--token-file", tok, "-o", format)...)
+			const want = "pending: the admin api answered 202 Accepted: saved, but not applied within 5s (see last_apply in l4lb status); it is retried"
+			if err == nil || err.Error() != want || strings.Contains(out, "ok") {
+				t.Errorf("%v -o %s answered 202: %q, error %v; want error %q and no ok", args, format, out, err, want)
+			}
+			code = http.StatusOK
+			if out, err := run(append(args, "--admin", addr, "--token-file", tok)...); err != nil || out != "ok\n" {
+				t.Errorf("%v answered 200: %q, %v", args, out, err)
+			}
+		}
+	}
+}
