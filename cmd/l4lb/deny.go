@@ -46,6 +46,7 @@ func newDenyCmd(f *clientFlags) *cobra.Command {
 		}
 		return out, nil
 	}
+	var force bool
 	change := func(use, short, method string) *cobra.Command {
 		c := &cobra.Command{
 			Use: use + " [PREFIX...] [-f FILE]", Short: short,
@@ -54,7 +55,11 @@ func newDenyCmd(f *clientFlags) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				out, err := f.doDeny(method, map[string]any{"prefixes": ps})
+				body := map[string]any{"prefixes": ps}
+				if force {
+					body["force"] = true
+				}
+				out, err := f.doDeny(method, body)
 				if err != nil {
 					return err
 				}
@@ -68,6 +73,11 @@ func newDenyCmd(f *clientFlags) *cobra.Command {
 		return c
 	}
 	add := change("add", "Add prefixes or addresses to the deny list (kept across restarts)", http.MethodPost)
+	add.Long = `add adds source prefixes to the deny list. A prefix that covers a BGP peer, a backend
+or the address this command connects from is refused, naming what it covers, and nothing
+is added: the prefilter would drop the peer's session, the backend's health-check
+answers or the operator's own connection. --force adds it anyway.`
+	add.Flags().BoolVar(&force, "force", false, "add prefixes even if they cover a BGP peer, a backend or this client")
 	del := change("del", "Remove prefixes added with 'deny add' (configured ones are removed in the configuration)", http.MethodDelete)
 	list := &cobra.Command{
 		Use: "list", Short: "List the deny list with the packets each prefix dropped", Args: cobra.NoArgs,

@@ -25,6 +25,9 @@ var (
 	ErrBadRequest = errors.New("bad request")
 	// ErrPending: the change was saved and will be applied, but is not in effect yet.
 	ErrPending = errors.New("pending")
+	// ErrConflict: the change would cut the node off from something it needs (a deny
+	// prefix covering a BGP peer); the request may force it.
+	ErrConflict = errors.New("conflict")
 )
 
 // Node is what the API reads and changes. A mutation that fails must change nothing.
@@ -290,6 +293,8 @@ func (s *Server) result(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
 	case errors.Is(err, ErrBadRequest):
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+	case errors.Is(err, ErrConflict):
+		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
 	case errors.Is(err, ErrPending):
 		writeJSON(w, http.StatusAccepted, map[string]string{"status": "pending", "error": err.Error()})
 	default:

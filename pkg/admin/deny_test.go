@@ -20,8 +20,8 @@ type denyNode struct {
 	list []netip.Prefix
 }
 
-func (n *denyNode) DenyAdd(ps []netip.Prefix) error {
-	n.calls = append(n.calls, fmt.Sprint("deny add ", ps))
+func (n *denyNode) DenyAdd(ps []netip.Prefix, opts DenyOptions) error {
+	n.calls = append(n.calls, fmt.Sprintf("deny add %v force %v client %v", ps, opts.Force, opts.Client))
 	if n.fail == nil {
 		n.list = append(n.list, ps...)
 	}
@@ -38,12 +38,19 @@ func (n *denyNode) DenyList() (any, error) { return append([]netip.Prefix{}, n.l
 func TestDenyAPI(t *testing.T) {
 	cases := []struct {
 		name, method, body, auth string
+		fail                     error
 		wantCode                 int
 		wantCalls                []string
 		wantIn                   string
 	}{
 		{name: "add", method: "POST", body: `{"prefixes": ["198.51.100.0/28", "2001:db8::1"]}`, auth: "Bearer " + token, wantCode: 200,
-			wantCalls: []string{"deny add [198.51.100.0/28 2001:db8::1/128]"}},
+			wantCalls: []string{"deny add [198.51.100.0/28 2001:db8::1/128] force false client 127.0.0.1"}},
+		{name: "add forced", method: "POST", body: `{"prefixes": ["198.51.100.0/28"], "force": true}`, auth: "Bearer " + token, wantCode: 200,
+			wantCalls: []string{"deny add [198.51.100.0/28] force true client 127.0.0.1"}},
+		{name: "add that covers a peer: 409", method: "POST", body: `{"prefixes": ["192.0.2.0/24"]}`, auth: "Bearer " + token,
+			fail: fmt.Errorf("%w: 192.0.2.0/24 covers bgp peer 192.0.2.1", ErrConflict), wantCode: 409,
+			wantCalls: []string{"deny add [192.0.2.0/24] force false client 127.0.0.1"}, wantIn: "covers bgp peer 192.0.2.1"},
+		{name: "del takes no force", method: "DELETE", body: `{"prefixes": ["198.51.100.0/28"], "force": true}`, auth: "Bearer " + token, wantCode: 400},
 		{name: "del", method: "DELETE", body: `{"prefixes": ["198.51.100.0/28"]}`, auth: "Bearer " + token, wantCode: 200,
 			wantCalls: []string{"deny del [198.51.100.0/28]"}},
 		{name: "list is read-only", method: "GET", wantCode: 200, wantIn: "[]"},
@@ -57,7 +64,7 @@ func TestDenyAPI(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			n := &denyNode{}
+			n := &denyNode{recNode: recNode{fail: c.fail}}
 			srv := httptest.NewServer(New(slog.New(slog.NewTextHandler(io.Discard, nil)), n, token, prometheus.NewRegistry()))
 			defer srv.Close()
 			req, _ := http.NewRequest(c.method, srv.URL+"/v1/deny", strings.NewReader(c.body))

@@ -104,3 +104,65 @@ func ReadPrefixes(name string, r io.Reader) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// Protected is an address the node talks to that a deny prefix must not cover: the
+// prefilter drops packets by source, whatever their destination, so denying a BGP peer
+// drops its session and denying a backend drops its health checks' answers.
+type Protected struct {
+	Addr netip.Addr
+	What string // "bgp peer 192.0.2.1", "backend 198.51.100.11 (vip web)"
+}
+
+// ProtectedAddrs lists c's BGP peers (with BGP enabled) and backends, each address once.
+func ProtectedAddrs(c *Config) []Protected {
+	var out []Protected
+	if c.BGP.Enabled {
+		for _, p := range c.BGP.Peers {
+			if a, err := netip.ParseAddr(p.Address); err == nil {
+				out = append(out, Protected{Addr: a.Unmap(), What: "bgp peer " + a.Unmap().String()})
+			}
+		}
+	}
+	var order []netip.Addr
+	vips := map[netip.Addr][]string{}
+	for _, v := range c.VIPs {
+		for _, b := range v.Backends {
+			a, err := netip.ParseAddr(b.Address)
+			if err != nil {
+				continue
+			}
+			a = a.Unmap()
+			if _, ok := vips[a]; !ok {
+				order = append(order, a)
+			}
+			vips[a] = append(vips[a], v.Name)
+		}
+	}
+	for _, a := range order {
+		label := "vip"
+		if len(vips[a]) > 1 {
+			label = "vips"
+		}
+		out = append(out, Protected{Addr: a, What: fmt.Sprintf("backend %s (%s %s)", a, label, strings.Join(vips[a], ", "))})
+	}
+	return out
+}
+
+// DenyCovers returns, for each prefix of ps that covers addresses of addrs, what it
+// covers, in the order of addrs. It costs one lookup per address and prefix length, not
+// per prefix: a million prefixes are checked at once.
+func DenyCovers(ps []netip.Prefix, addrs []Protected) map[netip.Prefix][]string {
+	set := make(map[netip.Prefix]bool, len(ps))
+	for _, p := range ps {
+		set[p] = true
+	}
+	out := map[netip.Prefix][]string{}
+	for _, pa := range addrs {
+		for bits := 0; bits <= pa.Addr.BitLen(); bits++ {
+			if p := netip.PrefixFrom(pa.Addr, bits).Masked(); set[p] {
+				out[p] = append(out[p], pa.What)
+			}
+		}
+	}
+	return out
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 )
 
 // Warnings lists what is valid but risky in a configuration that Validate accepts. Like
@@ -42,7 +43,29 @@ func Warnings(c *Config) []Problem {
 				v.Name, size, n, 100*n)
 		}
 	}
+	denyCovers(c, warn)
 	return ws
+}
+
+// denyCovers warns for each prefilter.deny entry that covers a BGP peer or a backend.
+func denyCovers(c *Config, warn func(string, string, ...any)) {
+	var ps []netip.Prefix
+	index := map[netip.Prefix]int{}
+	for i, s := range c.Prefilter.Deny {
+		if p, err := ParsePrefix(s); err == nil {
+			if _, ok := index[p]; !ok {
+				index[p] = i
+				ps = append(ps, p)
+			}
+		}
+	}
+	covers := DenyCovers(ps, ProtectedAddrs(c))
+	for _, p := range ps {
+		if what := covers[p]; len(what) > 0 {
+			warn(fmt.Sprintf("prefilter.deny[%d]", index[p]), "%s covers %s: the prefilter drops their packets "+
+				"(a peer's BGP session, a backend's health-check answers)", p, strings.Join(what, ", "))
+		}
+	}
 }
 
 // loopbackHost says whether the host part of a listen address is a loopback address. An

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -169,11 +170,18 @@ func (d *Daemon) applyPrefilter(plan *prefilterPlan, runtime []netip.Prefix) err
 }
 
 // DenyAdd implements admin.DenyNode: adds run-time deny prefixes, saved in the state
-// file before the data plane changes (a failed save changes nothing).
-func (d *Daemon) DenyAdd(prefixes []netip.Prefix) error {
+// file before the data plane changes (a failed save changes nothing). Without
+// opts.Force, prefixes that cover a BGP peer, a backend or the requesting client are
+// refused, and nothing is added.
+func (d *Daemon) DenyAdd(prefixes []netip.Prefix, opts admin.DenyOptions) error {
 	pf, err := d.prefilter()
 	if err != nil {
 		return fmt.Errorf("%w: %w", admin.ErrBadRequest, err)
+	}
+	if !opts.Force {
+		if err := d.denyConflicts(prefixes, opts.Client); err != nil {
+			return err
+		}
 	}
 	st := &d.pf
 	st.mu.Lock()
@@ -191,6 +199,35 @@ func (d *Daemon) DenyAdd(prefixes []netip.Prefix) error {
 	}
 	st.runtime = next
 	return nil
+}
+
+// denyConflicts refuses prefixes that cover an address of the running configuration's
+// BGP peers and backends, or client, naming each prefix and what it covers.
+func (d *Daemon) denyConflicts(prefixes []netip.Prefix, client netip.Addr) error {
+	d.mu.Lock()
+	addrs := config.ProtectedAddrs(d.cfg)
+	d.mu.Unlock()
+	if client.IsValid() {
+		addrs = append(addrs, config.Protected{Addr: client, What: "the admin api's client " + client.String() + " (this request)"})
+	}
+	covers := config.DenyCovers(prefixes, addrs)
+	if len(covers) == 0 {
+		return nil
+	}
+	var msgs []string
+	for _, p := range sortedPrefixes(keysOf(covers)) {
+		msgs = append(msgs, fmt.Sprintf("%s covers %s", p, strings.Join(covers[p], ", ")))
+	}
+	return fmt.Errorf("%w: %s: the prefilter would drop their packets; nothing was added (force it with l4lb deny add --force, or \"force\": true)",
+		admin.ErrConflict, strings.Join(msgs, "; "))
+}
+
+func keysOf[V any](m map[netip.Prefix]V) map[netip.Prefix]bool {
+	out := make(map[netip.Prefix]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
 }
 
 // DenyDelete implements admin.DenyNode: removes run-time prefixes. A prefix from the
