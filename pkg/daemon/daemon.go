@@ -544,9 +544,10 @@ func (d *Daemon) onApply(r lb.ApplyResult) {
 	}
 }
 
-// Reload re-reads the configuration file. A configuration that does not validate, or
-// changes something only a restart can change, is rejected and the running one stays.
-// Reloads run one at a time.
+// Reload re-reads the configuration file. A configuration that does not validate,
+// changes something only a restart can change, or whose deny list or VIP policies the
+// data plane refuses, is rejected and the running one stays, unchanged. Reloads run one
+// at a time.
 func (d *Daemon) Reload() error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
@@ -567,6 +568,11 @@ func (d *Daemon) Reload() error {
 	if err == nil && pfPlan.any {
 		_, err = d.prefilter()
 	}
+	// The prefilter is applied before anything else changes: one that fails is undone,
+	// and the reload is rejected with the running configuration in place.
+	if err == nil {
+		err = d.reloadPrefilter(pfPlan)
+	}
 	res := reloadResult{At: time.Now(), OK: err == nil}
 	if err != nil {
 		res.Error = err.Error()
@@ -585,9 +591,6 @@ func (d *Daemon) Reload() error {
 	// The controller learns the new backends before the prober does: a report from a
 	// check that is about to stop is then ignored, and a backend added back starts
 	// healthy on both sides.
-	if err := d.applyPrefilter(pfPlan, nil); err != nil {
-		d.log.Error("apply prefilter", "error", err)
-	}
 	d.ctrl.SetSpec(spec)
 	if err := d.setHealthTargets(cfg); err != nil {
 		d.log.Error("health checks", "error", err)

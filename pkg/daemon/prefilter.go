@@ -21,7 +21,8 @@ import (
 // The prefilter's daemon side: the configured deny list (prefilter.deny and deny_files)
 // plus the prefixes added at run time (admin API, `l4lb deny`), which are kept in the
 // state file; and each VIP's allow list and guard. The data plane's deny list is made
-// equal to configured + run-time at start and on every reload.
+// equal to configured + run-time at start; a reload applies the difference between the
+// old and the new configured prefixes, so run-time ones stay.
 
 // prefilterPlan is a configuration's prefilter, with its files read.
 type prefilterPlan struct {
@@ -101,7 +102,8 @@ func (d *Daemon) prefilter() (lb.Prefilter, error) {
 	return pf, nil
 }
 
-// applyPrefilter makes the data plane's prefilter match plan and the run-time list.
+// applyPrefilter makes the data plane's prefilter match plan and the run-time list (at
+// start: entries a previous run left in the pinned list are removed).
 func (d *Daemon) applyPrefilter(plan *prefilterPlan, runtime []netip.Prefix) error {
 	pf, err := d.prefilter()
 	if err != nil {
@@ -165,6 +167,92 @@ func (d *Daemon) applyPrefilter(plan *prefilterPlan, runtime []netip.Prefix) err
 	st.plan = plan
 	if len(del) > 0 || len(add) > 0 {
 		d.log.Info("prefilter applied", "deny_prefixes", len(want), "removed", len(del))
+	}
+	return nil
+}
+
+// reloadPrefilter applies a reload's prefilter: configured prefixes the new
+// configuration adds are added, those it drops are removed (unless they were also added
+// at run time), and the VIPs' policies are set. On a failure it puts back what it
+// changed and returns the error, and the reload is rejected.
+func (d *Daemon) reloadPrefilter(plan *prefilterPlan) error {
+	pf, err := d.prefilter()
+	if err != nil {
+		if plan.any {
+			return err
+		}
+		return nil
+	}
+	st := &d.pf
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	old := st.plan
+	if old == nil {
+		old = &prefilterPlan{deny: map[netip.Prefix]bool{}, policies: map[lb.VIPKey]lb.Policy{}}
+	}
+	add, del := map[netip.Prefix]bool{}, map[netip.Prefix]bool{}
+	for p := range plan.deny {
+		if !old.deny[p] && !st.runtime[p] {
+			add[p] = true
+		}
+	}
+	for p := range old.deny {
+		if !plan.deny[p] && !st.runtime[p] {
+			del[p] = true
+		}
+	}
+	addList, delList := sortedPrefixes(add), sortedPrefixes(del)
+	// Removals first: an addition that fails for want of room then has the room back to
+	// undo them.
+	if len(delList) > 0 {
+		if err := pf.DenyDelete(delList); err != nil {
+			_ = pf.DenyAdd(delList) // whatever was removed before the failure
+			return fmt.Errorf("deny list: %w", err)
+		}
+	}
+	// Nothing in addList was listed before (the list is configured + run-time), so
+	// removing all of it also undoes an addition that failed half-way.
+	undo := func() {
+		if len(addList) > 0 {
+			_ = pf.DenyDelete(addList)
+		}
+		if len(delList) > 0 {
+			_ = pf.DenyAdd(delList)
+		}
+		for k := range plan.policies {
+			_ = pf.SetPolicy(k, old.policies[k])
+		}
+		for k, pol := range old.policies {
+			_ = pf.SetPolicy(k, pol)
+		}
+	}
+	if len(addList) > 0 {
+		if err := pf.DenyAdd(addList); err != nil {
+			undo()
+			return fmt.Errorf("deny list: %w", err)
+		}
+	}
+	for k, pol := range plan.policies {
+		if err := pf.SetPolicy(k, pol); err != nil {
+			undo()
+			return err
+		}
+	}
+	for k := range st.policies {
+		if _, ok := plan.policies[k]; !ok {
+			if err := pf.SetPolicy(k, lb.Policy{}); err != nil {
+				undo()
+				return err
+			}
+		}
+	}
+	st.policies = map[lb.VIPKey]bool{}
+	for k := range plan.policies {
+		st.policies[k] = true
+	}
+	st.plan = plan
+	if len(addList) > 0 || len(delList) > 0 {
+		d.log.Info("prefilter reloaded", "deny_added", len(addList), "deny_removed", len(delList))
 	}
 	return nil
 }

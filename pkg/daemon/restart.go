@@ -4,15 +4,67 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/l4lb/l4lb/pkg/config"
 )
 
-// reloadable are the configuration keys a reload applies; every other key needs a
-// restart.
+// reloadable are the configuration keys a reload applies, with everything under them;
+// every other key needs a restart (restartKeys lists them, and docs/operations.md,
+// Reload, is checked against both lists).
 var reloadable = map[string]bool{
 	"vips": true, "bgp.communities": true, "nexthop": true, "encap": true, "drain_delay": true,
+	"prefilter.deny": true, "prefilter.deny_files": true,
+}
+
+// reloadableKeys lists the reloadable keys, sorted.
+func reloadableKeys() []string {
+	out := make([]string, 0, len(reloadable))
+	for k := range reloadable {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// restartKeys lists, sorted, every configuration key that only a restart applies: each
+// leaf of config.Config that is neither reloadable nor under a reloadable key. A list of
+// entries (bgp.peers) is one key.
+func restartKeys() []string {
+	var out []string
+	var walk func(key string, t reflect.Type)
+	walk = func(key string, t reflect.Type) {
+		if reloadable[key] {
+			return
+		}
+		if t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			out = append(out, key)
+			return
+		}
+		for i := range t.NumField() {
+			walk(fieldKey(key, t.Field(i)), t.Field(i).Type)
+		}
+	}
+	walk("", reflect.TypeOf(config.Config{}))
+	slices.Sort(out)
+	return out
+}
+
+// fieldKey is the configuration key of field f of the struct at key (its mapstructure
+// name under key).
+func fieldKey(key string, f reflect.StructField) string {
+	name := strings.Split(f.Tag.Get("mapstructure"), ",")[0]
+	if name == "" {
+		name = strings.ToLower(f.Name)
+	}
+	if key != "" {
+		name = key + "." + name
+	}
+	return name
 }
 
 // needsRestart names every key that changed between old and cur and that only a restart
@@ -36,14 +88,7 @@ func diffKeys(key string, o, c reflect.Value, changed func(string, reflect.Value
 	case reflect.Struct:
 		t := o.Type()
 		for i := range t.NumField() {
-			name := strings.Split(t.Field(i).Tag.Get("mapstructure"), ",")[0]
-			if name == "" {
-				name = strings.ToLower(t.Field(i).Name)
-			}
-			if key != "" {
-				name = key + "." + name
-			}
-			diffKeys(name, o.Field(i), c.Field(i), changed)
+			diffKeys(fieldKey(key, t.Field(i)), o.Field(i), c.Field(i), changed)
 		}
 		return
 	case reflect.Slice:

@@ -1,6 +1,9 @@
 package daemon
 
 import (
+	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,12 +27,14 @@ func TestNeedsRestartNamesTheKey(t *testing.T) {
 		change func(*config.Config)
 		want   []string // substrings; empty: reload allowed
 	}{
-		{"vips, communities, nexthop, encap and drain_delay reload", func(c *config.Config) {
+		{"vips, communities, nexthop, encap, drain_delay and the deny list reload", func(c *config.Config) {
 			c.VIPs[0].Port = 8080
 			c.BGP.Communities = nil
 			c.NextHop.MAC = "02:00:00:00:00:01"
 			c.Encap.Source4 = "192.0.2.0/24"
 			c.DrainDelay = 0
+			c.Prefilter.Deny = []string{"203.0.113.96/29"}
+			c.Prefilter.DenyFiles = []string{"/etc/l4lb/deny.txt"}
 		}, nil},
 		{"token file", func(c *config.Config) { c.Admin.TokenFile = "/etc/l4lb/other" },
 			[]string{`admin.token_file: changed from "/etc/l4lb/token" to "/etc/l4lb/other": needs a restart`}},
@@ -67,4 +72,70 @@ func TestNeedsRestartNamesTheKey(t *testing.T) {
 			}
 		})
 	}
+}
+
+var update = flag.Bool("update", false, "rewrite the generated part of docs/operations.md")
+
+// The keys docs/operations.md (Reload) lists are the reloadable table's, and every other
+// key of the configuration as restart-only; -update rewrites that part of the page.
+func TestReloadKeysDoc(t *testing.T) {
+	const (
+		begin = "<!-- reload keys: generated from pkg/daemon/restart.go by go test ./pkg/daemon -run TestReloadKeysDoc -update -->\n"
+		end   = "<!-- end of reload keys -->\n"
+	)
+	path := filepath.Join("..", "..", "docs", "operations.md")
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, rest, ok := strings.Cut(string(doc), begin)
+	got, after, ok2 := strings.Cut(rest, end)
+	if !ok || !ok2 {
+		t.Fatalf("%s has no %q ... %q block", path, strings.TrimSpace(begin), strings.TrimSpace(end))
+	}
+	want := wrap("A reload applies "+codeList(reloadableKeys())+", with everything under them. Every other key needs a restart "+
+		"(a reload that changes one is rejected): "+codeList(restartKeys())+".", 90)
+	if got == want {
+		return
+	}
+	if *update {
+		if err := os.WriteFile(path, []byte(before+begin+want+end+after), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Errorf("%s lists other keys than the code's table; run go test ./pkg/daemon -run TestReloadKeysDoc -update\ngot:\n%s\nwant:\n%s", path, got, want)
+}
+
+// codeList is "`a`, `b` and `c`".
+func codeList(keys []string) string {
+	q := make([]string, len(keys))
+	for i, k := range keys {
+		q[i] = "`" + k + "`"
+	}
+	if len(q) < 2 {
+		return strings.Join(q, "")
+	}
+	return strings.Join(q[:len(q)-1], ", ") + " and " + q[len(q)-1]
+}
+
+// wrap breaks s into lines of at most width columns (a longer word stands alone), each
+// ending in a newline.
+func wrap(s string, width int) string {
+	var sb strings.Builder
+	n := 0
+	for _, w := range strings.Fields(s) {
+		if n > 0 && n+1+len(w) > width {
+			sb.WriteString("\n")
+			n = 0
+		}
+		if n > 0 {
+			sb.WriteString(" ")
+			n++
+		}
+		sb.WriteString(w)
+		n += len(w)
+	}
+	sb.WriteString("\n")
+	return sb.String()
 }
