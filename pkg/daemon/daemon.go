@@ -465,8 +465,12 @@ func (d *Daemon) resolveLoop(ctx context.Context) error {
 	return nil
 }
 
+// setHealthTargets gives the prober the configuration's checks. The controller learns
+// first which backends have one: a backend whose check went away is up again, whatever
+// its check last said.
 func (d *Daemon) setHealthTargets(cfg *config.Config) error {
 	var targets []health.Target
+	checked := map[lb.BackendKey]bool{}
 	for _, v := range cfg.VIPs {
 		if v.Health == nil {
 			continue
@@ -488,12 +492,15 @@ func (d *Daemon) setHealthTargets(cfg *config.Config) error {
 				port = v.Port
 			}
 			addr := netip.MustParseAddr(b.Address).Unmap()
+			k := lb.BackendKey{VIP: v.Name, Backend: addr}
+			checked[k] = true
 			targets = append(targets, health.Target{
-				Key:  lb.BackendKey{VIP: v.Name, Backend: addr}.String(),
+				Key:  k.String(),
 				Addr: netip.AddrPortFrom(addr, uint16(port)), Checker: ch, Config: hc,
 			})
 		}
 	}
+	d.ctrl.SetChecked(checked)
 	d.prober.Set(targets)
 	return nil
 }

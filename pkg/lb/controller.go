@@ -66,7 +66,8 @@ type Controller struct {
 	spec      *Spec
 	overrides Overrides
 	health    map[BackendKey]bool
-	state     State // last applied
+	checked   map[BackendKey]bool // backends with a health check (SetChecked); nil: all
+	state     State               // last applied
 	applied   bool
 	// reannounce: the next pass calls the Announcer even if nothing else changed.
 	reannounce bool
@@ -207,12 +208,38 @@ func (c *Controller) UpdateOverride(k BackendKey, f func(*Override), persist fun
 	return o, c.changed(), nil
 }
 
+// SetChecked names the backends that have a health check. A backend without one is up:
+// the health known for any other backend is forgotten (one that was down when its check
+// was removed comes back at its weight), and later reports for them, from a check that
+// is stopping, are ignored. Until the first call every backend's reports count.
+func (c *Controller) SetChecked(keys map[BackendKey]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.checked = make(map[BackendKey]bool, len(keys))
+	for k, v := range keys {
+		if v {
+			c.checked[k] = true
+		}
+	}
+	forgot := false
+	for k := range c.health {
+		if !c.checked[k] {
+			delete(c.health, k)
+			forgot = true
+		}
+	}
+	if forgot {
+		c.changed()
+	}
+}
+
 // SetHealth records a backend's health transition. A report for a backend the spec does
-// not list (a check that was just removed) is ignored.
+// not list, or that has no health check (SetChecked), is ignored: it comes from a check
+// that was just removed.
 func (c *Controller) SetHealth(k BackendKey, up bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.spec == nil || !c.spec.Has(k) {
+	if c.spec == nil || !c.spec.Has(k) || (c.checked != nil && !c.checked[k]) {
 		return false
 	}
 	c.health[k] = up
