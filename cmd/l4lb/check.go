@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/l4lb/l4lb/pkg/config"
+	"github.com/l4lb/l4lb/pkg/daemon"
 )
 
 func newCheckCmd() *cobra.Command {
@@ -16,7 +17,10 @@ func newCheckCmd() *cobra.Command {
 		Short: "Validate a configuration without touching the system",
 		Long: `check prints every problem of a configuration as FILE:LINE: field: message and exits 1
 if there is any. Warnings (FILE:LINE: warning: field: message) are printed too but leave
-the exit status 0: the configuration works, and something in it deserves a second look.`,
+the exit status 0: the configuration works, and something in it deserves a second look.
+With an XDP data plane and no nexthop.mac, each interface whose next hop's MAC cannot be
+found on this host (no route with a gateway through it, or the gateway's neighbour entry
+unresolved) is a warning too: check reads the routing tables, and changes nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -30,6 +34,12 @@ the exit status 0: the configuration works, and something in it deserves a secon
 			}
 			if err != nil {
 				return err
+			}
+			// Interfaces whose next hop this host cannot find (read from its routing
+			// tables, which check does not change).
+			for _, w := range daemon.NextHopWarnings(cfg) {
+				w.File = path
+				warns = append(warns, w)
 			}
 			for _, w := range warns {
 				fmt.Fprintln(out, warning(w))

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/l4lb/l4lb/internal/testutil"
 )
 
 // writeCheckConfig writes a configuration for check and returns its path.
@@ -44,6 +46,58 @@ prefilter:
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// check warns for each interface whose next hop's MAC it cannot find (as `l4lb run`
+// resolves it), naming the interface, unless nexthop.mac is set or the data plane is
+// not XDP.
+func TestPrivilegedCheckNextHop(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	lb := testutil.NewNetNS(t, "lb")
+	router := testutil.NewNetNS(t, "r")
+	testutil.Veth(t, lb, "up0", router, "r0")
+	testutil.Veth(t, lb, "bare0", router, "r1")
+	lb.Run(t, "ip", "addr", "add", "192.0.2.2/26", "dev", "up0")
+	lb.Run(t, "ip", "route", "add", "default", "via", "192.0.2.1", "dev", "up0")
+	lb.Run(t, "ip", "neigh", "replace", "192.0.2.1", "lladdr", "02:00:00:00:01:01", "dev", "up0", "nud", "permanent")
+
+	const vips = "encap: {source4: 192.0.2.192/26}\nvips:\n  - {name: web, address: 203.0.113.10, port: 80, protocol: tcp, backends: [{address: 198.51.100.11}]}\n"
+	check := func(cfg string) string {
+		t.Helper()
+		path := writeCheckConfig(t, cfg+vips)
+		var out string
+		if err := lb.Do(func() error {
+			var err error
+			out, err = run("check", "-c", path)
+			return err
+		}); err != nil {
+			t.Fatalf("check: %v\n%s", err, out)
+		}
+		return out
+	}
+	for _, dataplane := range []string{"xdp", "auto"} {
+		out := check("interfaces: [up0, bare0, gone0]\ndataplane: " + dataplane + "\n")
+		for _, want := range []string{
+			"warning: interfaces: bare0: no next hop mac found (no route with a gateway through it)",
+			"warning: interfaces: gone0: no next hop mac found (no such interface",
+			"ok (1 vips, 2 warning(s))",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("dataplane %s: check output lacks %q:\n%s", dataplane, want, out)
+			}
+		}
+		if strings.Contains(out, "up0") {
+			t.Errorf("dataplane %s: a warning for up0, whose next hop is resolved:\n%s", dataplane, out)
+		}
+	}
+	for _, cfg := range []string{
+		"interfaces: [bare0]\ndataplane: xdp\nnexthop: {mac: \"02:00:00:00:01:01\"}\n",
+		"interfaces: [bare0]\ndataplane: nftables\nxdp: {slot_mapping: scaled}\n",
+	} {
+		if out := check(cfg); strings.Contains(out, "warning") {
+			t.Errorf("%q: want no warning:\n%s", cfg, out)
 		}
 	}
 }

@@ -125,7 +125,8 @@ func TestCheck(t *testing.T) {
 		}
 		return p
 	}
-	const cfg = "interfaces: [eth0]\nencap: {source4: 192.0.2.0/24}\nvips:\n  - {name: web, address: 203.0.113.10, port: 80, protocol: tcp, backends: [{address: 198.51.100.11}]}\n"
+	// nexthop.mac set: check's warnings do not depend on this host's routes (check_test.go).
+	const cfg = "interfaces: [eth0]\nnexthop: {mac: \"02:00:00:00:00:01\"}\nencap: {source4: 192.0.2.0/24}\nvips:\n  - {name: web, address: 203.0.113.10, port: 80, protocol: tcp, backends: [{address: 198.51.100.11}]}\n"
 	for _, tc := range []struct {
 		name, yaml string
 		wantErr    bool
@@ -133,7 +134,7 @@ func TestCheck(t *testing.T) {
 	}{
 		{name: "ok", yaml: cfg, wantOut: []string{"ok.yaml: ok (1 vips)"}},
 		{name: "warnings", yaml: cfg + "admin: {listen: 0.0.0.0:9100, token_file: /etc/l4lb/token}\n",
-			wantOut: []string{"warnings.yaml:5: warning: admin.listen: 0.0.0.0:9100 is not a loopback address", "warnings.yaml: ok (1 vips, 1 warning(s))"}},
+			wantOut: []string{"warnings.yaml:6: warning: admin.listen: 0.0.0.0:9100 is not a loopback address", "warnings.yaml: ok (1 vips, 1 warning(s))"}},
 		{name: "problems", yaml: "interfaces: l0\n", wantErr: true, wantOut: []string{`problems.yaml:1: interfaces: "l0": want a list, e.g. [l0]`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/l4lb/l4lb/pkg/config"
 )
 
 // gatewayMAC resolves the MAC of the default route's gateway from the neighbour table
@@ -105,6 +107,33 @@ func interfaceNextHops(ifaces []string) (hops map[string]net.HardwareAddr, missi
 		}
 	}
 	return hops, missing, nil
+}
+
+// NextHopWarnings warns, for each configured interface, when its next hop's MAC cannot be
+// found here (as `l4lb run` would look it up: its own routes' gateway in the neighbour
+// table) and cfg sets no nexthop.mac, with an XDP data plane (xdp, or auto, which tries
+// xdp first). Such an interface sends encapsulated packets to the default route's
+// gateway, or back to the MAC they came from. It reads the routing tables and changes
+// nothing; tables it cannot read are a warning too.
+func NextHopWarnings(cfg *config.Config) []config.Problem {
+	if cfg.NextHop.MAC != "" || (cfg.Dataplane != "xdp" && cfg.Dataplane != "auto") {
+		return nil
+	}
+	_, missing, err := interfaceNextHops(cfg.Interfaces)
+	if err != nil {
+		return []config.Problem{{Field: "interfaces", Msg: fmt.Sprintf("next hops not checked: %v", err)}}
+	}
+	var out []config.Problem
+	for _, ifc := range cfg.Interfaces {
+		why, ok := missing[ifc]
+		if !ok {
+			continue
+		}
+		out = append(out, config.Problem{Field: "interfaces", Msg: fmt.Sprintf(
+			"%s: no next hop mac found (%s): encapsulated packets leaving it go to the default route's gateway, "+
+				"or back to the mac they came from; add a route with a gateway through it, or set nexthop.mac", ifc, why)})
+	}
+	return out
 }
 
 // watchRouting calls changed (coalesced, at most every 100 ms) whenever a route or a
