@@ -78,7 +78,7 @@ type Controller struct {
 	appliedCh       chan struct{}
 	// freed: when each backend id was last deleted; an id is not handed out again for
 	// idQuarantine after (AssignIDsAvoiding).
-	freed        map[uint32]time.Time
+	freed        map[uint32]FreedID
 	idQuarantine time.Duration
 	now          func() time.Time
 }
@@ -98,14 +98,14 @@ func (c *Controller) SetIDQuarantine(d time.Duration) {
 }
 
 // quarantined returns the ids deleted less than idQuarantine ago (and forgets older ones).
-func (c *Controller) quarantined() map[uint32]bool {
+func (c *Controller) quarantined() map[uint32]FreedID {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := map[uint32]bool{}
+	out := map[uint32]FreedID{}
 	now := c.now()
-	for id, at := range c.freed {
-		if now.Sub(at) < c.idQuarantine {
-			out[id] = true
+	for id, f := range c.freed {
+		if now.Sub(f.At) < c.idQuarantine {
+			out[id] = f
 		} else {
 			delete(c.freed, id)
 		}
@@ -123,7 +123,7 @@ func NewController(logger *slog.Logger, dp Programmer, maxID uint32, announce An
 		log: logger.With("component", "controller"), dp: dp, maxID: maxID, announce: announce, onApply: onApply,
 		signal: make(chan struct{}, 1), overrides: Overrides{}, health: map[BackendKey]bool{},
 		appliedCh: make(chan struct{}),
-		freed:     map[uint32]time.Time{}, idQuarantine: DefaultIDQuarantine, now: time.Now,
+		freed:     map[uint32]FreedID{}, idQuarantine: DefaultIDQuarantine, now: time.Now,
 	}
 }
 
@@ -440,7 +440,7 @@ func (c *Controller) apply(ctx context.Context, spec Spec, ov Overrides, health 
 				return State{}, true, err
 			}
 			c.mu.Lock()
-			c.freed[id] = c.now()
+			c.freed[id] = FreedID{Addr: a, At: c.now()}
 			c.mu.Unlock()
 		}
 	}

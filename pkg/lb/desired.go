@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Override is an operator's change on top of the configuration (admin API).
@@ -110,10 +111,18 @@ func AssignIDs(have map[netip.Addr]uint32, want []netip.Addr, maxID uint32) (map
 	return AssignIDsAvoiding(have, want, maxID, nil)
 }
 
+// FreedID is a backend id deleted recently: the address it belonged to and when.
+type FreedID struct {
+	Addr netip.Addr
+	At   time.Time
+}
+
 // AssignIDsAvoiding is AssignIDs that also gives no new address an id in quarantine
-// (freed recently: conntrack entries or a ring read in flight may still name it), unless
-// every other id is taken; then the quarantined ids go, lowest first.
-func AssignIDsAvoiding(have map[netip.Addr]uint32, want []netip.Addr, maxID uint32, quarantine map[uint32]bool) (map[netip.Addr]uint32, error) {
+// (freed recently: conntrack entries or a ring read in flight may still name it), except
+// the address the id was freed from, which gets it back (its entries are its own), and
+// except when every other id is taken; then the quarantined ids go, the longest freed
+// first.
+func AssignIDsAvoiding(have map[netip.Addr]uint32, want []netip.Addr, maxID uint32, quarantine map[uint32]FreedID) (map[netip.Addr]uint32, error) {
 	out := make(map[netip.Addr]uint32, len(want))
 	held := make(map[uint32]bool, len(have))
 	for _, id := range have {
@@ -136,21 +145,55 @@ func AssignIDsAvoiding(have map[netip.Addr]uint32, want []netip.Addr, maxID uint
 	// Deterministic: new addresses in address order.
 	slices.SortFunc(fresh, func(a, b netip.Addr) int { return a.Compare(b) })
 	fresh = slices.Compact(fresh)
-	next, again := uint32(1), uint32(1)
+	// An address removed and added again within the quarantine gets its id back.
+	back := map[netip.Addr]uint32{}
+	for id, f := range quarantine {
+		if id == 0 || id > maxID || held[id] {
+			continue
+		}
+		if prev, ok := back[f.Addr]; !ok || quarantine[prev].At.Before(f.At) {
+			back[f.Addr] = id // the most recent id of that address
+		}
+	}
+	rest := fresh[:0]
 	for _, a := range fresh {
-		for next <= maxID && (used[next] || held[next] || quarantine[next]) {
+		if id, ok := back[a]; ok && !used[id] {
+			out[a] = id
+			used[id] = true
+			continue
+		}
+		rest = append(rest, a)
+	}
+	// Quarantined ids by age, for when no other id is free.
+	aged := make([]uint32, 0, len(quarantine))
+	for id := range quarantine {
+		aged = append(aged, id)
+	}
+	slices.SortFunc(aged, func(x, y uint32) int {
+		if c := quarantine[x].At.Compare(quarantine[y].At); c != 0 {
+			return c
+		}
+		return int(x) - int(y)
+	})
+	next := uint32(1)
+	for _, a := range rest {
+		inQuarantine := func(id uint32) bool { _, q := quarantine[id]; return q }
+		for next <= maxID && (used[next] || held[next] || inQuarantine(next)) {
 			next++
 		}
 		id := next
 		if next > maxID {
-			for again <= maxID && (used[again] || held[again]) {
-				again++
+			id = 0
+			for _, q := range aged {
+				if q != 0 && q <= maxID && !used[q] && !held[q] {
+					id = q
+					break
+				}
 			}
-			if again > maxID {
+			if id == 0 {
 				return nil, fmt.Errorf("%d backends wanted while %d are still programmed: more than %d ids: %w",
 					len(out), len(have), maxID, ErrInvalid)
 			}
-			id = again
 		}
 		out[a] = id
 		used[id] = true

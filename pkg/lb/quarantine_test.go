@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"testing"
 	"time"
@@ -59,13 +60,47 @@ func TestBackendIDQuarantine(t *testing.T) {
 }
 
 // With every other id taken, a quarantined id is handed out rather than refusing the
-// configuration (the data plane still never follows an entry to another VIP's backend).
+// configuration (the data plane still never follows an entry to another VIP's backend),
+// the one freed longest ago first.
 func TestAssignIDsQuarantineExhausted(t *testing.T) {
-	got, err := AssignIDsAvoiding(nil, []netip.Addr{a("198.51.100.1"), a("198.51.100.2")}, 2, map[uint32]bool{1: true})
+	t0 := time.Unix(1000, 0)
+	q := map[uint32]FreedID{
+		1: {Addr: a("198.51.100.91"), At: t0.Add(2 * time.Second)},
+		2: {Addr: a("198.51.100.92"), At: t0},
+	}
+	got, err := AssignIDsAvoiding(nil, []netip.Addr{a("198.51.100.1")}, 2, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[a("198.51.100.1")] != 2 {
+		t.Errorf("ids %v, want the oldest quarantined id, 2", got)
+	}
+	got, err = AssignIDsAvoiding(nil, []netip.Addr{a("198.51.100.1"), a("198.51.100.2")}, 2, q)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got[a("198.51.100.1")]+got[a("198.51.100.2")] != 3 {
 		t.Errorf("ids %v, want 1 and 2", got)
+	}
+	if _, err := AssignIDsAvoiding(nil, []netip.Addr{a("198.51.100.1"), a("198.51.100.2"), a("198.51.100.3")}, 2, q); err == nil {
+		t.Error("three addresses in two ids: no error")
+	}
+}
+
+// An address removed and added again within the quarantine gets its own id back: its
+// conntrack entries are its own, and a flow idle meanwhile keeps its backend.
+func TestAssignIDsGivesBackOwnID(t *testing.T) {
+	q := map[uint32]FreedID{
+		1: {Addr: a("198.51.100.5"), At: time.Unix(1000, 0)},
+		3: {Addr: a("198.51.100.7"), At: time.Unix(1001, 0)},
+	}
+	got, err := AssignIDsAvoiding(map[netip.Addr]uint32{a("198.51.100.6"): 2},
+		[]netip.Addr{a("198.51.100.6"), a("198.51.100.5"), a("198.51.100.8")}, 10, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[netip.Addr]uint32{a("198.51.100.6"): 2, a("198.51.100.5"): 1, a("198.51.100.8"): 4}
+	if !maps.Equal(got, want) {
+		t.Errorf("ids %v, want %v (own id back; a new address skips 1-3)", got, want)
 	}
 }
