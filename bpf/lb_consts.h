@@ -37,7 +37,7 @@
  * the same backend and generation before and after reading the digest read one flow's
  * entry (a way rewritten twice, back to the same backend, reads as changed). */
 #define CT_GEN_SHIFT 19
-#define CT_GEN_MASK (0xfULL << CT_GEN_SHIFT)
+#define CT_GEN_MASK (0x1fffULL << CT_GEN_SHIFT) /* bits 19-31 */
 /* What a reader compares before and after the digest: a touch (CT_REF, CT_EST, the time)
  * is not a rewrite. */
 #define CT_CLAIM_MASK (CT_BACKEND_MASK | CT_GEN_MASK)

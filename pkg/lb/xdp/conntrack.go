@@ -22,7 +22,7 @@ const (
 	ctBusy        = 1 << 17
 	ctEst         = 1 << 18
 	ctGenShift    = 19
-	ctGenMask     = 0xf << ctGenShift
+	ctGenMask     = 0x1fff << ctGenShift // bits 19-31, as CT_GEN_MASK
 	ctSeenShift   = 32
 	ctHashSeed    = 0x6c346c62
 
@@ -231,15 +231,6 @@ func flowOfKey(k *prevFlowKey) Flow {
 		dst = netip.AddrFrom16(k.Dst)
 	}
 	return Flow{Src: src, Dst: dst, Sport: htons(k.Sport), Dport: htons(k.Dport), Proto: lb.Proto(k.Proto)}
-}
-
-// ctWalk2 reads a conntrack array whole into buckets (len = its max entries).
-func ctWalk2(m *ebpf.Map, buckets []xdplbCtBucket) error {
-	return batchWalk(m, func(k *uint32, b *xdplbCtBucket) {
-		if int(*k) < len(buckets) {
-			buckets[*k] = *b
-		}
-	})
 }
 
 // oldEntries calls fn with the digest and state of every entry of a conntrack map of this

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -64,9 +65,12 @@ func TestPrivilegedConntrackDoesNotCrossVIPs(t *testing.T) {
 }
 
 // Removing a backend from one VIP while another VIP keeps the address: the first VIP's
-// flows leave it, the other's stay.
+// flows leave it once the grace period has passed (here 300 ms), the other's stay; within
+// it they still go there, so a connection whose first packet went there just before the
+// ring changed completes.
 func TestPrivilegedConntrackLeavesBackendItsVIPDropped(t *testing.T) {
-	r := newRig(t, Options{})
+	const grace = 300 * time.Millisecond
+	r := newRig(t, Options{MemberGrace: grace})
 	shared := lb.Backend{ID: 1, Addr: mustAddr("198.51.100.11"), Weight: 1}
 	other := lb.Backend{ID: 2, Addr: mustAddr("198.51.100.12"), Weight: 1}
 	a := lb.VIP{Key: key("203.0.113.10", 80, tcp), Backends: []lb.Backend{shared}}
@@ -78,6 +82,12 @@ func TestPrivilegedConntrackLeavesBackendItsVIPDropped(t *testing.T) {
 	r.run(synA.build(t))
 	r.run(synB.build(t))
 	r.setVIP(lb.VIP{Key: a.Key, Backends: []lb.Backend{other}})
+	changed := time.Now()
+	ackA := with(synA, func(p *pkt) { p.flags = "A" })
+	if _, out := r.run(ackA.build(t)); time.Since(changed) < grace && outerDst4(t, out) != shared.Addr {
+		t.Errorf("within the grace period: %s went to %v, want %v still", synA.dst, outerDst4(t, out), shared.Addr)
+	}
+	time.Sleep(grace + 200*time.Millisecond)
 	for _, c := range []struct {
 		p    pkt
 		want string

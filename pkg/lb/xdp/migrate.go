@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -46,20 +47,17 @@ func isCounterMap(t ebpf.MapType) bool {
 	return t == ebpf.PerCPUArray || t == ebpf.PerCPUHash || t == ebpf.LRUCPUHash
 }
 
-// migration is what migratePinned did: the state maps it replaced, and the previous
-// conntrack table (open, the caller closes it) when that was one of them: its program
-// may still be attached and writing entries until the links are updated.
+// migration is what migratePinned did: the state maps it replaced and, when conntrack
+// was one of them, when its copy ended. The previous program may still be attached and
+// writing entries into its own table until the links are updated: flows it starts in
+// that window are not in the copy (their next packet is hashed again, on the rings the
+// copy kept, so to the same backend unless a pass changes the ring first).
 type migration struct {
-	replaced     []string
-	oldConntrack *ebpf.Map
+	replaced []string
+	ctCopied time.Time
 }
 
-func (m *migration) close() {
-	if m.oldConntrack != nil {
-		m.oldConntrack.Close()
-		m.oldConntrack = nil
-	}
-}
+func (m *migration) close() {}
 
 // migratePinned brings every pinned map in dir to spec's shape (see above).
 func migratePinned(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) (mig *migration, err error) {
@@ -105,10 +103,9 @@ func migratePinned(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) (mig
 			continue
 		}
 		err = migrateMap(spec, ms, old, dir, diff, log)
+		old.Close()
 		if err == nil && name == "conntrack" {
-			mig.oldConntrack = old
-		} else {
-			old.Close()
+			mig.ctCopied = time.Now()
 		}
 		if err != nil {
 			return mig, err

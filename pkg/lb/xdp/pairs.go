@@ -178,6 +178,19 @@ func (t *pairTable) setMembers(vipID uint32, ids []uint32) error {
 	return errors.Join(errs...)
 }
 
+// vipsOf returns the VIP ids that have backend id as a member.
+func (t *pairTable) vipsOf(backendID uint32) []uint32 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []uint32
+	for vip, bes := range t.byVIP {
+		if _, ok := bes[backendID]; ok {
+			out = append(out, vip)
+		}
+	}
+	return out
+}
+
 // removeStale removes the VIP's members not in keep.
 func (t *pairTable) removeStale(vipID uint32, keep []uint32) error {
 	want := make(map[uint32]bool, len(keep))

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,7 @@ const (
 	DefaultUDPTimeout    = 30 * time.Second
 	DefaultMTU           = 1500
 	DefaultTooBigRate    = 100
+	DefaultMemberGrace   = 2 * time.Second
 )
 
 // Options are fixed for the life of a loaded program.
@@ -84,6 +86,11 @@ type Options struct {
 	// /24 (IPv4) or /48 (IPv6); above it the packet is dropped (drop_too_big_rate).
 	// Default DefaultTooBigRate; negative: no limit.
 	TooBigRate int
+	// MemberGrace is how long a backend removed from a VIP stays its member after the
+	// ring without it is in, so that the VIP's conntrack entries naming it are still
+	// followed: a connection whose first packet went to it just before the flip
+	// completes. Default DefaultMemberGrace; negative: none.
+	MemberGrace time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -113,6 +120,9 @@ func (o *Options) setDefaults() {
 	if o.TooBigRate == 0 {
 		o.TooBigRate = DefaultTooBigRate
 	}
+	if o.MemberGrace == 0 {
+		o.MemberGrace = DefaultMemberGrace
+	}
 }
 
 // Config holds the settings that change at run time without reloading the program.
@@ -139,8 +149,14 @@ type Dataplane struct {
 	pairs *pairTable // vip_backends (pairs.go)
 	// nexthops: the ifindexes nexthops has an entry for (read at Load).
 	nexthops map[int]bool
-	// membersPending: members_ready is 0 until Attach (Load).
+	// membersPending: members_ready is 0 until every VIP the pinned maps held at Load
+	// (unfilled, by id) has had its members written by SetVIP or was deleted.
 	membersPending bool
+	unfilled       map[uint32]bool
+	// members: each VIP id's backends as last written, which a delayed removal of
+	// members (MemberGrace) keeps; closed stops those removals.
+	members map[uint32][]uint32
+	closed  bool
 	// early: links Load already pointed at this program (a migrating load).
 	early map[string]bool
 
@@ -218,8 +234,8 @@ func Load(opts Options) (*Dataplane, error) {
 	}
 	log := opts.Logger.With("component", "xdp")
 	// Membership (vip_backends) made by this load over an adopted conntrack table (an
-	// upgrade, or a resize): until the first pass has filled it, entries are followed
-	// without the check (members_ready, set again by Attach).
+	// upgrade, or a resize): until a pass has filled it for every VIP, entries are
+	// followed without the check (members_ready; see membersReady).
 	membersPending := opts.PinPath != "" && pinExists(opts.PinPath, "conntrack") &&
 		pinnedPairBuckets(opts.PinPath) != pairBuckets
 	if membersPending {
@@ -278,6 +294,16 @@ func Load(opts Options) (*Dataplane, error) {
 		d.Close()
 		return nil, fmt.Errorf("adopt pinned rings: %w", err)
 	}
+	if d.membersPending {
+		d.unfilled = map[uint32]bool{}
+		for _, m := range d.vc.vips {
+			d.unfilled[m.Id] = true
+		}
+		if err := d.membersReady(); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
 	if len(mig.replaced) > 0 {
 		// The previous program, still attached, reads the maps that were replaced as they
 		// were and the shared ones as this program writes them (ring_sel naming blocks
@@ -287,10 +313,9 @@ func Load(opts Options) (*Dataplane, error) {
 			d.Close()
 			return nil, err
 		}
-		if mig.oldConntrack != nil {
-			if err := d.recopyConntrack(mig.oldConntrack); err != nil {
-				log.Warn("second conntrack copy after the link update failed: flows the previous program tracked meanwhile are hashed again", "error", err)
-			}
+		if !mig.ctCopied.IsZero() {
+			// The window in which the previous program's new flows missed the copy.
+			log.Info("conntrack copy ended before the link update", "window", time.Since(mig.ctCopied).Round(time.Microsecond))
 		}
 	}
 	return d, nil
@@ -321,55 +346,16 @@ func (d *Dataplane) adoptPinnedLinks() error {
 			return fmt.Errorf("open pinned xdp link %s: %w", pin, err)
 		}
 		if err := l.Update(d.objs.XdpLb); err != nil {
+			// A link whose interface is gone runs nothing (the kernel detached it): it
+			// does not stop the others. Attach on that name makes a new link.
 			l.Close()
-			return fmt.Errorf("update pinned xdp link on %s: %w", ifname, err)
+			d.log.Warn("pinned xdp link not updated to the new program: its interface is gone or refused it", "iface", ifname, "pin", pin, "error", err)
+			continue
 		}
 		d.links[ifname] = l
 		d.early[ifname] = true
 		d.log.Info("pinned maps migrated: xdp link now runs the new program", "iface", ifname)
 	}
-	return nil
-}
-
-// recopyConntrack places again the entries of the previous conntrack table (old) that
-// the new one lacks: those the previous program wrote between the migration's copy and
-// the link update. It reads the new table whole, merges, and writes back only the
-// buckets it changed; an entry the new program writes into one of those buckets in the
-// few milliseconds between the read and the write is lost (that flow is hashed again,
-// to the same backend while its VIP's ring is unchanged).
-func (d *Dataplane) recopyConntrack(old *ebpf.Map) error {
-	m := d.objs.Conntrack
-	n := m.MaxEntries()
-	buckets := make([]xdplbCtBucket, n)
-	if err := ctWalk2(m, buckets); err != nil {
-		return err
-	}
-	changed := map[uint32]bool{}
-	added := 0
-	err := oldEntries(old, func(digest, state uint64) {
-		i1, i2 := ctBucketIndex(digest, n, 0), ctBucketIndex(digest, n, 1)
-		if ctFind(&buckets[i1], digest) != nil || ctFind(&buckets[i2], digest) != nil {
-			return
-		}
-		ctPlace(&buckets[i1], &buckets[i2], digest, state)
-		changed[i1], changed[i2] = true, true
-		added++
-	})
-	if err != nil {
-		return err
-	}
-	keys := make([]uint32, 0, len(changed))
-	vals := make([]xdplbCtBucket, 0, len(changed))
-	for i := range changed {
-		keys = append(keys, i)
-		vals = append(vals, buckets[i])
-	}
-	if len(keys) > 0 {
-		if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
-			return fmt.Errorf("write conntrack: %w", err)
-		}
-	}
-	d.log.Info("conntrack copied again after the link update", "entries_added", added)
 	return nil
 }
 
@@ -522,7 +508,22 @@ func (d *Dataplane) DeleteBackend(id uint32) error {
 		return fmt.Errorf("clear backend %d: %w", id, err)
 	}
 	d.vc.setBackend(id, netip.Addr{})
-	return nil
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.dropLeftMembers(id)
+}
+
+// dropLeftMembers removes backend id from the members of every VIP that no longer lists
+// it, at once, grace period or not: the id is deleted or about to name another address,
+// and a VIP's entry naming it must not be followed to that address. The caller holds d.mu.
+func (d *Dataplane) dropLeftMembers(id uint32) error {
+	var errs []error
+	for _, vip := range d.pairs.vipsOf(id) {
+		if !slices.Contains(d.members[vip], id) {
+			errs = append(errs, d.pairs.remove(vip, id))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Backends returns the backends present in the map, by id. One batch read: the array
@@ -607,12 +608,37 @@ func (d *Dataplane) SetVIP(v lb.VIP) (uint32, error) {
 		return 0, fmt.Errorf("write vip address %s: %w", v.Key.Addr, err)
 	}
 	d.vc.add(key, meta)
-	// Backends the VIP no longer has stop being followed by its conntrack entries once
-	// the ring without them is in.
-	if err := d.pairs.removeStale(meta.Id, backendIDs(v)); err != nil {
+	// Backends the VIP no longer has stop being followed by its conntrack entries one
+	// grace period after the ring without them is in.
+	if err := d.dropStaleMembers(meta.Id, backendIDs(v)); err != nil {
 		return 0, fmt.Errorf("vip %s: %w", v.Key, err)
 	}
-	return meta.Id, nil
+	delete(d.unfilled, meta.Id)
+	return meta.Id, d.membersReady()
+}
+
+// dropStaleMembers removes the VIP's members not in ids, at once without a grace period,
+// else once it has passed (members added again meanwhile stay). The caller holds d.mu.
+func (d *Dataplane) dropStaleMembers(id uint32, ids []uint32) error {
+	if d.members == nil {
+		d.members = map[uint32][]uint32{}
+	}
+	d.members[id] = ids
+	if d.opts.MemberGrace <= 0 {
+		return d.pairs.removeStale(id, ids)
+	}
+	time.AfterFunc(d.opts.MemberGrace, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		now, ok := d.members[id]
+		if d.closed || !ok {
+			return // closed, or the VIP was deleted (its members with it)
+		}
+		if err := d.pairs.removeStale(id, now); err != nil {
+			d.log.Warn("remove backends no longer behind a VIP from its members", "vip_id", id, "error", err)
+		}
+	})
+	return nil
 }
 
 func backendIDs(v lb.VIP) []uint32 {
@@ -650,6 +676,12 @@ func (d *Dataplane) reserveVIP(key xdplbVipKey, v lb.VIP) (xdplbVipMeta, bool, e
 		if d.vc.hasBackend(b.ID, b.Addr) {
 			continue
 		}
+		if err := d.dropLeftMembers(b.ID); err != nil {
+			if !exists {
+				d.vc.releaseID(meta.Id)
+			}
+			return meta, false, fmt.Errorf("vip %s: %w", v.Key, err)
+		}
 		if err := d.SetBackend(b.ID, b.Addr); err != nil {
 			if !exists {
 				d.vc.releaseID(meta.Id)
@@ -657,11 +689,15 @@ func (d *Dataplane) reserveVIP(key xdplbVipKey, v lb.VIP) (xdplbVipMeta, bool, e
 			return meta, false, fmt.Errorf("vip %s: %w", v.Key, err)
 		}
 	}
-	// Members before the ring that names them; a new id had none (a VIP that held it
-	// was removed whole), but a crash may have left some.
-	err := d.pairs.setMembers(meta.Id, backendIDs(v))
-	if err == nil && !exists {
-		err = d.pairs.removeStale(meta.Id, backendIDs(v))
+	// Members before the ring that names them. A new id had none (a VIP that held it
+	// was removed whole), but a crash or a failed delete may have left some: those go
+	// first, so that every pair of the new VIP counts from zero.
+	var err error
+	if !exists {
+		err = d.pairs.removeStale(meta.Id, nil)
+	}
+	if err == nil {
+		err = d.pairs.setMembers(meta.Id, backendIDs(v))
 	}
 	if err != nil {
 		if !exists {
@@ -709,7 +745,9 @@ func (d *Dataplane) DeleteVIP(k lb.VIPKey) error {
 	if err := d.pairs.removeStale(meta.Id, nil); err != nil {
 		return fmt.Errorf("delete %s: %w", k, err)
 	}
-	return nil
+	delete(d.members, meta.Id)
+	delete(d.unfilled, meta.Id)
+	return d.membersReady()
 }
 
 // VIPs returns the programmed VIPs and their ids.
@@ -774,16 +812,11 @@ func (d *Dataplane) Attach(ifname string) (mode string, err error) {
 	defer d.mu.Unlock()
 	if d.early[ifname] {
 		delete(d.early, ifname)
-		return "adopted", d.membersReady()
+		return "adopted", nil
 	}
 	if _, ok := d.links[ifname]; ok {
 		return "", fmt.Errorf("attach xdp to %s: already attached", ifname)
 	}
-	defer func() {
-		if err == nil {
-			err = d.membersReady()
-		}
-	}()
 	iface, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return "", fmt.Errorf("attach xdp to %s: %w", ifname, err)
@@ -822,10 +855,12 @@ func (d *Dataplane) Attach(ifname string) (mode string, err error) {
 	return mode, nil
 }
 
-// membersReady turns the membership check on once the first pass has filled vip_backends
-// (Attach comes after it).
+// membersReady turns the membership check on once vip_backends holds the members of
+// every VIP: each VIP the pinned maps held at Load was written again (or deleted). A
+// first pass that fails part way leaves it off: an entry of a VIP not yet written would
+// otherwise be hashed again, away from a drained backend. The caller holds d.mu.
 func (d *Dataplane) membersReady() error {
-	if !d.membersPending {
+	if !d.membersPending || len(d.unfilled) > 0 {
 		return nil
 	}
 	if err := d.objs.MembersReady.Set(uint32(1)); err != nil {
@@ -858,6 +893,7 @@ func (d *Dataplane) Detach(ifname string) error {
 func (d *Dataplane) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.closed = true
 	var errs []error
 	for name, l := range d.links {
 		if err := l.Close(); err != nil {
