@@ -439,9 +439,14 @@ func (d *Daemon) setForwarding(cfg *config.Config) error {
 // resolveLoop follows route and neighbour changes (netlink subscriptions) and updates the
 // next hops when they change.
 func (d *Daemon) resolveLoop(ctx context.Context) error {
-	d.mu.Lock()
-	interval := d.cfg.NextHop.Resolve
-	d.mu.Unlock()
+	interval := func() time.Duration {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.cfg.NextHop.Resolve <= 0 { // allowed with nexthop.mac set
+			return config.DefaultResolve
+		}
+		return d.cfg.NextHop.Resolve
+	}
 	watchRouting(ctx, interval, d.log.Warn, func() {
 		d.mu.Lock()
 		cfg, have, haveHops := d.cfg, d.nextHop, d.nextHops

@@ -137,9 +137,10 @@ func NextHopWarnings(cfg *config.Config) []config.Problem {
 }
 
 // watchRouting calls changed (coalesced, at most every 100 ms) whenever a route or a
-// neighbour changes, until ctx is done. When the subscriptions cannot be made, it polls
-// every interval instead (and says so).
-func watchRouting(ctx context.Context, interval time.Duration, warn func(string, ...any), changed func()) {
+// neighbour changes, until ctx is done, and every interval() as well: a backstop for
+// notifications lost (a full netlink socket drops them) or not available (then it says
+// so). interval is read again for each wait, so a reload's resolve_interval applies.
+func watchRouting(ctx context.Context, interval func() time.Duration, warn func(string, ...any), changed func()) {
 	done := make(chan struct{})
 	defer close(done)
 	routes := make(chan netlink.RouteUpdate, 64)
@@ -147,25 +148,12 @@ func watchRouting(ctx context.Context, interval time.Duration, warn func(string,
 	errs := func(err error) { warn("netlink subscription", "error", err) }
 	rerr := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: errs})
 	nerr := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: errs})
-	var poll <-chan time.Time
-	var ticker *time.Ticker
-	defer func() {
-		if ticker != nil {
-			ticker.Stop()
-		}
-	}()
-	startPolling := func(msg string, args ...any) {
-		if ticker != nil {
-			return
-		}
-		warn(msg, append(args, "interval", interval)...)
-		ticker = time.NewTicker(interval)
-		poll = ticker.C
-	}
 	if rerr != nil || nerr != nil {
-		startPolling("cannot watch routes and neighbours: polling the next hop instead", "route_error", rerr, "neigh_error", nerr)
+		warn("cannot watch routes and neighbours: polling the next hop instead", "route_error", rerr, "neigh_error", nerr, "interval", interval())
 	}
 	var settle <-chan time.Time
+	poll := time.NewTimer(interval())
+	defer poll.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -173,7 +161,7 @@ func watchRouting(ctx context.Context, interval time.Duration, warn func(string,
 		case _, ok := <-routes:
 			if !ok {
 				routes = nil
-				startPolling("route subscription ended: polling the next hop instead")
+				warn("route subscription ended: polling the next hop instead", "interval", interval())
 			}
 			if settle == nil {
 				settle = time.After(100 * time.Millisecond)
@@ -181,7 +169,7 @@ func watchRouting(ctx context.Context, interval time.Duration, warn func(string,
 		case _, ok := <-neighs:
 			if !ok {
 				neighs = nil
-				startPolling("neighbour subscription ended: polling the next hop instead")
+				warn("neighbour subscription ended: polling the next hop instead", "interval", interval())
 			}
 			if settle == nil {
 				settle = time.After(100 * time.Millisecond)
@@ -189,8 +177,9 @@ func watchRouting(ctx context.Context, interval time.Duration, warn func(string,
 		case <-settle:
 			settle = nil
 			changed()
-		case <-poll:
+		case <-poll.C:
 			changed()
+			poll.Reset(interval())
 		}
 	}
 }

@@ -54,7 +54,7 @@ func TestPrivilegedNextHopPerInterface(t *testing.T) {
 	go func() {
 		_ = lbNS.Do(func() error {
 			close(started)
-			watchRouting(ctx, time.Hour, func(string, ...any) {}, func() { calls.Add(1) })
+			watchRouting(ctx, func() time.Duration { return time.Hour }, func(string, ...any) {}, func() { calls.Add(1) })
 			return nil
 		})
 	}()
