@@ -295,3 +295,63 @@ func TestPrivilegedVIPIDNotReusedAtOnce(t *testing.T) {
 		t.Errorf("vip id %d given to %v right after %v was deleted", idB, b.Key, a.Key)
 	}
 }
+
+// A backend taken out of its only VIP in a pass (the controller deletes it at the end)
+// keeps forwarding the flows conntrack has for it for the grace period, so a connection
+// whose SYN reached it just before the ring changed completes; then they are re-hashed.
+func TestPrivilegedNodeDeletesBackendAfterGrace(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	r := newRig(t, Options{MemberGrace: grace})
+	n := NewNode(r.d, "test")
+	be1 := lb.Backend{ID: 1, Addr: mustAddr("198.51.100.11"), Weight: 1}
+	be2 := lb.Backend{ID: 2, Addr: mustAddr("198.51.100.12"), Weight: 1}
+	be3 := lb.Backend{ID: 3, Addr: mustAddr("198.51.100.13"), Weight: 1}
+	k := key("203.0.113.10", 80, tcp)
+	if err := n.SetVIP(lb.VIP{Key: k, Backends: []lb.Backend{be1, be2}}); err != nil {
+		t.Fatal(err)
+	}
+	// A flow on be2.
+	var syn pkt
+	for sport := uint16(40000); ; sport++ {
+		syn = pkt{src: cli4, dst: "203.0.113.10", proto: tcp, sport: sport, dport: 80, flags: "S"}
+		if _, out := r.run(syn.build(t)); outerDst4(t, out) == be2.Addr {
+			break
+		}
+		if sport > 40100 {
+			t.Fatal("no flow hashed to be2")
+		}
+	}
+	ack := with(syn, func(p *pkt) { p.flags = "A" })
+	// The pass: be2 replaced by be3, then deleted.
+	if err := n.SetVIP(lb.VIP{Key: k, Backends: []lb.Backend{be1, be3}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.DeleteBackend(be2.ID); err != nil {
+		t.Fatal(err)
+	}
+	changed := time.Now()
+	if _, out := r.run(ack.build(t)); time.Since(changed) < grace && outerDst4(t, out) != be2.Addr {
+		t.Errorf("within the grace period the flow went to %v, want be2 %v still", outerDst4(t, out), be2.Addr)
+	}
+	if bs, _ := r.d.Backends(); bs[be2.ID] != be2.Addr {
+		t.Errorf("within the grace period the backends map has %v, want be2 still", bs)
+	}
+	time.Sleep(grace + 300*time.Millisecond)
+	if bs, _ := r.d.Backends(); bs[be2.ID].IsValid() {
+		t.Errorf("after the grace period be2 is still in the backends map: %v", bs)
+	}
+	if _, out := r.run(ack.build(t)); outerDst4(t, out) == be2.Addr {
+		t.Errorf("after the grace period the flow still went to be2")
+	}
+	// A backend listed again before its grace ends is kept.
+	if err := n.DeleteBackend(be3.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.SetVIP(lb.VIP{Key: k, Backends: []lb.Backend{be1, be3}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(grace + 300*time.Millisecond)
+	if bs, _ := r.d.Backends(); bs[be3.ID] != be3.Addr {
+		t.Errorf("be3, listed again within its grace, was deleted: %v", bs)
+	}
+}

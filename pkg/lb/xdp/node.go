@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -21,6 +23,12 @@ type Node struct {
 	d      *Dataplane
 	reason string
 	ifaces []string
+
+	// deleting: backends whose delete waits out the grace period (Options.MemberGrace),
+	// each with the token of its timer; SetVIP takes back the ones it lists.
+	dmu      sync.Mutex
+	deleting map[uint32]uint64
+	token    uint64
 }
 
 var _ lb.Dataplane = (*Node)(nil)
@@ -62,8 +70,13 @@ func (n *Node) Programmed() (lb.Programmed, error) {
 	return p, nil
 }
 
-// SetVIP implements lb.Programmer.
+// SetVIP implements lb.Programmer. A backend it lists whose delete was waiting is kept.
 func (n *Node) SetVIP(v lb.VIP) error {
+	n.dmu.Lock()
+	for _, b := range v.Backends {
+		delete(n.deleting, b.ID)
+	}
+	n.dmu.Unlock()
 	_, err := n.d.SetVIP(v)
 	return err
 }
@@ -71,8 +84,46 @@ func (n *Node) SetVIP(v lb.VIP) error {
 // DeleteVIP implements lb.Programmer.
 func (n *Node) DeleteVIP(k lb.VIPKey) error { return n.d.DeleteVIP(k) }
 
-// DeleteBackend implements lb.Programmer.
-func (n *Node) DeleteBackend(id uint32) error { return n.d.DeleteBackend(id) }
+// DeleteBackend implements lb.Programmer: the backend is deleted one grace period after
+// the pass that no longer lists it (Options.MemberGrace), so that a connection whose
+// first packet reached it just before its VIP's ring changed completes; its later
+// packets follow the conntrack entry until then. Its id is quarantined by the controller
+// meanwhile, so no other address takes it; a SetVIP that lists it again keeps it.
+func (n *Node) DeleteBackend(id uint32) error {
+	grace := n.d.opts.MemberGrace
+	if grace <= 0 {
+		return n.d.DeleteBackend(id)
+	}
+	if id == 0 || id >= MaxBackends {
+		return fmt.Errorf("backend id %d: must be in 1..%d", id, MaxBackends-1)
+	}
+	n.dmu.Lock()
+	defer n.dmu.Unlock()
+	if _, ok := n.deleting[id]; ok {
+		return nil // waiting already: a later pass does not push it back
+	}
+	if n.deleting == nil {
+		n.deleting = map[uint32]uint64{}
+	}
+	n.token++
+	tok := n.token
+	n.deleting[id] = tok
+	time.AfterFunc(grace, func() {
+		n.dmu.Lock()
+		defer n.dmu.Unlock()
+		if n.deleting[id] != tok {
+			return // listed again meanwhile
+		}
+		delete(n.deleting, id)
+		if n.d.isClosed() {
+			return
+		}
+		if err := n.d.DeleteBackend(id); err != nil {
+			n.d.log.Warn("delete a backend no VIP lists", "backend_id", id, "error", err)
+		}
+	})
+	return nil
+}
 
 // SetForwarding implements lb.Dataplane.
 func (n *Node) SetForwarding(f lb.Forwarding) error {

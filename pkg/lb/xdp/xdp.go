@@ -890,6 +890,12 @@ func (d *Dataplane) Detach(ifname string) error {
 
 // Close releases this process's handles. Pinned maps and pinned links stay, so traffic
 // keeps flowing; unpinned links are detached.
+func (d *Dataplane) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
+
 func (d *Dataplane) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
