@@ -36,7 +36,7 @@ func TestPrivilegedDenyBulkLoad(t *testing.T) {
 	r := newRig(t, Options{})
 	web := key("203.0.113.10", 80, tcp)
 	r.setVIP(lb.VIP{Key: web, Backends: backends(1, "198.51.100.11", "198.51.100.12")})
-	ps := millionPrefixes(1_000_000, mustAddr(cli4))
+	ps := millionPrefixes(shortN(1_000_000, 100_000), mustAddr(cli4)) // a million on the host
 	start := time.Now()
 	if err := r.d.DenyAdd(ps); err != nil {
 		t.Fatal(err)
