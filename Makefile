@@ -91,12 +91,12 @@ vet: deps
 # generated-code check, and (privileged) the BPF and daemon tests on Debian 12's 6.1 in a VM.
 test: deps check-generated vet
 	$(GO) test -count=1 -timeout 15m ./...
-	$(GO) run ./internal/vmtest/cmd/kernels -kernels 6.1
+	$(GO) run ./internal/vmtest/cmd/kernels -kernels 6.1 -timeout 15m
 
 # test-kernels runs the BPF tests (packet and decap tables, fuzz corpus, pinning, end to end)
 # and the daemon test on stock distribution kernels under QEMU, one boot per kernel.
 test-kernels: deps
-	L4LB_PRIVILEGED_TESTS=1 $(GO) run ./internal/vmtest/cmd/kernels -kernels $(KERNELS)
+	L4LB_PRIVILEGED_TESTS=1 $(GO) run ./internal/vmtest/cmd/kernels -kernels $(KERNELS) -timeout 15m
 
 bench: deps
 	$(GO) test -run '^$$' -bench Maglev -benchtime 200x -count 1 ./pkg/lb/
