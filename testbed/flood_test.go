@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netns"
@@ -151,12 +153,29 @@ func bpffsOf(t *testing.T, lb string) string {
 	}
 	for _, l := range strings.Split(string(raw), "\n") {
 		f := strings.Fields(l)
-		if len(f) > 2 && f[2] == "bpf" && strings.Contains(f[1], t.Name()) && strings.HasSuffix(f[1], "/"+lb+"/bpffs") {
+		if len(f) > 2 && f[2] == "bpf" && strings.Contains(f[1], tempDirName(t)) && strings.HasSuffix(f[1], "/"+lb+"/bpffs") {
 			return f[1]
 		}
 	}
 	t.Fatalf("no bpffs mount of %s for %s", lb, t.Name())
 	return ""
+}
+
+// tempDirName is the test's name as t.TempDir puts it in the path: only letters, digits
+// and a few punctuation marks kept (a subtest's "/" is dropped).
+func tempDirName(t *testing.T) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= utf8.RuneSelf:
+			if unicode.IsLetter(r) || unicode.IsNumber(r) {
+				return r
+			}
+			return -1
+		case '0' <= r && r <= '9', 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z', strings.ContainsRune("!#$%&()+,-.=@^_{}~ ", r):
+			return r
+		}
+		return -1
+	}, t.Name())
 }
 
 func lbPID(t *testing.T, b *testbed.Bed, lb string) int {
