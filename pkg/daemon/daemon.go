@@ -573,6 +573,9 @@ func (d *Daemon) Reload() error {
 	if err == nil {
 		spec, err = specFromConfig(cfg)
 	}
+	if err == nil {
+		err = d.fitsMaps(cfg)
+	}
 	var pfPlan *prefilterPlan
 	if err == nil {
 		pfPlan, err = planPrefilter(cfg)
@@ -612,6 +615,20 @@ func (d *Daemon) Reload() error {
 	}
 	d.m.reloads.WithLabelValues("applied").Inc()
 	d.log.Info("configuration reloaded", "vips", len(cfg.VIPs))
+	return nil
+}
+
+// fitsMaps refuses a configuration whose (VIP, backend) pairs the loaded XDP membership
+// map cannot take: sized at start, it grows only with a restart. Accepted, the reload's
+// passes would fail until then.
+func (d *Daemon) fitsMaps(cfg *config.Config) error {
+	pc, ok := d.dp.(interface{ PairCapacity() int })
+	if !ok {
+		return nil
+	}
+	if n, max := vipBackendPairs(cfg), pc.PairCapacity(); n > max {
+		return fmt.Errorf("vips: %d (VIP, backend) pairs, more than the %d this node's vip_backends map was sized for at start: restart l4lb to resize it", n, max)
+	}
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/l4lb/l4lb/internal/testutil"
 	"github.com/l4lb/l4lb/pkg/config"
+	"github.com/l4lb/l4lb/pkg/lb"
 	"github.com/l4lb/l4lb/pkg/lb/nft"
 )
 
@@ -65,5 +66,40 @@ func TestNATRefusesLeftoverXDP(t *testing.T) {
 		if !errors.Is(err, ErrXDPLeft) || !strings.Contains(err.Error(), "l4lb cleanup") {
 			t.Errorf("%s with a pinned xdp link: %v", mode, err)
 		}
+	}
+}
+
+// capacityDP is a data plane whose membership map takes cap pairs.
+type capacityDP struct {
+	lb.Dataplane
+	cap int
+}
+
+func (c capacityDP) PairCapacity() int { return c.cap }
+
+// A reload with more (VIP, backend) pairs than the XDP membership map was sized for at
+// start is refused (its passes would fail until a restart), naming the numbers.
+func TestReloadRefusesMorePairsThanTheMapTakes(t *testing.T) {
+	cfg := func(vips, backends int) *config.Config {
+		c := &config.Config{}
+		for range vips {
+			v := config.VIP{}
+			for range backends {
+				v.Backends = append(v.Backends, config.Backend{})
+			}
+			c.VIPs = append(c.VIPs, v)
+		}
+		return c
+	}
+	d := &Daemon{dp: capacityDP{cap: 12}}
+	if err := d.fitsMaps(cfg(3, 4)); err != nil {
+		t.Errorf("12 pairs into 12: %v", err)
+	}
+	err := d.fitsMaps(cfg(3, 5))
+	if err == nil || !strings.Contains(err.Error(), "15 (VIP, backend) pairs, more than the 12") || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("15 pairs into 12: %v", err)
+	}
+	if err := (&Daemon{dp: capacityDP{}}).fitsMaps(cfg(0, 0)); err != nil {
+		t.Errorf("no pairs: %v", err)
 	}
 }

@@ -70,6 +70,15 @@ func (n *Node) Programmed() (lb.Programmed, error) {
 	return p, nil
 }
 
+// PairCapacity is how many (VIP, backend) pairs vip_backends takes with room to spare
+// (three quarters of its slots; past that a pair's two buckets are often both full). The
+// map's size is fixed at load: more needs a restart (PairBucketsFor).
+func (n *Node) PairCapacity() int {
+	n.d.pairs.mu.Lock()
+	defer n.d.pairs.mu.Unlock()
+	return len(n.d.pairs.buckets) * pairWays * 3 / 4
+}
+
 // SetVIP implements lb.Programmer. A backend it lists whose delete was waiting is kept.
 func (n *Node) SetVIP(v lb.VIP) error {
 	n.dmu.Lock()
