@@ -86,7 +86,7 @@ struct flow_key {
 /* Conntrack (bpf/conntrack.h): an array of buckets of CT_WAYS ways, one cache line each.
  * A way holds a flow's 64-bit digest and a state word: bits 0-15 the backend id (0: the
  * way is empty), bit 16 (CT_REF) a packet found it since its bucket was last full, bit 17
- * (CT_BUSY) being written, bit 18 (CT_EST) a packet ever found it, bits 19-22 (CT_GEN)
+ * (CT_BUSY) being written, bit 18 (CT_EST) a packet ever found it, bits 19-31 (CT_GEN)
  * the claim generation, bits 32-63 the time of the last packet (UDP only) in units of
  * 2^24 ns. */
 struct ct_way {
