@@ -94,6 +94,29 @@ type prefilterState struct {
 
 var errNoPrefilter = errors.New("the data plane has no prefilter")
 
+// setPolicies gives each VIP of the plan its policy and clears it from the VIPs that had
+// one and are no longer in the plan; on success st.policies is the plan's. The caller
+// holds st.mu.
+func (st *prefilterState) setPolicies(pf lb.Prefilter, plan *prefilterPlan) error {
+	for k, pol := range plan.policies {
+		if err := pf.SetPolicy(k, pol); err != nil {
+			return err
+		}
+	}
+	for k := range st.policies {
+		if _, ok := plan.policies[k]; !ok {
+			if err := pf.SetPolicy(k, lb.Policy{}); err != nil {
+				return err
+			}
+		}
+	}
+	st.policies = map[lb.VIPKey]bool{}
+	for k := range plan.policies {
+		st.policies[k] = true
+	}
+	return nil
+}
+
 func (d *Daemon) prefilter() (lb.Prefilter, error) {
 	pf, ok := d.dp.(lb.Prefilter)
 	if !ok {
@@ -148,21 +171,8 @@ func (d *Daemon) applyPrefilter(plan *prefilterPlan, runtime []netip.Prefix) err
 	if err := pf.DenyDelete(del); err != nil {
 		return fmt.Errorf("deny list: %w", err)
 	}
-	for k, pol := range plan.policies {
-		if err := pf.SetPolicy(k, pol); err != nil {
-			return err
-		}
-	}
-	for k := range st.policies {
-		if _, ok := plan.policies[k]; !ok {
-			if err := pf.SetPolicy(k, lb.Policy{}); err != nil {
-				return err
-			}
-		}
-	}
-	st.policies = map[lb.VIPKey]bool{}
-	for k := range plan.policies {
-		st.policies[k] = true
+	if err := st.setPolicies(pf, plan); err != nil {
+		return err
 	}
 	st.plan = plan
 	if len(del) > 0 || len(add) > 0 {
@@ -232,23 +242,9 @@ func (d *Daemon) reloadPrefilter(plan *prefilterPlan) error {
 			return fmt.Errorf("deny list: %w", err)
 		}
 	}
-	for k, pol := range plan.policies {
-		if err := pf.SetPolicy(k, pol); err != nil {
-			undo()
-			return err
-		}
-	}
-	for k := range st.policies {
-		if _, ok := plan.policies[k]; !ok {
-			if err := pf.SetPolicy(k, lb.Policy{}); err != nil {
-				undo()
-				return err
-			}
-		}
-	}
-	st.policies = map[lb.VIPKey]bool{}
-	for k := range plan.policies {
-		st.policies[k] = true
+	if err := st.setPolicies(pf, plan); err != nil {
+		undo()
+		return err
 	}
 	st.plan = plan
 	if len(addList) > 0 || len(delList) > 0 {

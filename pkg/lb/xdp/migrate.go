@@ -173,17 +173,22 @@ func newUnpinned(ms *ebpf.MapSpec) (*ebpf.Map, error) {
 	return ebpf.NewMap(c)
 }
 
+// replaceEmpty puts an empty map of spec ms in the pin at path.
+func replaceEmpty(ms *ebpf.MapSpec, path string) error {
+	m, err := newUnpinned(ms)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", ms.Name, err)
+	}
+	defer m.Close()
+	return replacePin(m, path)
+}
+
 func migrateMap(spec *ebpf.CollectionSpec, ms *ebpf.MapSpec, old *ebpf.Map, dir string, diff error, log *slog.Logger) error {
 	name := ms.Name
 	path := filepath.Join(dir, name)
 	log = log.With("map", name, "pin", path, "change", diff.Error())
 	if isCounterMap(ms.Type) {
-		m, err := newUnpinned(ms)
-		if err != nil {
-			return fmt.Errorf("create %s: %w", name, err)
-		}
-		defer m.Close()
-		if err := replacePin(m, path); err != nil {
+		if err := replaceEmpty(ms, path); err != nil {
 			return err
 		}
 		log.Warn("pinned counter map has another shape: replaced, its counters restart from zero")
@@ -199,13 +204,8 @@ func migrateMap(spec *ebpf.CollectionSpec, ms *ebpf.MapSpec, old *ebpf.Map, dir 
 	}
 	if name == "vip_backends" {
 		// Placed by hash over its size: the first pass after the load places every
-		// VIP's backends again (before the program is attached).
-		m, err := newUnpinned(ms)
-		if err != nil {
-			return fmt.Errorf("create %s: %w", name, err)
-		}
-		defer m.Close()
-		if err := replacePin(m, path); err != nil {
+		// VIP's backends again (the membership check waits for it: members_ready).
+		if err := replaceEmpty(ms, path); err != nil {
 			return err
 		}
 		log.Info("pinned VIP membership map resized: refilled by the first pass")
