@@ -3,7 +3,8 @@
 # package version (which must start with a digit and sorts ~ before anything):
 #   on tag v1.2.3                   1.2.3
 #   4 commits after v1.2.3          1.2.3+4.g0123abc
-#   no tag yet                      0.0.0~git20250601.0123abc   (commit date, UTC)
+#   no tag yet                      0.0.0~git20250601103000.0123abc   (commit time, UTC:
+#                                   two snapshots of one day sort in commit order)
 #   uncommitted changes             ...+dirty
 # Outside a git checkout it prints 0.0.0~unknown.
 set -eu
@@ -21,5 +22,5 @@ if d=$(git describe --tags --match 'v[0-9]*' 2>/dev/null); then
 	echo "$d$dirty" | sed -e 's/^v//' -e 's/-\([0-9][0-9]*\)-g\([0-9a-f]*\)/+\1.g\2/'
 	exit 0
 fi
-date=$(TZ=UTC git log -1 --date=format-local:%Y%m%d --format=%cd)
+date=$(TZ=UTC git log -1 --date=format-local:%Y%m%d%H%M%S --format=%cd)
 echo "0.0.0~git$date.$(git rev-parse --short=7 HEAD)$dirty"

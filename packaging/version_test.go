@@ -29,11 +29,12 @@ func TestVersionScript(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "packaging", "version.sh"), script, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	when := "2025-06-01T10:00:00Z"
 	git := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command("git", append([]string{"-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"}, args...)...)
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_COMMITTER_DATE=2025-06-01T10:00:00Z", "GIT_AUTHOR_DATE=2025-06-01T10:00:00Z")
+		cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_COMMITTER_DATE="+when, "GIT_AUTHOR_DATE="+when)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("git %v: %v\n%s", args, err, out)
@@ -62,10 +63,16 @@ func TestVersionScript(t *testing.T) {
 		}
 		got = append(got, v)
 	}
-	check(`0\.0\.0~git20250601\.` + short())
+	check(`0\.0\.0~git20250601100000\.` + short())
+	// A later snapshot of the same day sorts after the first, whatever its hash.
+	when = "2025-06-01T10:30:00Z"
+	os.WriteFile(filepath.Join(dir, "g"), []byte("x"), 0o644)
+	git("add", "g")
+	git("commit", "-qm", "same day")
+	check(`0\.0\.0~git20250601103000\.` + short())
 	os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644)
 	git("add", "f")
-	check(`0\.0\.0~git20250601\.` + short() + `\+dirty`)
+	check(`0\.0\.0~git20250601103000\.` + short() + `\+dirty`)
 	git("commit", "-qm", "second")
 	git("tag", "v1.2.3")
 	check(`1\.2\.3`)
