@@ -4,11 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
+	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/l4lb/l4lb/internal/buildinfo"
+	"github.com/l4lb/l4lb/internal/logging"
 )
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -25,7 +26,9 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetVersionTemplate("l4lb {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	// Under systemd, stderr is the journal: it stamps each line, and the line's prefix
+	// gives its priority.
+	logger := logging.New(stderr, stderr == io.Writer(os.Stderr) && logging.StderrIsJournal())
 	cf.register(root)
 	root.AddCommand(newVersionCmd(&cf), newDecapCmd(logger), newRunCmd(logger), newCheckCmd(), newCleanupCmd(logger))
 	root.AddCommand(newManCmd())
