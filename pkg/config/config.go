@@ -70,13 +70,16 @@ type Admin struct {
 
 // BGP is parsed and validated here; pkg/bgp uses it.
 type BGP struct {
-	Enabled               bool     `mapstructure:"enabled"`
-	LocalASN              uint32   `mapstructure:"local_asn"`
-	RouterID              string   `mapstructure:"router_id"`
-	ListenPort            int32    `mapstructure:"listen_port"`
-	WithdrawWhenUnhealthy *bool    `mapstructure:"withdraw_when_unhealthy"`
-	Peers                 []Peer   `mapstructure:"peers"`
-	Communities           []string `mapstructure:"communities"`
+	Enabled               bool   `mapstructure:"enabled"`
+	LocalASN              uint32 `mapstructure:"local_asn"`
+	RouterID              string `mapstructure:"router_id"`
+	ListenPort            int32  `mapstructure:"listen_port"`
+	WithdrawWhenUnhealthy *bool  `mapstructure:"withdraw_when_unhealthy"`
+	// ReadyWait: at start, how long readiness (systemd's READY=1) waits for every peer's
+	// session; 0 does not wait.
+	ReadyWait   time.Duration `mapstructure:"ready_wait"`
+	Peers       []Peer        `mapstructure:"peers"`
+	Communities []string      `mapstructure:"communities"`
 }
 
 // Peer is one BGP neighbour.
@@ -153,6 +156,7 @@ const (
 	DefaultAdmin      = "127.0.0.1:9100"
 	DefaultDrainDelay = 5 * time.Second
 	DefaultResolve    = 10 * time.Second
+	DefaultReadyWait  = 20 * time.Second
 	DefaultWeight     = 1
 	MaxWeight         = 1 << 16
 )
@@ -184,6 +188,7 @@ func defaults() map[string]any {
 		"bgp.local_asn":            uint32(0),
 		"bgp.router_id":            "",
 		"bgp.listen_port":          int32(-1),
+		"bgp.ready_wait":           DefaultReadyWait,
 		"socket_lb.enabled":        false,
 		"socket_lb.cgroup":         "",
 		"socket_lb.sample_every":   uint32(1),

@@ -58,6 +58,9 @@ func Validate(c *Config) []Problem {
 	if c.DrainDelay < 0 {
 		bad("drain_delay", "must not be negative")
 	}
+	if c.BGP.ReadyWait < 0 {
+		bad("bgp.ready_wait", "must not be negative")
+	}
 	if c.NextHop.MAC != "" {
 		if mac, err := net.ParseMAC(c.NextHop.MAC); err != nil || len(mac) != 6 {
 			bad("nexthop.mac", "%q is not an Ethernet MAC address", c.NextHop.MAC)

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/l4lb/l4lb/pkg/bgp"
 	"github.com/l4lb/l4lb/pkg/config"
@@ -57,6 +58,39 @@ func (a *announcer) start(ctx context.Context, cfg *config.Config) error {
 	a.withdrawUnhealthy = cfg.BGP.WithdrawWhenUnhealthy == nil || *cfg.BGP.WithdrawWhenUnhealthy
 	a.mu.Unlock()
 	return nil
+}
+
+// waitEstablished waits until every peer's session is established or wait has passed,
+// and says how many are up ("bgp: 2/2 peers established", "... after 20s").
+func (a *announcer) waitEstablished(ctx context.Context, wait time.Duration) string {
+	deadline := time.Now().Add(wait)
+	for {
+		a.mu.Lock()
+		sp := a.speaker
+		a.mu.Unlock()
+		up, total := 0, 0
+		if sp != nil {
+			peers, err := sp.Peers(ctx)
+			if err == nil {
+				total = len(peers)
+				for _, p := range peers {
+					if p.Established {
+						up++
+					}
+				}
+			}
+		}
+		if sp != nil && total > 0 && up == total {
+			return fmt.Sprintf("bgp: %d/%d peers established", up, total)
+		}
+		if !time.Now().Before(deadline) || ctx.Err() != nil {
+			return fmt.Sprintf("bgp: %d/%d peers established after %s", up, total, wait)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // withdraw withdraws every announcement and keeps the sessions up (shutdown, first step).

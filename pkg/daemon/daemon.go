@@ -197,7 +197,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		d.ctrl.Reannounce()
 	}
-	d.sd.setAttached(d.log, readyStatus(d.dp.Info().Mode, links, len(cfg.VIPs)))
+	// With BGP, readiness waits (bgp.ready_wait) until the routers have the sessions that
+	// bring traffic here.
+	waitBGP := cfg.BGP.Enabled && cfg.BGP.ReadyWait > 0
+	d.sd.setAttached(d.log, readyStatus(d.dp.Info().Mode, links, len(cfg.VIPs)), waitBGP)
+	if waitBGP {
+		go func() {
+			status := d.ann.waitEstablished(ctx, cfg.BGP.ReadyWait)
+			d.log.Info("ready to serve", "status", status)
+			d.sd.setBGP(d.log, status)
+		}()
+	}
 
 	srv := &http.Server{
 		Handler: admin.New(d.log, d, token, reg), ReadHeaderTimeout: 5 * time.Second,

@@ -22,33 +22,45 @@ func sdNotify(lines ...string) error {
 }
 
 // readiness sends READY=1 once, when the node can forward: the data plane holds the
-// configuration (a controller pass succeeded) and the program is attached with BGP
-// started (Run got past both). The two happen in either order: a first pass that fails
-// is retried in the background, after the attach.
+// configuration (a controller pass succeeded), the program is attached with BGP started
+// (Run got past both) and, when start-up waits for BGP (bgp.ready_wait), every peer is
+// established or the wait is over. The first two happen in either order: a first pass
+// that fails is retried in the background, after the attach.
 type readiness struct {
 	mu                      sync.Mutex
 	applied, attached, sent bool
-	status                  string
+	bgpPending              bool   // attached, waiting for the BGP sessions
+	status, bgpStatus       string // STATUS= line: the data plane's, then BGP's
 }
 
 // setApplied records a successful controller pass.
 func (r *readiness) setApplied(log *slog.Logger) { r.set(log, func() { r.applied = true }) }
 
 // setAttached records that the program is attached and BGP started; status is the
-// STATUS= line systemctl status shows.
-func (r *readiness) setAttached(log *slog.Logger, status string) {
-	r.set(log, func() { r.attached, r.status = true, status })
+// STATUS= line systemctl status shows. waitBGP holds READY=1 back until setBGP.
+func (r *readiness) setAttached(log *slog.Logger, status string, waitBGP bool) {
+	r.set(log, func() { r.attached, r.status, r.bgpPending = true, status, waitBGP })
+}
+
+// setBGP ends the wait for BGP; status ("bgp: 2/2 peers established") is added to the
+// STATUS= line.
+func (r *readiness) setBGP(log *slog.Logger, status string) {
+	r.set(log, func() { r.bgpPending, r.bgpStatus = false, status })
 }
 
 func (r *readiness) set(log *slog.Logger, f func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f()
-	if r.sent || !r.applied || !r.attached {
+	if r.sent || !r.applied || !r.attached || r.bgpPending {
 		return
 	}
 	r.sent = true
-	if err := sdNotify(sd.SdNotifyReady, "STATUS="+r.status); err != nil {
+	status := r.status
+	if r.bgpStatus != "" {
+		status += "; " + r.bgpStatus
+	}
+	if err := sdNotify(sd.SdNotifyReady, "STATUS="+status); err != nil {
 		log.Warn("tell systemd the node is ready", "error", err)
 	}
 }

@@ -41,32 +41,44 @@ func received(t *testing.T, c *net.UnixConn, wait time.Duration) []string {
 }
 
 // TestReadinessWaitsForBoth: READY=1 goes out once, at the step that makes the node both
-// applied and attached, whatever the order, and not before.
+// applied and attached (and, when it waits for BGP, BGP is done), whatever the order,
+// and not before.
 func TestReadinessWaitsForBoth(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
+	const bgpDone = "READY=1\nSTATUS=forwarding; bgp: 2/2 peers established"
 	for _, tc := range []struct {
 		name    string
-		steps   []string // "applied", "attached"
+		steps   []string // "applied", "attached", "attached-waiting-bgp", "bgp"
 		readyAt int      // the step after which READY=1 arrives; -1: never
+		want    string   // what arrives then; "": READY=1 with the data plane's status
 	}{
-		{"applied then attached", []string{"applied", "attached"}, 1},
-		{"attached, first pass failed, retry succeeds", []string{"attached", "applied"}, 1},
-		{"applied only", []string{"applied", "applied"}, -1},
-		{"attached only", []string{"attached"}, -1},
-		{"sent once", []string{"applied", "attached", "applied", "attached"}, 1},
+		{"applied then attached", []string{"applied", "attached"}, 1, ""},
+		{"attached, first pass failed, retry succeeds", []string{"attached", "applied"}, 1, ""},
+		{"applied only", []string{"applied", "applied"}, -1, ""},
+		{"attached only", []string{"attached"}, -1, ""},
+		{"sent once", []string{"applied", "attached", "applied", "attached"}, 1, ""},
+		{"waits for BGP", []string{"applied", "attached-waiting-bgp", "bgp"}, 2, bgpDone},
+		{"BGP before the first good pass", []string{"attached-waiting-bgp", "bgp", "applied"}, 2, bgpDone},
+		{"BGP never done", []string{"applied", "attached-waiting-bgp", "applied"}, -1, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := listenNotify(t, filepath.Join(t.TempDir(), "notify"))
 			var r readiness
 			for i, s := range tc.steps {
-				if s == "applied" {
+				switch s {
+				case "applied":
 					r.setApplied(log)
-				} else {
-					r.setAttached(log, "forwarding")
+				case "attached", "attached-waiting-bgp":
+					r.setAttached(log, "forwarding", s != "attached")
+				case "bgp":
+					r.setBGP(log, "bgp: 2/2 peers established")
 				}
 				var want []string
 				if i == tc.readyAt {
 					want = []string{"READY=1\nSTATUS=forwarding"}
+					if tc.want != "" {
+						want = []string{tc.want}
+					}
 				}
 				if diff := cmp.Diff(want, received(t, c, 50*time.Millisecond)); diff != "" {
 					t.Fatalf("after step %d (%s): datagrams (-want +got):\n%s", i, s, diff)
@@ -128,7 +140,7 @@ func TestReloadNotifications(t *testing.T) {
 	reloads := 0
 	reload := func() { reloads++ }
 
-	r.setAttached(log, "forwarding")
+	r.setAttached(log, "forwarding", false)
 	r.reload(log, reload)
 	if got := received(t, c, 50*time.Millisecond); len(got) != 0 || reloads != 1 {
 		t.Fatalf("reload before READY=1: ran %d times, sent %q; want it run and nothing sent", reloads, got)
