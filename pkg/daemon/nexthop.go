@@ -145,7 +145,13 @@ func watchRouting(ctx context.Context, interval func() time.Duration, warn func(
 	defer close(done)
 	routes := make(chan netlink.RouteUpdate, 64)
 	neighs := make(chan netlink.NeighUpdate, 64)
-	errs := func(err error) { warn("netlink subscription", "error", err) }
+	// Closing the subscriptions at stop ends their receives with an error: not worth a
+	// warning.
+	errs := func(err error) {
+		if ctx.Err() == nil {
+			warn("netlink subscription", "error", err)
+		}
+	}
 	rerr := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: errs})
 	nerr := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: errs})
 	if rerr != nil || nerr != nil {
