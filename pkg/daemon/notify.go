@@ -88,11 +88,14 @@ func (r *readiness) reload(log *slog.Logger, reload func()) {
 }
 
 // readyStatus is the STATUS= line sent with READY=1, made from what Attach returned:
-// "forwarding: xdp on eth0 (native), eth1 (adopted), 3 vips".
+// "forwarding: xdp on eth0 (native), eth1 (adopted), 3 vips"; "forwarding: socket, 3 vips".
 func readyStatus(mode string, links map[string]string, vips int) string {
 	var ifs []string
 	for _, name := range slices.Sorted(maps.Keys(links)) {
 		ifs = append(ifs, fmt.Sprintf("%s (%s)", name, links[name]))
+	}
+	if len(ifs) == 0 { // socket LB alone: attached to a cgroup, not to interfaces
+		return fmt.Sprintf("forwarding: %s, %d vips", mode, vips)
 	}
 	return fmt.Sprintf("forwarding: %s on %s, %d vips", mode, strings.Join(ifs, ", "), vips)
 }

@@ -127,6 +127,9 @@ func TestReadyStatus(t *testing.T) {
 	if want := "forwarding: xdp on eth0 (native), eth1 (adopted), 3 vips"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
+	if got, want := readyStatus("socket", nil, 2), "forwarding: socket, 2 vips"; got != want {
+		t.Errorf("socket LB alone: got %q, want %q", got, want)
+	}
 }
 
 // TestReloadNotifications: a reload is framed by RELOADING=1 (with MONOTONIC_USEC, which
