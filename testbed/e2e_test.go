@@ -1,7 +1,6 @@
 package testbed_test
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -9,17 +8,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
 
 	"github.com/l4lb/l4lb/internal/testutil"
 	"github.com/l4lb/l4lb/pkg/daemon"
@@ -115,50 +111,6 @@ func waitHops(t testing.TB, b *testbed.Bed, hops int, timeout time.Duration) tim
 		t.Fatalf("routes not at %d next hop(s) after %s: %s", hops, timeout, last)
 	}
 	return time.Since(start)
-}
-
-// dial opens a TCP connection from a node's namespace.
-func dial(b *testbed.Bed, node, addr string) (net.Conn, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return nil, err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(b.NS(node))
-	if err != nil {
-		return nil, err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return nil, err
-	}
-	// The socket is created in this thread's namespace and stays there.
-	c, derr := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err := netns.Set(orig); err != nil {
-		panic(fmt.Sprintf("cannot return to the original network namespace: %v", err))
-	}
-	return c, derr
-}
-
-// get sends one HTTP request on a kept-alive connection and returns the body (the
-// backend's name).
-func get(c net.Conn, r *bufio.Reader, host string) (string, error) {
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", host); err != nil {
-		return "", err
-	}
-	resp, err := http.ReadResponse(r, nil)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var sb strings.Builder
-	if _, err := bufio.NewReader(resp.Body).WriteTo(&sb); err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(sb.String()), nil
 }
 
 func curlCounts(t *testing.T, b *testbed.Bed, url string, n int) map[string]int {
@@ -353,13 +305,13 @@ func TestPrivilegedTestbed(t *testing.T) {
 
 		survived, moved := 0, 0
 		for i, c := range conns {
-			be, err := get(c.c, c.r, testbed.VIP4)
+			be, err := c.Get()
 			switch {
 			case err != nil:
-				t.Errorf("connection %d (to %s) broke: %v", i, c.backend, err)
-			case be != c.backend:
+				t.Errorf("connection %d (to %s) broke: %v", i, c.Backend, err)
+			case be != c.Backend:
 				moved++
-				t.Errorf("connection %d answered by %s, was %s", i, be, c.backend)
+				t.Errorf("connection %d answered by %s, was %s", i, be, c.Backend)
 			default:
 				survived++
 			}

@@ -114,8 +114,8 @@ func TestPrivilegedFloodTestbed(t *testing.T) {
 		case <-time.After(time.Second):
 			report("during")
 			for i := 0; i < nConns; i += 2 {
-				if be, err := get(conns[i].c, conns[i].r, testbed.VIP4); err != nil || be != conns[i].backend {
-					t.Errorf("during the flood, active connection %d: %q, %v (was %s)", i, be, err, conns[i].backend)
+				if be, err := conns[i].Get(); err != nil || be != conns[i].Backend {
+					t.Errorf("during the flood, active connection %d: %q, %v (was %s)", i, be, err, conns[i].Backend)
 				}
 			}
 		}
@@ -134,10 +134,10 @@ func TestPrivilegedFloodTestbed(t *testing.T) {
 	waitWeb(t, b, 3, 20*time.Second)
 	broken := 0
 	for i, c := range conns {
-		be, err := get(c.c, c.r, testbed.VIP4)
-		if err != nil || be != c.backend {
+		be, err := c.Get()
+		if err != nil || be != c.Backend {
 			broken++
-			t.Errorf("after the flood and the new backend, connection %d (idle %v): %q, %v (was %s)", i, i%2 == 1, be, err, c.backend)
+			t.Errorf("after the flood and the new backend, connection %d (idle %v): %q, %v (was %s)", i, i%2 == 1, be, err, c.Backend)
 		}
 	}
 	t.Logf("%d of %d connections (%d idle through the flood) kept their backend", nConns-broken, nConns, nConns/2)

@@ -126,12 +126,12 @@ func TestPrivilegedReplaceBackendTestbed(t *testing.T) {
 	t.Logf("before: %s", describeWeb(st))
 
 	request := func() (string, error) {
-		c, err := dial(b, "client", net.JoinHostPort(testbed.VIP4, "80"))
+		c, err := b.Dial("client", net.JoinHostPort(testbed.VIP4, "80"))
 		if err != nil {
 			return "", err
 		}
 		defer c.Close()
-		return get(c, bufio.NewReader(c), testbed.VIP4)
+		return testbed.Get(c, bufio.NewReader(c), testbed.VIP4)
 	}
 	load := testutil.StartLoad(4, 10*time.Millisecond, request)
 	stopped := false

@@ -46,7 +46,7 @@ func TestPrivilegedStatusPage(t *testing.T) {
 			}
 			go func() {
 				defer c.Close()
-				u, err := dial(b, "lb1", "127.0.0.1:9100")
+				u, err := b.Dial("lb1", "127.0.0.1:9100")
 				if err != nil {
 					return
 				}

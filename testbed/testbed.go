@@ -104,6 +104,10 @@ type Config struct {
 	Mode string
 	// NodeModes overrides Mode per LB node (a fleet that mixes modes; tests).
 	NodeModes map[string]string
+	// External names LB nodes on which Up starts no l4lb: their namespace, links and
+	// bpffs mount (LBBPFFS) are made, and the caller runs l4lb there itself (the
+	// packaging test boots a systemd container in the node's namespace).
+	External []string
 }
 
 // Bed is a testbed, up or not.
@@ -384,6 +388,11 @@ func (b *Bed) Up(ctx context.Context) error {
 	if b.cfg.Prefix == "" || b.cfg.Dir == "" || b.cfg.L4LB == "" || b.cfg.Self == "" || b.cfg.LBConfig == nil {
 		return errors.New("testbed: Prefix, Dir, L4LB, Self and LBConfig are required")
 	}
+	for _, lb := range b.cfg.External {
+		if !slices.Contains(LBNodes, lb) {
+			return fmt.Errorf("testbed: external node %q is not an LB node (%v)", lb, LBNodes)
+		}
+	}
 	var missing []string
 	for _, c := range []string{"ip", "ethtool", "sysctl", "bird", "birdc", b.cfg.L4LB, cmp.Or(b.cfg.Decap, b.cfg.L4LB), b.cfg.Self} {
 		if _, err := exec.LookPath(c); err != nil {
@@ -503,6 +512,9 @@ func (b *Bed) Up(ctx context.Context) error {
 		if err := syscall.Mount("bpf", b.path(lb, "bpffs"), "bpf", 0, "mode=0700"); err != nil {
 			return fmt.Errorf("mount the bpffs of %s: %w", lb, err)
 		}
+		if slices.Contains(b.cfg.External, lb) {
+			continue
+		}
 		if err := b.StartLB(lb); err != nil {
 			return err
 		}
@@ -537,6 +549,9 @@ func (b *Bed) StopBackend(be string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// LBBPFFS is the bpffs mount of an LB node (its l4lb pins under LBBPFFS/l4lb).
+func (b *Bed) LBBPFFS(lb string) string { return b.path(lb, "bpffs") }
 
 // StartLB starts l4lb on an LB node with its config.
 func (b *Bed) StartLB(lb string) error {

@@ -101,12 +101,12 @@ func upgradeKeepsFlows(t *testing.T, release, migration string) {
 		t.Helper()
 		kept := 0
 		for i, c := range conns {
-			be, err := get(c.c, c.r, testbed.VIP4)
+			be, err := c.Get()
 			switch {
 			case err != nil:
-				t.Errorf("%s: connection %d (to %s) broke: %v", when, i, c.backend, err)
-			case be != c.backend:
-				t.Errorf("%s: connection %d answered by %s, was %s", when, i, be, c.backend)
+				t.Errorf("%s: connection %d (to %s) broke: %v", when, i, c.Backend, err)
+			case be != c.Backend:
+				t.Errorf("%s: connection %d answered by %s, was %s", when, i, be, c.Backend)
 			default:
 				kept++
 			}
@@ -127,19 +127,19 @@ func upgradeKeepsFlows(t *testing.T, release, migration string) {
 		defer ct.Close()
 		ids := map[string]uint32{}
 		for i, c := range conns {
-			la := c.c.LocalAddr().(*net.TCPAddr).AddrPort()
+			la := c.C.LocalAddr().(*net.TCPAddr).AddrPort()
 			f := xdp.Flow{Src: la.Addr().Unmap(), Dst: netip.MustParseAddr(testbed.VIP4), Sport: la.Port(), Dport: 80, Proto: lb.ProtoTCP}
 			id, ok, err := xdp.ConntrackLookupIn(ct, f)
 			switch {
 			case err != nil:
 				t.Fatal(err)
 			case !ok:
-				t.Errorf("lb2 restarted: connection %d (%v, to %s) has no conntrack entry", i, la, c.backend)
+				t.Errorf("lb2 restarted: connection %d (%v, to %s) has no conntrack entry", i, la, c.Backend)
 			default:
-				if prev, seen := ids[c.backend]; seen && prev != id {
-					t.Errorf("lb2 restarted: connection %d to %s has backend id %d, another to it %d", i, c.backend, id, prev)
+				if prev, seen := ids[c.Backend]; seen && prev != id {
+					t.Errorf("lb2 restarted: connection %d to %s has backend id %d, another to it %d", i, c.Backend, id, prev)
 				}
-				ids[c.backend] = id
+				ids[c.Backend] = id
 			}
 		}
 		if len(ids) > 1 {
