@@ -6,7 +6,7 @@ export GOFLAGS ?= -mod=mod
 # Debian packages the build, the tests and the testbed need.
 DEB_PACKAGES := clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool iproute2 ethtool iputils-ping procps tcpdump iperf3 curl bird2 \
 	qemu-system-x86 busybox-static xz-utils kmod \
-	systemd debootstrap chromium \
+	systemd systemd-container debootstrap chromium \
 	nftables iptables conntrack ipvsadm
 
 # The stock kernels the BPF programs are tested on under QEMU (make test-kernels; make test
@@ -26,7 +26,7 @@ VERSION ?= $(shell packaging/version.sh)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X github.com/l4lb/l4lb/internal/buildinfo.version=$(VERSION) -X github.com/l4lb/l4lb/internal/buildinfo.revision=$(REVISION)
 
-.PHONY: all deps build package test-package generate check-generated test test-kernels test-unit test-privileged bench flood fuzz demo demo-down vet clean
+.PHONY: all deps build package test-package test-systemd generate check-generated test test-kernels test-unit test-privileged bench flood fuzz demo demo-down vet clean
 
 all: build
 
@@ -69,6 +69,14 @@ package: deps
 # later ones unpack the cached root (~30 s).
 test-package: package
 	L4LB_PRIVILEGED_TESTS=1 L4LB_DEB=$$(ls bin/l4lb_*.deb) $(GO) test -count=1 -run 'Package|Unit' -v ./packaging/
+
+# test-systemd runs the package under a real systemd (root): a Debian 12 root with systemd
+# as PID 1 (systemd-nspawn) boots in the testbed's lb1 namespace, upgrades from the
+# previous release's package and is started, reloaded, stopped, killed and run on each
+# data plane by systemctl, checked from the router and the client (about a minute; the
+# first run also debootstraps). make test runs it too (go test ./...).
+test-systemd: package
+	L4LB_PRIVILEGED_TESTS=1 L4LB_DEB=$$(ls bin/l4lb_*.deb) $(GO) test -count=1 -run 'Systemd' -v -timeout 15m ./packaging/
 
 # generate rebuilds the committed bpf2go output with the pinned clang.
 generate: deps

@@ -26,21 +26,7 @@ const envMirror = "L4LB_DEBIAN_MIRROR"
 func TestPrivilegedPackage(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	testutil.RequireCommands(t, "debootstrap", "chroot", "dpkg-deb", "systemd-analyze")
-	deb := os.Getenv(envDeb)
-	if deb == "" {
-		testutil.RequireCommands(t, "make", "go")
-		start := time.Now()
-		out, err := exec.Command("make", "-C", "..", "package").CombinedOutput()
-		if err != nil {
-			t.Fatalf("make package: %v\n%s", err, out)
-		}
-		matches, _ := filepath.Glob("../bin/l4lb_*_amd64.deb")
-		if len(matches) != 1 {
-			t.Fatalf("make package made %v, want one bin/l4lb_*_amd64.deb", matches)
-		}
-		deb = matches[0]
-		t.Logf("make package: %s in %s", deb, time.Since(start).Round(time.Second))
-	}
+	deb := currentDeb(t)
 	version := strings.TrimSpace(run(t, "dpkg-deb", "-f", deb, "Version"))
 
 	root := debianRoot(t)
@@ -130,27 +116,31 @@ func TestPrivilegedPackage(t *testing.T) {
 	}
 }
 
-// debianRoot returns a fresh Debian 12 (bookworm) minbase root in a temporary
-// directory. debootstrap makes it once, and a tarball of that pristine root is kept in
-// the user's cache directory; later runs unpack a new copy of it (seconds instead of
-// minutes). Delete the tarball to bootstrap afresh.
-func debianRoot(t *testing.T) string {
+// debianRoot returns a fresh Debian 12 (bookworm) minbase root in a temporary directory.
+func debianRoot(t *testing.T) string { return debianRootWith(t, "minbase", nil) }
+
+// debianRootWith returns a fresh Debian 12 minbase root with the packages include in a
+// temporary directory. debootstrap makes it once, and a tarball of that pristine root
+// (named by flavour) is kept in the user's cache directory; later runs unpack a new copy
+// of it (seconds instead of minutes). Delete the tarball to bootstrap afresh.
+func debianRootWith(t *testing.T, flavour string, include []string) string {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "root")
 	if err := os.Mkdir(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	tarball := filepath.Join(cache, "l4lb", "debootstrap-bookworm-minbase.tar")
+	tarball := filepath.Join(cacheDir(), "l4lb", "debootstrap-bookworm-"+flavour+".tar")
 	if _, err := os.Stat(tarball); err != nil {
 		start := time.Now()
-		if out, err := exec.Command("debootstrap", "--variant=minbase", "bookworm", root, mirror()).CombinedOutput(); err != nil {
+		args := []string{"--variant=minbase"}
+		if len(include) > 0 {
+			args = append(args, "--include="+strings.Join(include, ","))
+		}
+		args = append(args, "bookworm", root, mirror())
+		if out, err := exec.Command("debootstrap", args...).CombinedOutput(); err != nil {
 			t.Fatalf("debootstrap from %s: %v\n%s", mirror(), err, tail(out))
 		}
-		t.Logf("debootstrap bookworm minbase from %s: %s", mirror(), time.Since(start).Round(time.Second))
+		t.Logf("debootstrap bookworm %s from %s: %s", flavour, mirror(), time.Since(start).Round(time.Second))
 		if err := os.MkdirAll(filepath.Dir(tarball), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -164,6 +154,83 @@ func debianRoot(t *testing.T) string {
 	run(t, "tar", "-C", root, "--numeric-owner", "-xpf", tarball)
 	t.Logf("Debian 12 root unpacked from %s (made by debootstrap; delete it to bootstrap again)", tarball)
 	return root
+}
+
+func cacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return d
+	}
+	return os.TempDir()
+}
+
+// builtDeb is the package currentDeb made, shared by the tests of one run.
+var builtDeb string
+
+// currentDeb is the package under test: $L4LB_DEB, or what `make package` builds (once
+// per test binary).
+func currentDeb(t *testing.T) string {
+	t.Helper()
+	if deb := os.Getenv(envDeb); deb != "" {
+		return deb
+	}
+	if builtDeb != "" {
+		return builtDeb
+	}
+	testutil.RequireCommands(t, "make", "go")
+	start := time.Now()
+	out, err := exec.Command("make", "-C", "..", "package").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make package: %v\n%s", err, out)
+	}
+	matches, _ := filepath.Glob("../bin/l4lb_*_amd64.deb")
+	if len(matches) != 1 {
+		t.Fatalf("make package made %v, want one bin/l4lb_*_amd64.deb", matches)
+	}
+	builtDeb = matches[0]
+	t.Logf("make package: %s in %s", builtDeb, time.Since(start).Round(time.Second))
+	return builtDeb
+}
+
+// previousDeb builds the package of an earlier release from git history with that
+// release's own make package (cached under the user's cache directory), versioned as
+// version.sh versions a snapshot: the commit's time and hash. Without that history (a
+// shallow clone) the test is skipped, saying so.
+func previousDeb(t *testing.T, release string) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deb := filepath.Join(cacheDir(), "l4lb-test", "l4lb-"+release+".deb")
+	if _, err := os.Stat(deb); err == nil {
+		return deb
+	}
+	if out, err := exec.Command("git", "-C", root, "cat-file", "-e", release+"^{commit}").CombinedOutput(); err != nil {
+		t.Skipf("release %s not in the git history (shallow clone or no git: %v %s); fetch it to run the upgrade", release, err, strings.TrimSpace(string(out)))
+	}
+	meta := strings.Fields(run(t, "env", "TZ=UTC", "git", "-C", root, "log", "-1", "--date=format-local:%Y%m%d%H%M%S", "--format=%cd %h %H", release))
+	version, revision := "0.0.0~git"+meta[0]+"."+meta[1], meta[2]
+	src := t.TempDir()
+	run(t, "sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", root, release, src)
+	start := time.Now()
+	build := exec.Command("make", "-C", src, "package", "VERSION="+version, "REVISION="+revision)
+	build.Env = append(os.Environ(), "TZ=UTC")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("make package of %s: %v\n%s", release, err, tail(out))
+	}
+	built, _ := filepath.Glob(filepath.Join(src, "bin", "l4lb_*_amd64.deb"))
+	if len(built) != 1 {
+		t.Fatalf("make package of %s made %v", release, built)
+	}
+	if err := os.MkdirAll(filepath.Dir(deb), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "cp", built[0], deb+".tmp")
+	if err := os.Rename(deb+".tmp", deb); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("package of %s (%s) built in %s", release, version, time.Since(start).Round(time.Second))
+	return deb
 }
 
 func run(t *testing.T, args ...string) string {
