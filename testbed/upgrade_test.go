@@ -20,9 +20,11 @@ import (
 )
 
 // releases are the earlier releases an upgrade starts from, each with what the new
-// daemon's log must say it did with that release's pinned maps: the last release, and
-// the last one whose conntrack had another layout (an LRU hash).
+// daemon's log must say it did with that release's pinned maps: the last release, the
+// last one with a pinned map this one no longer has, and the last one whose conntrack
+// had another layout (an LRU hash).
 var releases = []struct{ commit, migration string }{
+	{"4401d12", "adopted pinned xdp link"},
 	{"e2172fd", "removed a pinned map this release no longer uses"}, // backend_stats, now per (VIP, backend)
 	{"ce3a5fa", "migrated pinned conntrack"},
 }
