@@ -54,6 +54,8 @@ func TestPrivilegedSighupNeverStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	// BGP on, with a peer that never answers: the drain delay applies only with BGP.
+	// Readiness does not wait for that peer (ready_wait: 0s), so the start-up's SIGHUP is
+	// a reload after READY=1.
 	cfg := fmt.Sprintf(`interfaces: [l0]
 bpffs: %s/l4lb
 state_file: %s
@@ -69,6 +71,7 @@ bgp:
   local_asn: 65001
   router_id: 192.0.2.2
   listen_port: -1
+  ready_wait: 0s
   peers:
     - address: 192.0.2.1
       asn: 65000
