@@ -6,6 +6,7 @@ import (
 	"math/bits"
 	"net/netip"
 
+	"github.com/l4lb/l4lb/internal/bpfobj"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
@@ -92,8 +93,8 @@ type Flow struct {
 // flowWords64 mirrors flow_words64 in bpf/flowhash.h: jhash over the addresses and
 // ports seeded with seed, as b << 32 | c. noSport zeroes the source port.
 func flowWords64(f Flow, noSport bool, seed uint32) uint64 {
-	src, fam := addr16(f.Src)
-	dst, _ := addr16(f.Dst)
+	src, fam := bpfobj.Addr16(f.Src)
+	dst, _ := bpfobj.Addr16(f.Dst)
 	// The data plane loads the two network-order ports as one little-endian word.
 	var pb [4]byte
 	binary.BigEndian.PutUint16(pb[0:], f.Sport)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/l4lb/l4lb/internal/bpfobj"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
@@ -280,7 +281,7 @@ func (d *Dataplane) writePolicy(id uint32, p Policy) error {
 	want := map[xdplbAllowKey]bool{}
 	for _, a := range p.Allow {
 		k := xdplbAllowKey{Prefixlen: 32 + uint32(a.Bits()), VipId: id}
-		k.Addr, _ = addr16(a.Addr())
+		k.Addr, _ = bpfobj.Addr16(a.Addr())
 		want[k] = true
 	}
 	if d.allowByID == nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/l4lb/l4lb/internal/bpfobj"
 	"github.com/l4lb/l4lb/internal/limits"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
@@ -262,7 +263,7 @@ func Load(opts Options) (*Dataplane, error) {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
 			return nil, fmt.Errorf("load xdp_lb: %w (%w: remove %s to start afresh)", err, ErrIncompatible, opts.PinPath)
 		}
-		return nil, loadError("xdp_lb", err)
+		return nil, bpfobj.DescribeLoad("xdp_lb", err)
 	}
 	if err := d.syncDir4(); err != nil {
 		d.objs.Close()
@@ -487,7 +488,7 @@ func (d *Dataplane) SetBackend(id uint32, addr netip.Addr) error {
 	if !addr.IsValid() {
 		return fmt.Errorf("backend %d: invalid address", id)
 	}
-	a, fam := addr16(addr)
+	a, fam := bpfobj.Addr16(addr)
 	v := xdplbBackend{Addr: a, Family: fam, Flags: 1}
 	if err := d.objs.Backends.Put(id, &v); err != nil {
 		return fmt.Errorf("write backend %d: %w", id, err)
@@ -553,12 +554,12 @@ func (d *Dataplane) Backends() (map[uint32]netip.Addr, error) {
 }
 
 func vipKey(k lb.VIPKey) xdplbVipKey {
-	a, fam := addr16(k.Addr)
+	a, fam := bpfobj.Addr16(k.Addr)
 	return xdplbVipKey{Addr: a, Port: htons(k.Port), Proto: uint8(k.Proto), Family: fam}
 }
 
 func vipAddrKey(k lb.VIPKey) xdplbVipKey {
-	a, fam := addr16(k.Addr)
+	a, fam := bpfobj.Addr16(k.Addr)
 	return xdplbVipKey{Addr: a, Family: fam}
 }
 
@@ -785,23 +786,7 @@ func (d *Dataplane) VIPCounters(id uint32) (Counters, error) {
 
 // Stats returns the named global counters summed over CPUs.
 func (d *Dataplane) Stats() (map[string]uint64, error) {
-	return readStats(d.objs.Stats, statNames[:])
-}
-
-func readStats(m *ebpf.Map, names []string) (map[string]uint64, error) {
-	out := make(map[string]uint64, len(names))
-	for i, name := range names {
-		var per []uint64
-		if err := m.Lookup(uint32(i), &per); err != nil {
-			return nil, fmt.Errorf("read counter %s: %w", name, err)
-		}
-		var sum uint64
-		for _, v := range per {
-			sum += v
-		}
-		out[name] = sum
-	}
-	return out, nil
+	return bpfobj.SumCounters(d.objs.Stats, statNames[:])
 }
 
 // Attach attaches the program to ifname through a bpf_link, in native mode, or in generic

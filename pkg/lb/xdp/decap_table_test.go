@@ -10,6 +10,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/l4lb/l4lb/pkg/decap"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
@@ -68,7 +69,7 @@ func TestPrivilegedDecapTable(t *testing.T) {
 	r.setVIP(lb.VIP{Key: key("203.0.113.30", 80, tcp), Backends: backends(11, "2001:db8:b::11")})
 	r.setVIP(lb.VIP{Key: key("203.0.113.99", 80, tcp), Backends: backends(1, "198.51.100.11")})
 
-	d, err := LoadDecap()
+	d, err := decap.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +251,7 @@ func TestPrivilegedDecapAllowsNoSourceUntilTold(t *testing.T) {
 	r := newRig(t, Options{})
 	r.setVIP(lb.VIP{Key: key("203.0.113.10", 80, tcp), Backends: backends(1, "198.51.100.11")})
 	r.setVIP(lb.VIP{Key: key("2001:db8:f::10", 80, tcp), Backends: backends(11, "2001:db8:b::11")})
-	d, err := LoadDecap()
+	d, err := decap.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
