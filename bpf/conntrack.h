@@ -101,13 +101,6 @@ static __always_inline __u64 ct_state(__u32 backend_id, __u64 now_ns)
 	return (backend_id & CT_BACKEND_MASK) | ((now_ns >> CT_TIME_SHIFT) << CT_SEEN_SHIFT);
 }
 
-/* Ranks of a way for a new flow, best first. */
-#define CT_RANK_SAME 0
-#define CT_RANK_EMPTY 1
-#define CT_RANK_ONE_PACKET 2
-#define CT_RANK_IDLE 3
-#define CT_RANK_NONE 4
-
 /* ct_victim: the best way of bk for digest d: its index in *way, the state read in
  * *state; returns its rank. */
 static __always_inline int ct_victim(struct ct_bucket *bk, __u64 d, __u32 *way, __u64 *state)

@@ -43,6 +43,12 @@
 #define CT_CLAIM_MASK (CT_BACKEND_MASK | CT_GEN_MASK)
 #define CT_SEEN_SHIFT 32
 #define CT_TIME_SHIFT 24
+/* Ranks of a way for a new flow (ct_victim), best first. */
+#define CT_RANK_SAME 0
+#define CT_RANK_EMPTY 1
+#define CT_RANK_ONE_PACKET 2
+#define CT_RANK_IDLE 3
+#define CT_RANK_NONE 4
 
 /* VIP membership (vip_backends): buckets of PAIR_WAYS (VIP id, backend id) pairs, one
  * cache line each; a pair's index (bucket * PAIR_WAYS + way) is its counters' index in

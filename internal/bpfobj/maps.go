@@ -7,10 +7,10 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Address families as the maps hold them (FAMILY_V4, FAMILY_V6 of bpf/lb_consts.h).
+// Address families as the maps hold them: FAMILY_V4 and FAMILY_V6 of bpf/lb_consts.h.
 const (
-	FamilyV4 = 4
-	FamilyV6 = 6
+	FamilyV4 = uint8(constsFamilyFAMILY_IPV4)
+	FamilyV6 = uint8(constsFamilyFAMILY_IPV6)
 )
 
 // Addr16 lays an address out as the BPF maps do: IPv4 in the first four bytes.

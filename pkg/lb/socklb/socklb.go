@@ -8,10 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
@@ -345,16 +345,15 @@ func (d *Dataplane) ResetCounters(id uint32) error {
 
 // cgroupID is the id the kernel gives a cgroup v2 directory: its inode number.
 func cgroupID(path string) (uint64, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
 		return 0, fmt.Errorf("cgroup %s: %w", path, err)
 	}
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(path, &fs); err != nil {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(path, &fs); err != nil {
 		return 0, fmt.Errorf("cgroup %s: %w", path, err)
 	}
-	const cgroup2Magic = 0x63677270
-	if fs.Type != cgroup2Magic {
+	if fs.Type != unix.CGROUP2_SUPER_MAGIC {
 		return 0, fmt.Errorf("%s is not a cgroup v2 directory", path)
 	}
 	return st.Ino, nil

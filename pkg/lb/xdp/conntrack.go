@@ -13,18 +13,18 @@ import (
 
 // This file mirrors bpf/conntrack.h: the conntrack table is an array of buckets of
 // ctWays ways; a flow's 64-bit digest names two buckets (one from each 32-bit half) and
-// is what a way holds.
+// is what a way holds. The constants are the C's, generated through bpf/consts.c.
 
 const (
-	ctWays        = 4
-	ctBackendMask = 0xffff
-	ctRef         = 1 << 16
-	ctBusy        = 1 << 17
-	ctEst         = 1 << 18
-	ctGenShift    = 19
-	ctGenMask     = 0x1fff << ctGenShift // bits 19-31, as CT_GEN_MASK
-	ctSeenShift   = 32
-	ctHashSeed    = 0x6c346c62
+	ctWays        = uint32(constsCtLayoutCT_LAYOUT_WAYS)
+	ctBackendMask = uint64(constsCtLayoutCT_LAYOUT_BACKEND_MASK)
+	ctRef         = uint64(constsCtLayoutCT_LAYOUT_REF)
+	ctBusy        = uint64(constsCtLayoutCT_LAYOUT_BUSY)
+	ctEst         = uint64(constsCtLayoutCT_LAYOUT_EST)
+	ctGenShift    = uint64(constsCtLayoutCT_LAYOUT_GEN_SHIFT)
+	ctGenMask     = uint64(constsCtLayoutCT_LAYOUT_GEN_MASK)
+	ctSeenShift   = uint64(constsCtLayoutCT_LAYOUT_SEEN_SHIFT)
+	ctHashSeed    = uint32(constsCtLayoutCT_LAYOUT_HASH_SEED)
 
 	sizeofFlowKey  = unsafe.Sizeof(prevFlowKey{})
 	sizeofCtBucket = unsafe.Sizeof(xdplbCtBucket{})
@@ -37,7 +37,7 @@ func ctBucketCount(size uint32) uint32 { return (size + ctWays - 1) / ctWays }
 func ctDigest(f Flow) uint64 {
 	fam := uint32(familyV6)
 	if f.Src.Unmap().Is4() {
-		fam = familyV4
+		fam = uint32(familyV4)
 	}
 	return flowWords64(f, false, ctHashSeed^(fam<<8|uint32(f.Proto)))
 }
@@ -53,11 +53,11 @@ func ctBucketIndex(digest uint64, buckets uint32, half int) uint32 {
 
 // Ranks of a way for a new flow (ct_victim), best first.
 const (
-	ctRankSame = iota
-	ctRankEmpty
-	ctRankOnePacket
-	ctRankIdle
-	ctRankNone
+	ctRankSame      = int(constsCtLayoutCT_LAYOUT_RANK_SAME)
+	ctRankEmpty     = int(constsCtLayoutCT_LAYOUT_RANK_EMPTY)
+	ctRankOnePacket = int(constsCtLayoutCT_LAYOUT_RANK_ONE_PACKET)
+	ctRankIdle      = int(constsCtLayoutCT_LAYOUT_RANK_IDLE)
+	ctRankNone      = int(constsCtLayoutCT_LAYOUT_RANK_NONE)
 )
 
 func ctVictim(b *xdplbCtBucket, digest uint64) (rank, way int) {
@@ -100,7 +100,7 @@ func ctPlace(b1, b2 *xdplbCtBucket, digest, state uint64) (evicted bool) {
 		for i := range b1.Way {
 			b1.Way[i].State &^= ctRef
 		}
-		way = int(digest & (ctWays - 1))
+		way = int(digest & uint64(ctWays-1))
 	}
 	w := &bk.Way[way]
 	evicted = w.State&ctBackendMask != 0 && w.Digest != digest
@@ -151,7 +151,7 @@ func ConntrackLookupIn(m *ebpf.Map, f Flow) (uint32, bool, error) {
 func (d *Dataplane) ConntrackCount() (int, error) { return ConntrackEntries(d.objs.Conntrack) }
 
 // ConntrackCapacity is how many entries a conntrack map (the pinned `conntrack`) holds.
-func ConntrackCapacity(m *ebpf.Map) int { return int(m.MaxEntries()) * ctWays }
+func ConntrackCapacity(m *ebpf.Map) int { return int(m.MaxEntries()) * int(ctWays) }
 
 // isCtMap says whether m is this release's conntrack table.
 func isCtMap(m *ebpf.Map) error {
@@ -239,7 +239,7 @@ func oldEntries(old *ebpf.Map, fn func(digest, state uint64)) error {
 	switch {
 	case old.Type() == ebpf.LRUHash && old.KeySize() == uint32(sizeofFlowKey) && old.ValueSize() == 16:
 		return batchWalk(old, func(k *prevFlowKey, v *prevCtEntry) {
-			if v.BackendID == 0 || v.BackendID > ctBackendMask {
+			if v.BackendID == 0 || uint64(v.BackendID) > ctBackendMask {
 				return
 			}
 			// Seen in the clock's units (CT_TIME_SHIFT); 0 for TCP, as the program writes.

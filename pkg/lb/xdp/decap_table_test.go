@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/pkg/decap"
 	"github.com/l4lb/l4lb/pkg/lb"
@@ -35,7 +36,7 @@ const (
 // is valid, its ECN field when ecn >= 0. An outer IPv4 header gets a correct checksum.
 func outer(frame []byte, src netip.Addr, ecn int) []byte {
 	b := append([]byte(nil), frame...)
-	if binary.BigEndian.Uint16(b[12:]) == 0x0800 {
+	if binary.BigEndian.Uint16(b[12:]) == unix.ETH_P_IP {
 		if src.IsValid() {
 			a := src.As4()
 			copy(b[14+12:], a[:])

@@ -27,11 +27,12 @@ import (
 // All of it depends only on the set of listed prefixes, not on the order of the changes.
 
 const (
-	dir4Size      = 1 << 24
-	dir4LongShift = 5
-	dir4OwnerMask = 0x1f
+	// dir4Size is the entries (one u16 per /24) of deny4_dir, four to a u64 value.
+	dir4Size      = 4 * uint32(constsMapLayoutMAP_LAYOUT_DENY4DIR_SIZE)
+	dir4LongShift = uint16(constsMapLayoutMAP_LAYOUT_DENY4DIR_LONG_SHIFT)
+	dir4OwnerMask = uint16(constsMapLayoutMAP_LAYOUT_DENY4DIR_OWNER_MASK)
 	// prefilterDir4 is PREFILTER_F_DIR4: deny4_dir is built and the program uses it.
-	prefilterDir4 = 1 << 2
+	prefilterDir4 = uint32(constsFlagFLAG_PREFILTER_DIR4)
 	// dir4Chunk entries are read and written at a time.
 	dir4Chunk = 1 << 16
 )
@@ -65,7 +66,7 @@ func dir4Range(k xdplbDeny4Key) (uint32, uint32) {
 // dir4LongKey names a /24 and a prefix length above 24 in dir4Long counts.
 func dir4LongKey(k xdplbDeny4Key) (uint32, uint32, uint16) {
 	i := key4Addr(k) >> 8
-	return i<<3 | (k.Prefixlen - 25), i, 1 << (dir4LongShift + k.Prefixlen - 25)
+	return i<<3 | (k.Prefixlen - 25), i, 1 << (uint32(dir4LongShift) + k.Prefixlen - 25)
 }
 
 // dir4Add records a prefix that was not listed; long counts the prefixes longer than /24
@@ -131,7 +132,7 @@ type dir4View struct {
 }
 
 func newDir4View(m *ebpf.Map) (*dir4View, error) {
-	mem, err := unix.Mmap(m.FD(), 0, dir4Size*2, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := unix.Mmap(m.FD(), 0, int(dir4Size)*2, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("map deny4_dir: %w", err)
 	}

@@ -13,7 +13,7 @@ import (
 // This file mirrors bpf/jhash.h and flow_hash() in bpf/flowhash.h, so that Go can answer
 // "which ring slot does this flow hash to?" exactly as the data plane does.
 
-const jhashInitval = 0xdeadbeef
+const jhashInitval = uint32(constsMapLayoutMAP_LAYOUT_JHASH_INITVAL)
 
 func jhashMix(a, b, c uint32) (uint32, uint32, uint32) {
 	a -= c

@@ -148,7 +148,7 @@ func (d *Dataplane) refreshPrefilterOn() error {
 		m    *ebpf.Map
 		flag uint32
 		key  any
-	}{{d.objs.Deny4, 1, new(xdplbDeny4Key)}, {d.objs.Deny6, 2, new(xdplbDeny6Key)}} {
+	}{{d.objs.Deny4, uint32(constsFlagFLAG_PREFILTER_DENY4), new(xdplbDeny4Key)}, {d.objs.Deny6, uint32(constsFlagFLAG_PREFILTER_DENY6), new(xdplbDeny6Key)}} {
 		err := t.m.NextKey(nil, t.key)
 		switch {
 		case err == nil:
@@ -325,7 +325,7 @@ func (d *Dataplane) writePolicy(id uint32, p Policy) error {
 	}
 	pol := xdplbVipPolicy{GuardRate: p.GuardRate, GuardDropRate: p.GuardDropRate}
 	if len(p.Allow) > 0 {
-		pol.Flags |= 1 // VIP_POLICY_F_ALLOW
+		pol.Flags |= uint32(constsFlagFLAG_VIP_POLICY_ALLOW)
 	}
 	if err := d.objs.VipPolicies.Put(id, &pol); err != nil {
 		return fmt.Errorf("write policy of vip %d: %w", id, err)

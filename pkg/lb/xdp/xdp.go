@@ -470,8 +470,15 @@ func (d *Dataplane) NextHops() (map[int]net.HardwareAddr, error) {
 	return out, err
 }
 
-// maxIfindex mirrors MAX_IFINDEX: the nexthops map's size.
-const maxIfindex = 65536
+// backendExists is BACKEND_F_EXISTS of backend.flags.
+const backendExists = uint8(constsFlagFLAG_BACKEND_EXISTS)
+
+// vip_meta.flags are the model's VIPFlags bit for bit (SetVIP copies them): the build
+// fails when VIP_F_HASH_NO_SPORT and lb.FlagHashNoSourcePort part.
+var _ = [1]struct{}{}[uint32(lb.FlagHashNoSourcePort)^uint32(constsFlagFLAG_VIP_HASH_NO_SPORT)]
+
+// maxIfindex is MAX_IFINDEX: the nexthops map's size.
+const maxIfindex = int(constsMapLayoutMAP_LAYOUT_MAX_IFINDEX)
 
 func hostMask(n int) uint32 {
 	if n >= 32 {
@@ -489,7 +496,7 @@ func (d *Dataplane) SetBackend(id uint32, addr netip.Addr) error {
 		return fmt.Errorf("backend %d: invalid address", id)
 	}
 	a, fam := bpfobj.Addr16(addr)
-	v := xdplbBackend{Addr: a, Family: fam, Flags: 1}
+	v := xdplbBackend{Addr: a, Family: fam, Flags: backendExists}
 	if err := d.objs.Backends.Put(id, &v); err != nil {
 		return fmt.Errorf("write backend %d: %w", id, err)
 	}
@@ -537,7 +544,7 @@ func (d *Dataplane) Backends() (map[uint32]netip.Addr, error) {
 	for {
 		n, err := d.objs.Backends.BatchLookup(&cursor, keys, vals, nil)
 		for i := 0; i < n; i++ {
-			if vals[i].Flags&1 != 0 {
+			if vals[i].Flags&backendExists != 0 {
 				out[keys[i]] = addrFrom16(vals[i].Addr, vals[i].Family)
 			}
 		}
