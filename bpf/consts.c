@@ -60,12 +60,12 @@ enum map_layout {
 
 /* Flag bits of map values. */
 enum flag {
-	FLAG_VIP_HASH_NO_SPORT = VIP_F_HASH_NO_SPORT,         /* vip_meta.flags */
-	FLAG_BACKEND_EXISTS = BACKEND_F_EXISTS,               /* backend.flags */
-	FLAG_VIP_POLICY_ALLOW = VIP_POLICY_F_ALLOW,           /* vip_policy.flags */
-	FLAG_PREFILTER_DENY4 = PREFILTER_F_DENY4,             /* prefilter_on */
-	FLAG_PREFILTER_DENY6 = PREFILTER_F_DENY6,             /* prefilter_on */
-	FLAG_PREFILTER_DIR4 = PREFILTER_F_DIR4,               /* prefilter_on */
+	FLAG_VIP_HASH_NO_SPORT = VIP_F_HASH_NO_SPORT,     /* vip_meta.flags */
+	FLAG_BACKEND_EXISTS = BACKEND_F_EXISTS,           /* backend.flags */
+	FLAG_VIP_POLICY_ALLOW = VIP_POLICY_F_ALLOW,       /* vip_policy.flags */
+	FLAG_PREFILTER_DENY4 = PREFILTER_F_DENY4,         /* prefilter_on */
+	FLAG_PREFILTER_DENY6 = PREFILTER_F_DENY6,         /* prefilter_on */
+	FLAG_PREFILTER_DENY4_DIR = PREFILTER_F_DENY4_DIR, /* prefilter_on */
 };
 
 /* Puts each enum in BTF for bpf2go. */

@@ -128,7 +128,7 @@
 /* prefilter_on flags */
 #define PREFILTER_F_DENY4 (1U << 0)
 #define PREFILTER_F_DENY6 (1U << 1)
-#define PREFILTER_F_DIR4 (1U << 2) /* deny4_dir is built: IPv4 lookups start there */
+#define PREFILTER_F_DENY4_DIR (1U << 2) /* deny4_dir is built: IPv4 lookups start there */
 
 /* deny4_dir: one u16 entry per /24 (the top 24 bits of the source), four to a u64 array
  * value (entry i in bits 16*(i%4) of value i/4: a plain u16 array in memory on

@@ -34,7 +34,7 @@ static __always_inline int denied4(const void *saddr)
 	struct deny_value *v;
 
 	__builtin_memcpy(k.addr, saddr, 4);
-	if (*on & PREFILTER_F_DIR4) {
+	if (*on & PREFILTER_F_DENY4_DIR) {
 		__u32 a = bpf_ntohl(*(__u32 *)k.addr);
 		__u32 idx = a >> 10;
 		__u64 *d = bpf_map_lookup_elem(&deny4_dir, &idx);

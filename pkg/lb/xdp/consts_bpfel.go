@@ -34,12 +34,12 @@ const (
 type constsFlag uint32
 
 const (
-	constsFlagFLAG_VIP_HASH_NO_SPORT constsFlag = 1
-	constsFlagFLAG_BACKEND_EXISTS    constsFlag = 1
-	constsFlagFLAG_VIP_POLICY_ALLOW  constsFlag = 1
-	constsFlagFLAG_PREFILTER_DENY4   constsFlag = 1
-	constsFlagFLAG_PREFILTER_DENY6   constsFlag = 2
-	constsFlagFLAG_PREFILTER_DIR4    constsFlag = 4
+	constsFlagFLAG_VIP_HASH_NO_SPORT  constsFlag = 1
+	constsFlagFLAG_BACKEND_EXISTS     constsFlag = 1
+	constsFlagFLAG_VIP_POLICY_ALLOW   constsFlag = 1
+	constsFlagFLAG_PREFILTER_DENY4    constsFlag = 1
+	constsFlagFLAG_PREFILTER_DENY6    constsFlag = 2
+	constsFlagFLAG_PREFILTER_DENY4DIR constsFlag = 4
 )
 
 type constsMapLayout uint32

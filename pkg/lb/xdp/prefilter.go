@@ -13,7 +13,7 @@ import (
 )
 
 // The prefilter: source-prefix deny lists (one LPM trie per family, each prefix counting
-// its drops; IPv4 flattened into a /24 array, deny4dir.go), per-VIP allow lists and the
+// its drops; IPv4 flattened into a /24 array, prefilter_deny4dir.go), per-VIP allow lists and the
 // per-VIP new-flow guard (bpf/prefilter.h).
 
 // DenyEntry is one prefix of the deny list and the packets it dropped.
@@ -126,12 +126,12 @@ func (d *Dataplane) DenyAdd(prefixes []netip.Prefix) error {
 	added, err := addDeny(d.objs.Deny4, k4)
 	if err != nil {
 		// Part of a batch may have reached the trie: the array follows the trie again.
-		if rerr := d.buildDir4(); rerr != nil {
+		if rerr := d.buildDeny4Dir(); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		return fmt.Errorf("add ipv4 deny prefixes: %w", err)
 	}
-	if err := d.dir4Added(added); err != nil {
+	if err := d.deny4DirAdded(added); err != nil {
 		return fmt.Errorf("add ipv4 deny prefixes: %w", err)
 	}
 	if _, err := addDeny(d.objs.Deny6, k6); err != nil {
@@ -157,8 +157,8 @@ func (d *Dataplane) refreshPrefilterOn() error {
 			return fmt.Errorf("read deny list: %w", err)
 		}
 	}
-	if d.dir4Ready {
-		on |= prefilterDir4
+	if d.deny4DirReady {
+		on |= prefilterDeny4Dir
 	}
 	if err := d.objs.PrefilterOn.Put(uint32(0), on); err != nil {
 		return fmt.Errorf("write prefilter_on: %w", err)
@@ -183,7 +183,7 @@ func (d *Dataplane) DenyDelete(prefixes []netip.Prefix) error {
 		if err != nil {
 			return fmt.Errorf("delete deny prefix: %w", err)
 		}
-		if err := d.dir4Deleted(k); err != nil {
+		if err := d.deny4DirDeleted(k); err != nil {
 			return err
 		}
 	}

@@ -161,12 +161,12 @@ type Dataplane struct {
 	// early: links Load already pointed at this program (a migrating load).
 	early map[string]bool
 
-	// denyMu serializes deny list changes; dir4Ready: deny4_dir follows deny4; dir4Long
-	// counts its longer prefixes (deny4dir.go).
-	denyMu    sync.Mutex
-	dir4Ready bool
-	dir4Fresh bool // deny4_dir was created by this load (all zeros)
-	dir4Long  map[uint32]uint32
+	// denyMu serializes deny list changes; deny4DirReady: deny4_dir follows deny4;
+	// deny4DirLong counts its longer prefixes (prefilter_deny4dir.go).
+	denyMu        sync.Mutex
+	deny4DirReady bool
+	deny4DirFresh bool // deny4_dir was created by this load (all zeros)
+	deny4DirLong  map[uint32]uint32
 
 	// onNewID: see OnNewVIPID (shared.go).
 	onNewID []func(id uint32) error
@@ -255,9 +255,9 @@ func Load(opts Options) (*Dataplane, error) {
 	// A deny4_dir this load creates is all zeros: building it touches only the entries
 	// the deny list sets (its 32 MiB stay out of the daemon's resident memory).
 	if opts.PinPath == "" {
-		d.dir4Fresh = true
+		d.deny4DirFresh = true
 	} else if _, err := os.Stat(filepath.Join(opts.PinPath, "deny4_dir")); errors.Is(err, os.ErrNotExist) {
-		d.dir4Fresh = true
+		d.deny4DirFresh = true
 	}
 	if err := spec.LoadAndAssign(&d.objs, &copts); err != nil {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
@@ -265,7 +265,7 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 		return nil, bpfobj.DescribeLoad("xdp_lb", err)
 	}
-	if err := d.syncDir4(); err != nil {
+	if err := d.syncDeny4Dir(); err != nil {
 		d.objs.Close()
 		return nil, err
 	}
