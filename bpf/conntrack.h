@@ -1,9 +1,12 @@
 /* conntrack.h: the conntrack table, an array of buckets of CT_WAYS ways (one cache line
- * each) shared by every CPU. A flow's 64-bit digest (ct_digest) names two buckets, one
- * from each 32-bit half; a flow's entry is the way of either that holds its digest and
- * names its backend. Finding or writing an entry reads one line, or two, and calls no
- * helper, where a kernel hash map's update takes two locks and an allocation
- * (docs/benchmarks.md has the figures).
+ * each) shared by every CPU.
+ * Ordering contract: a way's stores (digest, state) and loads (state, digest, state) keep
+ * program order, which x86-64 gives and the loader requires (details below).
+ *
+ * A flow's 64-bit digest (ct_digest) names two buckets, one from each 32-bit half; a
+ * flow's entry is the way of either that holds its digest and names its backend. Finding
+ * or writing an entry reads one line, or two, and calls no helper, where a kernel hash
+ * map's update takes two locks and an allocation (docs/benchmarks.md has the figures).
  *
  * Which way a new flow takes, best first: the way already holding its digest; an empty
  * way; a one-packet flow's way (never found by a later packet: a spoofed SYN); an idle

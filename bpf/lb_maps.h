@@ -125,7 +125,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } too_big_rate_state SEC(".maps");
 
-/* Prefilter (issue 9): source deny lists, per-VIP allow lists and flood guard. */
+/* Prefilter: source deny lists, per-VIP allow lists and flood guard. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, DENY_SIZE);

@@ -202,8 +202,8 @@ func batchWalk[K, V any](m *ebpf.Map, fn func(*K, *V)) error {
 	}
 }
 
-// prevFlowKey and prevCtEntry are the conntrack key and value of the releases before the
-// bucket table (an LRU hash; bpf/lb_structs.h struct flow_key is the same key).
+// prevFlowKey and prevCtEntry are the key and value of the LRU-hash conntrack layout, which
+// Load converts when it finds one pinned (bpf/lb_structs.h struct flow_key is the key).
 type prevFlowKey struct {
 	Src    [16]byte
 	Dst    [16]byte
@@ -220,7 +220,7 @@ type prevCtEntry struct {
 	_          uint32
 }
 
-// flowOfKey turns a conntrack key of those releases back into a Flow.
+// flowOfKey turns an LRU-hash conntrack key back into a Flow.
 func flowOfKey(k *prevFlowKey) Flow {
 	var src, dst netip.Addr
 	if k.Family == familyV4 {
@@ -233,8 +233,8 @@ func flowOfKey(k *prevFlowKey) Flow {
 	return Flow{Src: src, Dst: dst, Sport: htons(k.Sport), Dport: htons(k.Dport), Proto: lb.Proto(k.Proto)}
 }
 
-// oldEntries calls fn with the digest and state of every entry of a conntrack map of this
-// or an earlier release (convertConntrack's two shapes).
+// oldEntries calls fn with the digest and state of every entry of a pinned conntrack map
+// of either shape convertConntrack takes.
 func oldEntries(old *ebpf.Map, fn func(digest, state uint64)) error {
 	switch {
 	case old.Type() == ebpf.LRUHash && old.KeySize() == uint32(sizeofFlowKey) && old.ValueSize() == 16:
@@ -259,8 +259,8 @@ func oldEntries(old *ebpf.Map, fn func(digest, state uint64)) error {
 }
 
 // convertConntrack fills a new conntrack array (m, empty) from a pinned one of another
-// shape: the previous releases' LRU hash, or a bucket array of another size. Entries are
-// placed as the program would place them; the previous releases' entries are marked
+// shape: the LRU-hash layout, or a bucket array of another size. Entries are placed as
+// the program would place them; the LRU hash's entries are marked
 // established and referenced (they are flows that sent packets), a bucket array's keep
 // their marks. It returns how many were placed and how many another entry displaced.
 func convertConntrack(old, m *ebpf.Map) (placed, displaced int, err error) {

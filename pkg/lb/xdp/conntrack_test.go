@@ -365,9 +365,9 @@ func TestPrivilegedConntrackMarks(t *testing.T) {
 	}
 }
 
-// The releases before the bucket table kept conntrack in an LRU hash keyed by the
-// 5-tuple: its IPv4 and IPv6 entries, TCP and UDP, are all found in the converted table
-// with their backends (and UDP entries keep their last-seen time).
+// A pinned LRU-hash conntrack (the layout keyed by the 5-tuple): its IPv4 and IPv6
+// entries, TCP and UDP, are all found in the converted table with their backends (and UDP
+// entries keep their last-seen time).
 func TestPrivilegedConvertConntrackFromLRU(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: uint32(sizeofFlowKey), ValueSize: 16, MaxEntries: 65536, Flags: unix.BPF_F_NO_COMMON_LRU})

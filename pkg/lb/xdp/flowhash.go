@@ -124,8 +124,8 @@ func FlowHash(f Flow, flags lb.VIPFlags) uint32 {
 type SlotMapping uint8
 
 const (
-	// SlotModulo: hash % size. The default, and what every earlier release did, so a
-	// fleet upgraded node by node keeps sending each flow to the same slot.
+	// SlotModulo: hash % size. The default, so nodes that keep the default agree on
+	// each flow's slot whatever version each runs (a fleet upgraded node by node).
 	SlotModulo SlotMapping = iota
 	// SlotScaled: the kernel's reciprocal_scale, ((u64)hash * size) >> 32, which is what
 	// nftables' "jhash ... mod size" computes: XDP nodes with it pick the same backend
