@@ -42,6 +42,7 @@
 #include "lb_consts.h"
 #include "lb_structs.h"
 #include "lb_maps.h"
+#include "xdp_maps.h"
 
 #define CT_READ(x) (*(volatile __u64 *)&(x))
 #define CT_WRITE(x, v) (*(volatile __u64 *)&(x) = (v))

@@ -10,6 +10,7 @@
 #include "lb_consts.h"
 #include "lb_structs.h"
 #include "lb_maps.h"
+#include "xdp_maps.h"
 
 /* denied4 / denied6: whether the source address is in the deny list; a hit counts a drop
  * on its prefix. IPv4 reads deny4_dir (one array load per packet), then a hash lookup

@@ -75,8 +75,9 @@ type Dataplane struct {
 	clients *clients
 }
 
-// Load loads sock_lb.c with the XDP data plane's maps in place of its own copies of them,
-// so both programs read one set of VIPs, backends and rings. It attaches nothing.
+// Load loads sock_lb.c with the XDP data plane's maps in place of the shared maps it
+// declares (bpf/lb_maps.h), so both programs read one set of VIPs, backends and rings. It
+// attaches nothing.
 func Load(opts Options) (*Dataplane, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -112,8 +113,8 @@ func Load(opts Options) (*Dataplane, error) {
 		if !ok {
 			return nil, fmt.Errorf("load sock_lb: %s: %w", name, ErrNotShared)
 		}
-		// The XDP loader sized some maps at load time (rings from the VIPs' ring sizes,
-		// conntrack from the config): the replacement must match the spec.
+		// The XDP loader sized some maps at load time (rings from the VIPs' ring sizes):
+		// the replacement must match the spec.
 		ms.MaxEntries = m.MaxEntries()
 		copts.MapReplacements[name] = m
 	}

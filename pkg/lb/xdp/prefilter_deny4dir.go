@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The flattened IPv4 deny list (bpf/lb_maps.h deny4_dir, DIR-24-8 style): one u16 per /24
+// The flattened IPv4 deny list (bpf/xdp_maps.h deny4_dir, DIR-24-8 style): one u16 per /24
 // of the address space (four to an array value; in memory a plain little-endian u16
 // array, 32 MiB). Bits 0-4 hold 1 + the length of the longest listed prefix of length
 // <= 24 that covers the whole /24 (0: none); bit 5+(L-25) says that prefixes of length L
