@@ -43,7 +43,7 @@ func checkArch() error {
 	return nil
 }
 
-// Table sizes compiled into bpf/lb_consts.h (internal/limits keeps them equal).
+// Table sizes compiled into bpf/lb_consts.h (internal/limits has them from the C).
 const (
 	MaxVIPs     = limits.VIPMapSize
 	MaxBackends = limits.BackendMapSize // backend ids 1..MaxBackends-1; 0 is reserved
