@@ -1,15 +1,15 @@
 //go:build ignore
 
 /* consts.c: no program. The constants of lb_consts.h, flowhash.h and jhash.h the Go side
- * uses too, as enums that bpf2go emits (-type) so Go never writes them again; the values
- * are the macros themselves. The object is never loaded. */
+ * uses too, as enums that bpf2go emits (-type) into internal/limits, so Go never writes
+ * them again; the values are the macros themselves. The object is never loaded. */
 
 #include <linux/types.h>
 #include "lb_consts.h"
 #include "lb_structs.h"
 #include "flowhash.h"
 
-/* Table sizes (internal/limits). */
+/* Table sizes. */
 enum limit {
 	LIMIT_MAX_VIPS = MAX_VIPS,
 	LIMIT_MAX_BACKENDS = MAX_BACKENDS,

@@ -5,12 +5,14 @@ import (
 	"net/netip"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/l4lb/l4lb/internal/limits"
 )
 
 // Address families as the maps hold them: FAMILY_V4 and FAMILY_V6 of bpf/lb_consts.h.
 const (
-	FamilyV4 = uint8(constsFamilyFAMILY_IPV4)
-	FamilyV6 = uint8(constsFamilyFAMILY_IPV6)
+	FamilyV4 = limits.FamilyV4
+	FamilyV6 = limits.FamilyV6
 )
 
 // Addr16 lays an address out as the BPF maps do: IPv4 in the first four bytes.

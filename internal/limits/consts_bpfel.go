@@ -12,6 +12,43 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type constsCtLayout uint32
+
+const (
+	constsCtLayoutCT_LAYOUT_WAYS            constsCtLayout = 4
+	constsCtLayoutCT_LAYOUT_BACKEND_MASK    constsCtLayout = 65535
+	constsCtLayoutCT_LAYOUT_REF             constsCtLayout = 65536
+	constsCtLayoutCT_LAYOUT_BUSY            constsCtLayout = 131072
+	constsCtLayoutCT_LAYOUT_EST             constsCtLayout = 262144
+	constsCtLayoutCT_LAYOUT_GEN_SHIFT       constsCtLayout = 19
+	constsCtLayoutCT_LAYOUT_GEN_MASK        constsCtLayout = 4294443008
+	constsCtLayoutCT_LAYOUT_SEEN_SHIFT      constsCtLayout = 32
+	constsCtLayoutCT_LAYOUT_HASH_SEED       constsCtLayout = 1815374946
+	constsCtLayoutCT_LAYOUT_RANK_SAME       constsCtLayout = 0
+	constsCtLayoutCT_LAYOUT_RANK_EMPTY      constsCtLayout = 1
+	constsCtLayoutCT_LAYOUT_RANK_ONE_PACKET constsCtLayout = 2
+	constsCtLayoutCT_LAYOUT_RANK_IDLE       constsCtLayout = 3
+	constsCtLayoutCT_LAYOUT_RANK_NONE       constsCtLayout = 4
+)
+
+type constsFamily uint32
+
+const (
+	constsFamilyFAMILY_IPV4 constsFamily = 4
+	constsFamilyFAMILY_IPV6 constsFamily = 6
+)
+
+type constsFlag uint32
+
+const (
+	constsFlagFLAG_VIP_HASH_NO_SPORT  constsFlag = 1
+	constsFlagFLAG_BACKEND_EXISTS     constsFlag = 1
+	constsFlagFLAG_VIP_POLICY_ALLOW   constsFlag = 1
+	constsFlagFLAG_PREFILTER_DENY4    constsFlag = 1
+	constsFlagFLAG_PREFILTER_DENY6    constsFlag = 2
+	constsFlagFLAG_PREFILTER_DENY4DIR constsFlag = 4
+)
+
 type constsLimit uint32
 
 const (
@@ -22,6 +59,19 @@ const (
 	constsLimitLIMIT_CT_ENTRY_BYTES  constsLimit = 16
 	constsLimitLIMIT_MAX_LOCAL_VIPS  constsLimit = 1024
 	constsLimitLIMIT_MAX_DECAP_ALLOW constsLimit = 1024
+)
+
+type constsMapLayout uint32
+
+const (
+	constsMapLayoutMAP_LAYOUT_RING_BLOCK_SLOTS    constsMapLayout = 32
+	constsMapLayoutMAP_LAYOUT_PAIR_WAYS           constsMapLayout = 16
+	constsMapLayoutMAP_LAYOUT_PAIR_HASH_MUL       constsMapLayout = 2654435761
+	constsMapLayoutMAP_LAYOUT_MAX_IFINDEX         constsMapLayout = 65536
+	constsMapLayoutMAP_LAYOUT_DENY4DIR_SIZE       constsMapLayout = 4194304
+	constsMapLayoutMAP_LAYOUT_DENY4DIR_LONG_SHIFT constsMapLayout = 5
+	constsMapLayoutMAP_LAYOUT_DENY4DIR_OWNER_MASK constsMapLayout = 31
+	constsMapLayoutMAP_LAYOUT_JHASH_INITVAL       constsMapLayout = 3735928559
 )
 
 // Names of all BPF objects in the ELF.

@@ -1,6 +1,6 @@
-// Package limits holds the data plane's table sizes for the Go side: the sizes the BPF
-// programs are built with come from bpf/lb_consts.h (generated through bpf/consts.c), the
-// bounds the configuration accepts are its own.
+// Package limits holds the numbers the Go side shares with the BPF programs: the table
+// sizes, map layout and flag bits the programs are built with, generated from
+// bpf/lb_consts.h through bpf/consts.c, and the bounds the configuration accepts.
 //
 // It imports no other l4lb package, so that the configuration, the model and the data
 // planes can all use it without importing one another.

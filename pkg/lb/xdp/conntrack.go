@@ -8,23 +8,24 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/l4lb/l4lb/internal/limits"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
 // This file mirrors bpf/conntrack.h: the conntrack table is an array of buckets of
 // ctWays ways; a flow's 64-bit digest names two buckets (one from each 32-bit half) and
-// is what a way holds. The constants are the C's, generated through bpf/consts.c.
+// is what a way holds. The constants are the C's (internal/limits, from bpf/consts.c).
 
 const (
-	ctWays        = uint32(constsCtLayoutCT_LAYOUT_WAYS)
-	ctBackendMask = uint64(constsCtLayoutCT_LAYOUT_BACKEND_MASK)
-	ctRef         = uint64(constsCtLayoutCT_LAYOUT_REF)
-	ctBusy        = uint64(constsCtLayoutCT_LAYOUT_BUSY)
-	ctEst         = uint64(constsCtLayoutCT_LAYOUT_EST)
-	ctGenShift    = uint64(constsCtLayoutCT_LAYOUT_GEN_SHIFT)
-	ctGenMask     = uint64(constsCtLayoutCT_LAYOUT_GEN_MASK)
-	ctSeenShift   = uint64(constsCtLayoutCT_LAYOUT_SEEN_SHIFT)
-	ctHashSeed    = uint32(constsCtLayoutCT_LAYOUT_HASH_SEED)
+	ctWays        = limits.CTWays
+	ctBackendMask = limits.CTBackendMask
+	ctRef         = limits.CTRef
+	ctBusy        = limits.CTBusy
+	ctEst         = limits.CTEst
+	ctGenShift    = limits.CTGenShift
+	ctGenMask     = limits.CTGenMask
+	ctSeenShift   = limits.CTSeenShift
+	ctHashSeed    = limits.CTHashSeed
 
 	sizeofFlowKey  = unsafe.Sizeof(prevFlowKey{})
 	sizeofCtBucket = unsafe.Sizeof(xdplbCtBucket{})
@@ -53,11 +54,11 @@ func ctBucketIndex(digest uint64, buckets uint32, half int) uint32 {
 
 // Ranks of a way for a new flow (ct_victim), best first.
 const (
-	ctRankSame      = int(constsCtLayoutCT_LAYOUT_RANK_SAME)
-	ctRankEmpty     = int(constsCtLayoutCT_LAYOUT_RANK_EMPTY)
-	ctRankOnePacket = int(constsCtLayoutCT_LAYOUT_RANK_ONE_PACKET)
-	ctRankIdle      = int(constsCtLayoutCT_LAYOUT_RANK_IDLE)
-	ctRankNone      = int(constsCtLayoutCT_LAYOUT_RANK_NONE)
+	ctRankSame      = limits.CTRankSame
+	ctRankEmpty     = limits.CTRankEmpty
+	ctRankOnePacket = limits.CTRankOnePacket
+	ctRankIdle      = limits.CTRankIdle
+	ctRankNone      = limits.CTRankNone
 )
 
 func ctVictim(b *xdplbCtBucket, digest uint64) (rank, way int) {

@@ -7,13 +7,14 @@ import (
 	"net/netip"
 
 	"github.com/l4lb/l4lb/internal/bpfobj"
+	"github.com/l4lb/l4lb/internal/limits"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
 // This file mirrors bpf/jhash.h and flow_hash() in bpf/flowhash.h, so that Go can answer
 // "which ring slot does this flow hash to?" exactly as the data plane does.
 
-const jhashInitval = uint32(constsMapLayoutMAP_LAYOUT_JHASH_INITVAL)
+const jhashInitval = limits.JhashInitval
 
 func jhashMix(a, b, c uint32) (uint32, uint32, uint32) {
 	a -= c

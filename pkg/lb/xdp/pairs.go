@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/l4lb/l4lb/internal/limits"
 )
 
 // This file keeps vip_backends (bpf/members.h): which backends each VIP has now, as
@@ -17,8 +19,8 @@ import (
 // entry only to a backend its VIP has here.
 
 const (
-	pairWays    = uint32(constsMapLayoutMAP_LAYOUT_PAIR_WAYS)
-	pairHashMul = uint32(constsMapLayoutMAP_LAYOUT_PAIR_HASH_MUL)
+	pairWays    = limits.PairWays
+	pairHashMul = limits.PairHashMul
 	// DefaultPairBuckets is the vip_backends size (buckets of 16 pairs) when the
 	// configuration needs fewer: 16,384 pairs.
 	DefaultPairBuckets = 1024

@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/l4lb/l4lb/internal/bpfobj"
+	"github.com/l4lb/l4lb/internal/limits"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
@@ -148,7 +149,7 @@ func (d *Dataplane) refreshPrefilterOn() error {
 		m    *ebpf.Map
 		flag uint32
 		key  any
-	}{{d.objs.Deny4, uint32(constsFlagFLAG_PREFILTER_DENY4), new(xdplbDeny4Key)}, {d.objs.Deny6, uint32(constsFlagFLAG_PREFILTER_DENY6), new(xdplbDeny6Key)}} {
+	}{{d.objs.Deny4, limits.FlagPrefilterDeny4, new(xdplbDeny4Key)}, {d.objs.Deny6, limits.FlagPrefilterDeny6, new(xdplbDeny6Key)}} {
 		err := t.m.NextKey(nil, t.key)
 		switch {
 		case err == nil:
@@ -325,7 +326,7 @@ func (d *Dataplane) writePolicy(id uint32, p Policy) error {
 	}
 	pol := xdplbVipPolicy{GuardRate: p.GuardRate, GuardDropRate: p.GuardDropRate}
 	if len(p.Allow) > 0 {
-		pol.Flags |= uint32(constsFlagFLAG_VIP_POLICY_ALLOW)
+		pol.Flags |= limits.FlagVIPPolicyAllow
 	}
 	if err := d.objs.VipPolicies.Put(id, &pol); err != nil {
 		return fmt.Errorf("write policy of vip %d: %w", id, err)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/l4lb/l4lb/internal/limits"
 )
 
 // The flattened IPv4 deny list (bpf/xdp_maps.h deny4_dir, DIR-24-8 style): one u16 per /24
@@ -28,11 +30,11 @@ import (
 
 const (
 	// deny4DirSize is the entries (one u16 per /24) of deny4_dir, four to a u64 value.
-	deny4DirSize      = 4 * uint32(constsMapLayoutMAP_LAYOUT_DENY4DIR_SIZE)
-	deny4DirLongShift = uint16(constsMapLayoutMAP_LAYOUT_DENY4DIR_LONG_SHIFT)
-	deny4DirOwnerMask = uint16(constsMapLayoutMAP_LAYOUT_DENY4DIR_OWNER_MASK)
+	deny4DirSize      = 4 * limits.Deny4DirEntries
+	deny4DirLongShift = limits.Deny4DirLongShift
+	deny4DirOwnerMask = limits.Deny4DirOwnerMask
 	// prefilterDeny4Dir is PREFILTER_F_DENY4_DIR: deny4_dir is built and the program uses it.
-	prefilterDeny4Dir = uint32(constsFlagFLAG_PREFILTER_DENY4DIR)
+	prefilterDeny4Dir = limits.FlagPrefilterDeny4Dir
 	// deny4DirChunk entries are read and written at a time.
 	deny4DirChunk = 1 << 16
 )

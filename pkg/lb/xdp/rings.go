@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/l4lb/l4lb/internal/limits"
 )
 
 // The ring layout (bpf/lb_maps.h): one flat array, rings, of 64-byte blocks of
@@ -24,7 +26,7 @@ import (
 // Blocks of deleted VIPs are freed the same way, after a barrier.
 
 // RingBlockSlots is RING_BLOCK_SLOTS: slots in one entry of the rings array.
-const RingBlockSlots = uint64(constsMapLayoutMAP_LAYOUT_RING_BLOCK_SLOTS)
+const RingBlockSlots = limits.RingBlockSlots
 
 // maxSlotID is the largest backend id a 16-bit ring slot holds.
 const maxSlotID = 1<<16 - 1

@@ -471,14 +471,14 @@ func (d *Dataplane) NextHops() (map[int]net.HardwareAddr, error) {
 }
 
 // backendExists is BACKEND_F_EXISTS of backend.flags.
-const backendExists = uint8(constsFlagFLAG_BACKEND_EXISTS)
+const backendExists = limits.FlagBackendExists
 
 // vip_meta.flags are the model's VIPFlags bit for bit (SetVIP copies them): the build
 // fails when VIP_F_HASH_NO_SPORT and lb.FlagHashNoSourcePort part.
-var _ = [1]struct{}{}[uint32(lb.FlagHashNoSourcePort)^uint32(constsFlagFLAG_VIP_HASH_NO_SPORT)]
+var _ = [1]struct{}{}[uint32(lb.FlagHashNoSourcePort)^limits.FlagVIPHashNoSport]
 
 // maxIfindex is MAX_IFINDEX: the nexthops map's size.
-const maxIfindex = int(constsMapLayoutMAP_LAYOUT_MAX_IFINDEX)
+const maxIfindex = limits.MaxIfindex
 
 func hostMask(n int) uint32 {
 	if n >= 32 {
