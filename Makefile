@@ -80,14 +80,14 @@ test-systemd: package
 
 # generate rebuilds the committed bpf2go output with the pinned clang.
 generate: deps
-	$(GO) generate ./pkg/...
+	$(GO) generate ./pkg/... ./internal/...
 
 # check-generated fails when the committed bpf2go output does not match the C sources.
 check-generated: deps
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	cp -r go.mod go.sum bpf pkg internal $$tmp/; \
-	(cd $$tmp && $(GO) generate ./pkg/... >/dev/null) || exit 1; \
-	stale=0; for f in $$(cd $$tmp && find pkg -name '*_bpfel.go' -o -name '*_bpfel.o' -o -name '*_bpfel_test.go' -o -name '*_bpfel_test.o'); do \
+	(cd $$tmp && $(GO) generate ./pkg/... ./internal/... >/dev/null) || exit 1; \
+	stale=0; for f in $$(cd $$tmp && find pkg internal -name '*_bpfel.go' -o -name '*_bpfel.o' -o -name '*_bpfel_test.go' -o -name '*_bpfel_test.o'); do \
 		cmp -s $$tmp/$$f $$f || { echo "stale generated file: $$f (run make generate)"; stale=1; }; \
 	done; exit $$stale
 

@@ -1,9 +1,12 @@
 /* conntrack.h: the conntrack table, an array of buckets of CT_WAYS ways (one cache line
- * each) shared by every CPU. A flow's 64-bit digest (ct_digest) names two buckets, one
- * from each 32-bit half; a flow's entry is the way of either that holds its digest and
- * names its backend. Finding or writing an entry reads one line, or two, and calls no
- * helper, where a kernel hash map's update takes two locks and an allocation
- * (docs/benchmarks.md has the figures).
+ * each) shared by every CPU.
+ * Ordering contract: a way's stores (digest, state) and loads (state, digest, state) keep
+ * program order, which x86-64 gives and the loader requires (details below).
+ *
+ * A flow's 64-bit digest (ct_digest) names two buckets, one from each 32-bit half; a
+ * flow's entry is the way of either that holds its digest and names its backend. Finding
+ * or writing an entry reads one line, or two, and calls no helper, where a kernel hash
+ * map's update takes two locks and an allocation (docs/benchmarks.md has the figures).
  *
  * Which way a new flow takes, best first: the way already holding its digest; an empty
  * way; a one-packet flow's way (never found by a later packet: a spoofed SYN); an idle
@@ -39,6 +42,7 @@
 #include "lb_consts.h"
 #include "lb_structs.h"
 #include "lb_maps.h"
+#include "xdp_maps.h"
 
 #define CT_READ(x) (*(volatile __u64 *)&(x))
 #define CT_WRITE(x, v) (*(volatile __u64 *)&(x) = (v))
@@ -100,13 +104,6 @@ static __always_inline __u64 ct_state(__u32 backend_id, __u64 now_ns)
 {
 	return (backend_id & CT_BACKEND_MASK) | ((now_ns >> CT_TIME_SHIFT) << CT_SEEN_SHIFT);
 }
-
-/* Ranks of a way for a new flow, best first. */
-#define CT_RANK_SAME 0
-#define CT_RANK_EMPTY 1
-#define CT_RANK_ONE_PACKET 2
-#define CT_RANK_IDLE 3
-#define CT_RANK_NONE 4
 
 /* ct_victim: the best way of bk for digest d: its index in *way, the state read in
  * *state; returns its rank. */

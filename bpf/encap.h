@@ -12,6 +12,7 @@
 #include "lb_consts.h"
 #include "lb_structs.h"
 #include "lb_maps.h"
+#include "xdp_maps.h"
 #include "csum.h"
 #include "parse.h"
 

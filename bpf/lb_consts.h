@@ -43,6 +43,12 @@
 #define CT_CLAIM_MASK (CT_BACKEND_MASK | CT_GEN_MASK)
 #define CT_SEEN_SHIFT 32
 #define CT_TIME_SHIFT 24
+/* Ranks of a way for a new flow (ct_victim), best first. */
+#define CT_RANK_SAME 0
+#define CT_RANK_EMPTY 1
+#define CT_RANK_ONE_PACKET 2
+#define CT_RANK_IDLE 3
+#define CT_RANK_NONE 4
 
 /* VIP membership (vip_backends): buckets of PAIR_WAYS (VIP id, backend id) pairs, one
  * cache line each; a pair's index (bucket * PAIR_WAYS + way) is its counters' index in
@@ -122,7 +128,7 @@
 /* prefilter_on flags */
 #define PREFILTER_F_DENY4 (1U << 0)
 #define PREFILTER_F_DENY6 (1U << 1)
-#define PREFILTER_F_DIR4 (1U << 2) /* deny4_dir is built: IPv4 lookups start there */
+#define PREFILTER_F_DENY4_DIR (1U << 2) /* deny4_dir is built: IPv4 lookups start there */
 
 /* deny4_dir: one u16 entry per /24 (the top 24 bits of the source), four to a u64 array
  * value (entry i in bits 16*(i%4) of value i/4: a plain u16 array in memory on

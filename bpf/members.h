@@ -10,6 +10,7 @@
 #include "lb_consts.h"
 #include "lb_structs.h"
 #include "lb_maps.h"
+#include "xdp_maps.h"
 
 /* 32 - log2(buckets of vip_backends); set by the loader. */
 volatile const __u32 pair_shift = 32 - 12;

@@ -28,6 +28,7 @@
 #include "lb_consts.h"
 #include "lb_structs.h"
 #include "lb_maps.h"
+#include "xdp_maps.h"
 #include "prefilter.h"
 
 #define PARSE_OK (-1)

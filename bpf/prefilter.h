@@ -10,6 +10,7 @@
 #include "lb_consts.h"
 #include "lb_structs.h"
 #include "lb_maps.h"
+#include "xdp_maps.h"
 
 /* denied4 / denied6: whether the source address is in the deny list; a hit counts a drop
  * on its prefix. IPv4 reads deny4_dir (one array load per packet), then a hash lookup
@@ -34,7 +35,7 @@ static __always_inline int denied4(const void *saddr)
 	struct deny_value *v;
 
 	__builtin_memcpy(k.addr, saddr, 4);
-	if (*on & PREFILTER_F_DIR4) {
+	if (*on & PREFILTER_F_DENY4_DIR) {
 		__u32 a = bpf_ntohl(*(__u32 *)k.addr);
 		__u32 idx = a >> 10;
 		__u64 *d = bpf_map_lookup_elem(&deny4_dir, &idx);

@@ -1,6 +1,8 @@
 /* ring.h: reading a VIP's Maglev ring. Every BPF program that picks a backend for a new
  * flow (the XDP fast path, connect-time socket LB) goes through ring_pick(), so the ring
- * layout is known here and in the Go loader only. */
+ * layout is known here and in the Go loader only.
+ * Ordering contract: a reader loads ring_sel.active once; the loader writes a half before
+ * flipping to it and rewrites it only one RCU grace period after flipping away. */
 #ifndef L4LB_RING_H
 #define L4LB_RING_H
 
@@ -11,8 +13,8 @@
 #include "lb_maps.h"
 
 /* How a flow hash maps to a slot, set at load time (xdp.slot_mapping):
- *   0, modulo: hash % size, what every release before 0.x did and the default, so a
- *      fleet upgraded node by node keeps sending a flow to the same slot;
+ *   0, modulo: hash % size, the default, so nodes of a fleet that keep the default agree
+ *      on a flow's slot whatever version each runs;
  *   1, scaled: the kernel's reciprocal_scale(), ((u64)hash * size) >> 32, which is how
  *      nftables' "jhash ... mod size" scales its hash, so the nftables data plane
  *      (pkg/lb/nft) picks the same slot, hence the same backend, for the same flow.

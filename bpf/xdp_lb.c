@@ -10,6 +10,7 @@
 #include "lb_consts.h"
 #include "lb_structs.h"
 #include "lb_maps.h"
+#include "xdp_maps.h"
 #include "jhash.h"
 #include "flowhash.h"
 #include "ring.h"

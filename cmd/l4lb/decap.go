@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/l4lb/l4lb/internal/limits"
-	"github.com/l4lb/l4lb/pkg/lb/xdp"
+	"github.com/l4lb/l4lb/pkg/decap"
 )
 
 // errNoAllowFrom is what `l4lb decap` says when started as before --allow-from existed:
@@ -63,7 +63,7 @@ interrupted (SIGINT/SIGTERM).`,
 			if err != nil {
 				return err
 			}
-			d, err := xdp.LoadDecap()
+			d, err := decap.Load()
 			if err != nil {
 				return err
 			}

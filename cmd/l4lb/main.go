@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/l4lb/l4lb/pkg/lb/xdp"
+	"github.com/l4lb/l4lb/internal/bpfobj"
 )
 
 func main() {
@@ -17,7 +17,7 @@ func main() {
 	if err := newRootCmd(os.Stdout, os.Stderr).ExecuteContext(ctx); err != nil {
 		// A program the kernel rejected: its verifier log first, for a bug report, and
 		// the one-line summary (program, complaint, kernel needed) last, where it is seen.
-		if log := xdp.VerifierLog(err, 200); log != "" {
+		if log := bpfobj.VerifierLog(err, 200); log != "" {
 			fmt.Fprintf(os.Stderr, "verifier log:\n%s\n", log)
 		}
 		fmt.Fprintln(os.Stderr, "l4lb:", err)

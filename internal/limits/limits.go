@@ -1,29 +1,30 @@
-// Package limits defines the data plane's table sizes once for the Go side; bpf/lb_consts.h
-// holds the same numbers for the BPF programs, and a test keeps the two equal.
+// Package limits holds the numbers the Go side shares with the BPF programs: the table
+// sizes, map layout and flag bits the programs are built with, generated from
+// bpf/lb_consts.h through bpf/consts.c, and the bounds the configuration accepts.
 //
-// It is a leaf package (it imports nothing) so that the configuration, the model and the
-// data planes can all use it without importing one another.
+// It imports no other l4lb package, so that the configuration, the model and the data
+// planes can all use it without importing one another.
 package limits
 
 // VIPs.
 const (
 	// VIPMapSize is MAX_VIPS: the entries of the vips, vip_addrs, ring_sel and vip_stats
 	// maps. Other per-VIP maps are indexed by the VIP id (vip_meta.id < VIPMapSize) too.
-	VIPMapSize = 16384
+	VIPMapSize = uint32(constsLimitLIMIT_MAX_VIPS)
 	// MaxVIPs is how many VIPs one node serves. VIP ids are 0..MaxVIPs-1: every slot of the
 	// VIP maps is usable.
-	MaxVIPs = VIPMapSize
+	MaxVIPs = int(VIPMapSize)
 )
 
 // Backends.
 const (
 	// BackendMapSize is MAX_BACKENDS: the entries of the backends map,
 	// indexed by backend id.
-	BackendMapSize = 4096
+	BackendMapSize = uint32(constsLimitLIMIT_MAX_BACKENDS)
 	// MaxBackends is how many distinct backend addresses one node serves. Backend id 0 is
 	// reserved (it marks an empty Maglev ring slot), so ids are 1..MaxBackends and one
 	// slot of the backends map is never used.
-	MaxBackends = BackendMapSize - 1
+	MaxBackends = int(BackendMapSize) - 1
 )
 
 // Maglev ring, one per VIP, with its own size (vips[].ring_size, default xdp.ring_size): two
@@ -32,7 +33,7 @@ const (
 const (
 	// DefaultRingSize is RING_SIZE, the default xdp.ring_size: 256 KiB of kernel memory per
 	// VIP, and 100 slots per backend for up to 655 backends behind one VIP.
-	DefaultRingSize = 65537
+	DefaultRingSize = uint32(constsLimitLIMIT_RING_SIZE)
 	// MinRingSize is the smallest ring accepted: below this, one backend more or less
 	// moves a large share of the flows and weights are coarse.
 	MinRingSize = 257
@@ -51,7 +52,7 @@ const (
 	// can take only the ways of its two buckets, so the table is sized at about four
 	// times the flows it is meant to hold: at a quarter full, almost no flow finds both
 	// its buckets full (docs/architecture.md, Conntrack).
-	DefaultConntrackSize = 1 << 20
+	DefaultConntrackSize = uint32(constsLimitLIMIT_CT_SIZE)
 	// MinConntrackSize is the smallest conntrack table accepted.
 	MinConntrackSize = 1024
 	// MaxConntrackSize is the largest conntrack table accepted: 64 Mi entries, 1 GiB of
@@ -59,16 +60,16 @@ const (
 	MaxConntrackSize = 1 << 26
 	// ConntrackEntryBytes is the kernel memory one conntrack entry takes: a 64-byte
 	// bucket holds four.
-	ConntrackEntryBytes = 16
+	ConntrackEntryBytes = int(constsLimitLIMIT_CT_ENTRY_BYTES)
 )
 
 // MaxLocalVIPs is MAX_LOCAL_VIPS: how many VIP addresses the backend-side decap program
 // recognises.
-const MaxLocalVIPs = 1024
+const MaxLocalVIPs = int(constsLimitLIMIT_MAX_LOCAL_VIPS)
 
 // MaxDecapAllow is MAX_DECAP_ALLOW: how many outer source prefixes of each family the
 // decap program accepts (l4lb decap --allow-from).
-const MaxDecapAllow = 1024
+const MaxDecapAllow = int(constsLimitLIMIT_MAX_DECAP_ALLOW)
 
 // IsPrime reports whether n is prime (ring sizes must be). Trial division in 64 bits, so
 // i*i cannot overflow near the top of uint32.

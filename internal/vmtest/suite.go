@@ -28,12 +28,14 @@ type SuitePackage struct {
 
 // KernelSuite is what `make test-kernels` runs on each kernel: the packet table, the decap
 // table, the fuzz corpus replay, the pinning and end-to-end XDP tests (all of
-// pkg/lb/xdp, with XDP towards the kernel's own tunnel devices), the daemon test, which
-// runs the real l4lb binary in namespaces, the socket LB tests (cgroup hooks over the XDP
-// maps) and the IPVS data plane's tests (this machine's kernel has no IPVS).
+// pkg/lb/xdp, with XDP towards the kernel's own tunnel devices), the decap program over a
+// veth (pkg/decap), the daemon test, which runs the real l4lb binary in namespaces, the
+// socket LB tests (cgroup hooks over the XDP maps) and the IPVS data plane's tests (this
+// machine's kernel has no IPVS).
 var KernelSuite = []SuitePackage{
 	// The DIR-24-8 expansion tests are pure Go: the host's run covers them.
-	{Name: "xdp", Pkg: "./pkg/lb/xdp", Testdir: "pkg/lb/xdp", Modules: []string{"ipip", "ip6_tunnel"}, Args: []string{"-test.skip", "^TestDir4(Expansion|OrderIndependent)$"}},
+	{Name: "xdp", Pkg: "./pkg/lb/xdp", Testdir: "pkg/lb/xdp", Modules: []string{"ipip", "ip6_tunnel"}, Args: []string{"-test.skip", "^TestDeny4Dir(Expansion|OrderIndependent)$"}},
+	{Name: "decap", Pkg: "./pkg/decap"},
 	// TestReloadKeysDoc compares docs/operations.md with the code: the VM has the test
 	// binary, not the tree (and the doc does not depend on the kernel).
 	{Name: "daemon", Pkg: "./pkg/daemon", Env: []string{"L4LB_BINARY={{work}}/l4lb"}, Args: []string{"-test.skip", "^TestReloadKeysDoc$"}},

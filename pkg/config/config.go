@@ -56,9 +56,9 @@ type XDP struct {
 	ConntrackSize uint32        `mapstructure:"conntrack_size"`
 	UDPTimeout    time.Duration `mapstructure:"udp_timeout"`
 	MTU           uint32        `mapstructure:"mtu"`
-	// SlotMapping is how a flow hash picks a ring slot: modulo (the default, as in every
-	// earlier release) or scaled (as nftables computes it; XDP and nftables nodes then
-	// pick the same backend for a flow). Every node of a fleet must use the same.
+	// SlotMapping is how a flow hash picks a ring slot: modulo (the default) or scaled
+	// (as nftables computes it; XDP and nftables nodes then pick the same backend for a
+	// flow). Every node of a fleet must use the same.
 	SlotMapping string `mapstructure:"slot_mapping"`
 }
 

@@ -18,7 +18,7 @@ type vipKey struct {
 	proto string
 }
 
-// Table limits of the XDP data plane, from internal/limits (which bpf/lb_consts.h matches).
+// Table limits of the XDP data plane, from internal/limits (generated from bpf/lb_consts.h).
 const (
 	// MaxVIPs is how many VIPs a configuration may have.
 	MaxVIPs = limits.MaxVIPs

@@ -14,12 +14,14 @@ import (
 	"github.com/l4lb/l4lb/pkg/lb/iptables"
 	"github.com/l4lb/l4lb/pkg/lb/ipvs"
 	"github.com/l4lb/l4lb/pkg/lb/nft"
+	"github.com/l4lb/l4lb/pkg/lb/socklb"
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
 
-// newDataplane loads the configured data plane. It is the only place that names a
-// concrete one. dataplane: auto tries xdp, then ipvs (only with ipvs.consider_in_auto),
-// then nftables, then iptables, and logs what it chose and why (every mode tried, with
+// newDataplane loads the configured data plane. It and newSocketLB (with newIPVS, ipvs.go)
+// are the factory: only they construct concrete data planes, and the daemon holds what
+// they return as lb.Dataplane and socketBalancer. dataplane: auto tries xdp, then ipvs
+// (only with ipvs.consider_in_auto), then nftables, then iptables, and logs what it chose and why (every mode tried, with
 // what stopped it); an explicit mode that cannot work fails here with the reason.
 func newDataplane(cfg *config.Config, logger *slog.Logger) (lb.Dataplane, error) {
 	switch cfg.Dataplane {
@@ -84,6 +86,83 @@ func loadXDP(cfg *config.Config, logger *slog.Logger, reason string) (lb.Datapla
 		return nil, err
 	}
 	return xdp.NewNode(d, reason), nil
+}
+
+func xdpOptions(cfg *config.Config, logger *slog.Logger) xdp.Options {
+	slots, _ := xdp.ParseSlotMapping(cfg.XDP.SlotMapping) // validated by config
+	return xdp.Options{SlotMapping: slots,
+		PinPath: cfg.BPFFS, RingSize: cfg.XDP.RingSize, ConntrackSize: cfg.XDP.ConntrackSize,
+		UDPTimeout: cfg.XDP.UDPTimeout, MTU: cfg.XDP.MTU, Logger: logger, RingSlots: ringSlots(cfg),
+		PairBuckets: xdp.PairBucketsFor(vipBackendPairs(cfg)),
+	}
+}
+
+// socketCgroup is the configured cgroup, or the cgroup v2 root.
+func socketCgroup(cfg *config.Config) (string, error) {
+	if cfg.SocketLB.Cgroup != "" {
+		return cfg.SocketLB.Cgroup, nil
+	}
+	return socklb.DefaultCgroup()
+}
+
+// loadSocketLB loads the socket LB over an XDP data plane's maps.
+func loadSocketLB(cfg *config.Config, x *xdp.Dataplane, logger *slog.Logger) (*socklb.Dataplane, error) {
+	s, err := socklb.Load(socklb.Options{PinPath: cfg.BPFFS, Shared: x.Shared(), SampleEvery: cfg.SocketLB.SampleEvery, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	s.ResetOnNewVIP(x)
+	return s, nil
+}
+
+// newSocketDataplane is dataplane: socket: the XDP maps loaded (never attached) and the
+// socket LB over them.
+func newSocketDataplane(cfg *config.Config, logger *slog.Logger) (lb.Dataplane, error) {
+	cg, err := socketCgroup(cfg)
+	if err != nil {
+		return nil, err
+	}
+	x, err := xdp.Load(xdpOptions(cfg, logger))
+	if err != nil {
+		return nil, err
+	}
+	s, err := loadSocketLB(cfg, x, logger)
+	if err != nil {
+		x.Close()
+		return nil, err
+	}
+	return socklb.NewNode(x, s, cg, "configured (dataplane: socket)"), nil
+}
+
+// newSocketLB finds or loads the socket LB for the configuration over the data plane dp:
+// the data plane's own with dataplane: socket, one loaded over the XDP maps with
+// socket_lb.enabled, else none (nil; the hooks a previous run pinned are removed).
+func newSocketLB(cfg *config.Config, dp lb.Dataplane, logger *slog.Logger) (*socketLB, error) {
+	if n, ok := dp.(*socklb.Node); ok {
+		return &socketLB{s: n.Socket()}, nil
+	}
+	if !cfg.SocketLB.Enabled {
+		// A previous run with socket LB left its hooks pinned: they would go on
+		// balancing from the shared maps. Turning it off removes them.
+		removed, err := socklb.RemovePinned(cfg.BPFFS)
+		if len(removed) > 0 {
+			logger.Info("socket lb is off: removed what a previous run pinned", "removed", removed)
+		}
+		return nil, err
+	}
+	n, ok := dp.(*xdp.Node)
+	if !ok {
+		return nil, fmt.Errorf("socket_lb: needs the xdp data plane's maps, not %s", dp.Info().Mode)
+	}
+	cg, err := socketCgroup(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s, err := loadSocketLB(cfg, n.Dataplane(), logger)
+	if err != nil {
+		return nil, err
+	}
+	return &socketLB{s: s, extra: true, cgroup: cg}, nil
 }
 
 // ErrXDPLeft: a NAT mode was chosen on a node where an earlier run's XDP program is still

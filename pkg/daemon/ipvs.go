@@ -39,7 +39,9 @@ func cleanupIPVS(cfg *config.Config) ([]string, error) {
 
 // ipvsTable is the IPVS service table for /v1/state; nil unless the data plane is IPVS.
 func (d *Daemon) ipvsTable() []ipvs.ServiceStatus {
-	dp, ok := d.dp.(*ipvs.Dataplane)
+	dp, ok := d.dp.(interface {
+		Table() ([]ipvs.ServiceStatus, error)
+	})
 	if !ok {
 		return nil
 	}

@@ -1,8 +1,7 @@
 package daemon
 
 import (
-	"fmt"
-	"log/slog"
+	"context"
 	"sort"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,95 +9,41 @@ import (
 	"github.com/l4lb/l4lb/pkg/config"
 	"github.com/l4lb/l4lb/pkg/lb"
 	"github.com/l4lb/l4lb/pkg/lb/socklb"
-	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
 
 // topClients is how many local clients per VIP /v1/sockets lists.
 const topClients = 10
 
-func xdpOptions(cfg *config.Config, logger *slog.Logger) xdp.Options {
-	slots, _ := xdp.ParseSlotMapping(cfg.XDP.SlotMapping) // validated by config
-	return xdp.Options{SlotMapping: slots,
-		PinPath: cfg.BPFFS, RingSize: cfg.XDP.RingSize, ConntrackSize: cfg.XDP.ConntrackSize,
-		UDPTimeout: cfg.XDP.UDPTimeout, MTU: cfg.XDP.MTU, Logger: logger, RingSlots: ringSlots(cfg),
-		PairBuckets: xdp.PairBucketsFor(vipBackendPairs(cfg)),
-	}
-}
-
-// socketCgroup is the configured cgroup, or the cgroup v2 root.
-func socketCgroup(cfg *config.Config) (string, error) {
-	if cfg.SocketLB.Cgroup != "" {
-		return cfg.SocketLB.Cgroup, nil
-	}
-	return socklb.DefaultCgroup()
-}
-
-// loadSocketLB loads the socket LB over an XDP data plane's maps.
-func loadSocketLB(cfg *config.Config, x *xdp.Dataplane, logger *slog.Logger) (*socklb.Dataplane, error) {
-	s, err := socklb.Load(socklb.Options{PinPath: cfg.BPFFS, Shared: x.Shared(), SampleEvery: cfg.SocketLB.SampleEvery, Logger: logger})
-	if err != nil {
-		return nil, err
-	}
-	s.ResetOnNewVIP(x)
-	return s, nil
-}
-
-// newSocketDataplane is dataplane: socket: the XDP maps loaded (never attached) and the
-// socket LB over them.
-func newSocketDataplane(cfg *config.Config, logger *slog.Logger) (lb.Dataplane, error) {
-	cg, err := socketCgroup(cfg)
-	if err != nil {
-		return nil, err
-	}
-	x, err := xdp.Load(xdpOptions(cfg, logger))
-	if err != nil {
-		return nil, err
-	}
-	s, err := loadSocketLB(cfg, x, logger)
-	if err != nil {
-		x.Close()
-		return nil, err
-	}
-	return socklb.NewNode(x, s, cg, "configured (dataplane: socket)"), nil
+// socketBalancer is what the daemon asks of the socket LB (pkg/lb/socklb): the factory
+// (dataplane.go newSocketLB) gives it one.
+type socketBalancer interface {
+	Run(ctx context.Context) error
+	Attach(cgroup string) error
+	Detach() error
+	Unpin() error
+	Close() error
+	Cgroup() string
+	SampledTotal() uint64
+	Counters(id uint32) (socklb.VIPCounters, error)
+	TopClients(id uint32, n int) ([]socklb.Client, uint64)
 }
 
 // socketLB is the part of the daemon that runs the socket LB beside XDP (socket_lb.enabled
 // with dataplane: xdp). With dataplane: socket the data plane is the socket LB and this
 // holds no extra program.
 type socketLB struct {
-	s      *socklb.Dataplane
+	s      socketBalancer
 	extra  bool   // loaded here beside XDP (else the data plane's own)
 	cgroup string // where an extra one attaches
 }
 
 // setupSocketLB finds or loads the socket LB for the configuration.
 func (d *Daemon) setupSocketLB(cfg *config.Config) error {
-	if n, ok := d.dp.(*socklb.Node); ok {
-		d.sock = &socketLB{s: n.Socket()}
-		return nil
-	}
-	if !cfg.SocketLB.Enabled {
-		// A previous run with socket LB left its hooks pinned: they would go on
-		// balancing from the shared maps. Turning it off removes them.
-		removed, err := socklb.RemovePinned(cfg.BPFFS)
-		if len(removed) > 0 {
-			d.log.Info("socket lb is off: removed what a previous run pinned", "removed", removed)
-		}
+	sock, err := newSocketLB(cfg, d.dp, d.log)
+	if err != nil || sock == nil {
 		return err
 	}
-	n, ok := d.dp.(*xdp.Node)
-	if !ok {
-		return fmt.Errorf("socket_lb: needs the xdp data plane's maps, not %s", d.dp.Info().Mode)
-	}
-	cg, err := socketCgroup(cfg)
-	if err != nil {
-		return err
-	}
-	s, err := loadSocketLB(cfg, n.Dataplane(), d.log)
-	if err != nil {
-		return err
-	}
-	d.sock = &socketLB{s: s, extra: true, cgroup: cg}
+	d.sock = sock
 	return nil
 }
 

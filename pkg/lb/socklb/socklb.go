@@ -8,10 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
@@ -75,8 +75,9 @@ type Dataplane struct {
 	clients *clients
 }
 
-// Load loads sock_lb.c with the XDP data plane's maps in place of its own copies of them,
-// so both programs read one set of VIPs, backends and rings. It attaches nothing.
+// Load loads sock_lb.c with the XDP data plane's maps in place of the shared maps it
+// declares (bpf/lb_maps.h), so both programs read one set of VIPs, backends and rings. It
+// attaches nothing.
 func Load(opts Options) (*Dataplane, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -112,8 +113,8 @@ func Load(opts Options) (*Dataplane, error) {
 		if !ok {
 			return nil, fmt.Errorf("load sock_lb: %s: %w", name, ErrNotShared)
 		}
-		// The XDP loader sized some maps at load time (rings from the VIPs' ring sizes,
-		// conntrack from the config): the replacement must match the spec.
+		// The XDP loader sized some maps at load time (rings from the VIPs' ring sizes):
+		// the replacement must match the spec.
 		ms.MaxEntries = m.MaxEntries()
 		copts.MapReplacements[name] = m
 	}
@@ -345,16 +346,15 @@ func (d *Dataplane) ResetCounters(id uint32) error {
 
 // cgroupID is the id the kernel gives a cgroup v2 directory: its inode number.
 func cgroupID(path string) (uint64, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
 		return 0, fmt.Errorf("cgroup %s: %w", path, err)
 	}
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(path, &fs); err != nil {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(path, &fs); err != nil {
 		return 0, fmt.Errorf("cgroup %s: %w", path, err)
 	}
-	const cgroup2Magic = 0x63677270
-	if fs.Type != cgroup2Magic {
+	if fs.Type != unix.CGROUP2_SUPER_MAGIC {
 		return 0, fmt.Errorf("%s is not a cgroup v2 directory", path)
 	}
 	return st.Ino, nil

@@ -13,74 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type socklbAllowKey struct {
-	_         structs.HostLayout
-	Prefixlen uint32
-	VipId     uint32
-	Addr      [16]uint8
-}
-
 type socklbBackend struct {
 	_      structs.HostLayout
 	Addr   [16]uint8
 	Family uint8
 	Flags  uint8
 	Pad    uint16
-}
-
-type socklbBackendCounters struct {
-	_       structs.HostLayout
-	Packets uint64
-	Bytes   uint64
-}
-
-type socklbCtBucket struct {
-	_   structs.HostLayout
-	Way [4]struct {
-		_      structs.HostLayout
-		Digest uint64
-		State  uint64
-	}
-}
-
-type socklbDeny4Key struct {
-	_         structs.HostLayout
-	Prefixlen uint32
-	Addr      [4]uint8
-}
-
-type socklbDeny6Key struct {
-	_         structs.HostLayout
-	Prefixlen uint32
-	Addr      [16]uint8
-}
-
-type socklbDenyValue struct {
-	_     structs.HostLayout
-	Drops uint64
-}
-
-type socklbLbConfig struct {
-	_            structs.HostLayout
-	NexthopMac   [6]uint8
-	HasSrc4      uint8
-	HasSrc6      uint8
-	Src4         [4]uint8
-	Src4HostMask uint32
-	Src6         [16]uint8
-	Src6HostMask uint32
-}
-
-type socklbNexthop struct {
-	_   structs.HostLayout
-	Mac [6]uint8
-	Set uint8
-	Pad uint8
-}
-
-type socklbPairBucket struct {
-	_   structs.HostLayout
-	Key [16]uint32
 }
 
 type socklbRingBlock struct {
@@ -123,75 +61,6 @@ type socklbSockVipCounters struct {
 	NoBackend uint64
 }
 
-type socklbStatId uint32
-
-const (
-	socklbStatIdSTAT_TX_ENCAP4         socklbStatId = 0
-	socklbStatIdSTAT_TX_ENCAP6         socklbStatId = 1
-	socklbStatIdSTAT_CT_HIT            socklbStatId = 2
-	socklbStatIdSTAT_CT_MISS           socklbStatId = 3
-	socklbStatIdSTAT_CT_REHASH         socklbStatId = 4
-	socklbStatIdSTAT_CT_UDP_EXPIRED    socklbStatId = 5
-	socklbStatIdSTAT_CT_SKIP_RST       socklbStatId = 6
-	socklbStatIdSTAT_ICMP_TOO_BIG_FWD  socklbStatId = 7
-	socklbStatIdSTAT_PASS_NON_IP       socklbStatId = 8
-	socklbStatIdSTAT_PASS_NON_VIP      socklbStatId = 9
-	socklbStatIdSTAT_PASS_OTHER_PROTO  socklbStatId = 10
-	socklbStatIdSTAT_PASS_QINQ         socklbStatId = 11
-	socklbStatIdSTAT_DROP_TRUNC_ETH    socklbStatId = 12
-	socklbStatIdSTAT_DROP_TRUNC_IP     socklbStatId = 13
-	socklbStatIdSTAT_DROP_BAD_IP       socklbStatId = 14
-	socklbStatIdSTAT_DROP_TRUNC_L4     socklbStatId = 15
-	socklbStatIdSTAT_DROP_FRAGMENT     socklbStatId = 16
-	socklbStatIdSTAT_DROP_IPV6EXT      socklbStatId = 17
-	socklbStatIdSTAT_DROP_NO_BACKEND   socklbStatId = 18
-	socklbStatIdSTAT_DROP_FAMILY       socklbStatId = 19
-	socklbStatIdSTAT_DROP_NO_SOURCE    socklbStatId = 20
-	socklbStatIdSTAT_DROP_TOO_BIG      socklbStatId = 21
-	socklbStatIdSTAT_DROP_ICMP_BAD     socklbStatId = 22
-	socklbStatIdSTAT_DROP_ADJUST       socklbStatId = 23
-	socklbStatIdSTAT_DROP_DENY         socklbStatId = 24
-	socklbStatIdSTAT_DROP_NOT_ALLOWED  socklbStatId = 25
-	socklbStatIdSTAT_DROP_TCP_FLAGS    socklbStatId = 26
-	socklbStatIdSTAT_DROP_UDP_LEN      socklbStatId = 27
-	socklbStatIdSTAT_GUARD_UNTRACKED   socklbStatId = 28
-	socklbStatIdSTAT_GUARD_DROP        socklbStatId = 29
-	socklbStatIdSTAT_TX_ICMP_TOO_BIG   socklbStatId = 30
-	socklbStatIdSTAT_CT_EVICTED        socklbStatId = 31
-	socklbStatIdSTAT_CT_NOT_MEMBER     socklbStatId = 32
-	socklbStatIdSTAT_DROP_TOO_BIG_RATE socklbStatId = 33
-	socklbStatIdSTAT__MAX              socklbStatId = 34
-)
-
-type socklbTooBigKey struct {
-	_      structs.HostLayout
-	Prefix [8]uint8
-	Family uint8
-	Pad    [3]uint8
-}
-
-type socklbTooBigWindow struct {
-	_        structs.HostLayout
-	WindowNs uint64
-	Count    uint64
-}
-
-type socklbVipCounters struct {
-	_        structs.HostLayout
-	Packets  uint64
-	Bytes    uint64
-	NewFlows uint64
-}
-
-type socklbVipGuard struct {
-	_         structs.HostLayout
-	WindowNs  uint64
-	Count     uint64
-	Untracked uint64
-	Dropped   uint64
-	Denied    uint64
-}
-
 type socklbVipKey struct {
 	_      structs.HostLayout
 	Addr   [16]uint8
@@ -206,41 +75,16 @@ type socklbVipMeta struct {
 	Flags uint32
 }
 
-type socklbVipPolicy struct {
-	_             structs.HostLayout
-	Flags         uint32
-	GuardRate     uint32
-	GuardDropRate uint32
-	Pad           uint32
-}
-
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	socklbMapAllowList         = "allow_list"
 	socklbMapBackends          = "backends"
-	socklbMapConntrack         = "conntrack"
-	socklbMapDeny4             = "deny4"
-	socklbMapDeny4Counts       = "deny4_counts"
-	socklbMapDeny4Dir          = "deny4_dir"
-	socklbMapDeny6             = "deny6"
-	socklbMapLbCfg             = "lb_cfg"
-	socklbMapNexthops          = "nexthops"
-	socklbMapPairStats         = "pair_stats"
-	socklbMapPrefilterOn       = "prefilter_on"
 	socklbMapRingSel           = "ring_sel"
 	socklbMapRings             = "rings"
 	socklbMapSockEvents        = "sock_events"
 	socklbMapSockRev           = "sock_rev"
 	socklbMapSockVipStats      = "sock_vip_stats"
-	socklbMapStats             = "stats"
-	socklbMapTooBigRateState   = "too_big_rate_state"
-	socklbMapVipAddrs          = "vip_addrs"
-	socklbMapVipBackends       = "vip_backends"
-	socklbMapVipGuards         = "vip_guards"
-	socklbMapVipPolicies       = "vip_policies"
-	socklbMapVipStats          = "vip_stats"
 	socklbMapVips              = "vips"
 	socklbProgSockConnect4     = "sock_connect4"
 	socklbProgSockConnect6     = "sock_connect6"
@@ -310,30 +154,13 @@ type socklbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type socklbMapSpecs struct {
-	AllowList       *ebpf.MapSpec `ebpf:"allow_list"`
-	Backends        *ebpf.MapSpec `ebpf:"backends"`
-	Conntrack       *ebpf.MapSpec `ebpf:"conntrack"`
-	Deny4           *ebpf.MapSpec `ebpf:"deny4"`
-	Deny4Counts     *ebpf.MapSpec `ebpf:"deny4_counts"`
-	Deny4Dir        *ebpf.MapSpec `ebpf:"deny4_dir"`
-	Deny6           *ebpf.MapSpec `ebpf:"deny6"`
-	LbCfg           *ebpf.MapSpec `ebpf:"lb_cfg"`
-	Nexthops        *ebpf.MapSpec `ebpf:"nexthops"`
-	PairStats       *ebpf.MapSpec `ebpf:"pair_stats"`
-	PrefilterOn     *ebpf.MapSpec `ebpf:"prefilter_on"`
-	RingSel         *ebpf.MapSpec `ebpf:"ring_sel"`
-	Rings           *ebpf.MapSpec `ebpf:"rings"`
-	SockEvents      *ebpf.MapSpec `ebpf:"sock_events"`
-	SockRev         *ebpf.MapSpec `ebpf:"sock_rev"`
-	SockVipStats    *ebpf.MapSpec `ebpf:"sock_vip_stats"`
-	Stats           *ebpf.MapSpec `ebpf:"stats"`
-	TooBigRateState *ebpf.MapSpec `ebpf:"too_big_rate_state"`
-	VipAddrs        *ebpf.MapSpec `ebpf:"vip_addrs"`
-	VipBackends     *ebpf.MapSpec `ebpf:"vip_backends"`
-	VipGuards       *ebpf.MapSpec `ebpf:"vip_guards"`
-	VipPolicies     *ebpf.MapSpec `ebpf:"vip_policies"`
-	VipStats        *ebpf.MapSpec `ebpf:"vip_stats"`
-	Vips            *ebpf.MapSpec `ebpf:"vips"`
+	Backends     *ebpf.MapSpec `ebpf:"backends"`
+	RingSel      *ebpf.MapSpec `ebpf:"ring_sel"`
+	Rings        *ebpf.MapSpec `ebpf:"rings"`
+	SockEvents   *ebpf.MapSpec `ebpf:"sock_events"`
+	SockRev      *ebpf.MapSpec `ebpf:"sock_rev"`
+	SockVipStats *ebpf.MapSpec `ebpf:"sock_vip_stats"`
+	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // socklbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -364,57 +191,23 @@ func (o *socklbObjects) Close() error {
 //
 // It can be passed to loadSocklbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socklbMaps struct {
-	AllowList       *ebpf.Map `ebpf:"allow_list"`
-	Backends        *ebpf.Map `ebpf:"backends"`
-	Conntrack       *ebpf.Map `ebpf:"conntrack"`
-	Deny4           *ebpf.Map `ebpf:"deny4"`
-	Deny4Counts     *ebpf.Map `ebpf:"deny4_counts"`
-	Deny4Dir        *ebpf.Map `ebpf:"deny4_dir"`
-	Deny6           *ebpf.Map `ebpf:"deny6"`
-	LbCfg           *ebpf.Map `ebpf:"lb_cfg"`
-	Nexthops        *ebpf.Map `ebpf:"nexthops"`
-	PairStats       *ebpf.Map `ebpf:"pair_stats"`
-	PrefilterOn     *ebpf.Map `ebpf:"prefilter_on"`
-	RingSel         *ebpf.Map `ebpf:"ring_sel"`
-	Rings           *ebpf.Map `ebpf:"rings"`
-	SockEvents      *ebpf.Map `ebpf:"sock_events"`
-	SockRev         *ebpf.Map `ebpf:"sock_rev"`
-	SockVipStats    *ebpf.Map `ebpf:"sock_vip_stats"`
-	Stats           *ebpf.Map `ebpf:"stats"`
-	TooBigRateState *ebpf.Map `ebpf:"too_big_rate_state"`
-	VipAddrs        *ebpf.Map `ebpf:"vip_addrs"`
-	VipBackends     *ebpf.Map `ebpf:"vip_backends"`
-	VipGuards       *ebpf.Map `ebpf:"vip_guards"`
-	VipPolicies     *ebpf.Map `ebpf:"vip_policies"`
-	VipStats        *ebpf.Map `ebpf:"vip_stats"`
-	Vips            *ebpf.Map `ebpf:"vips"`
+	Backends     *ebpf.Map `ebpf:"backends"`
+	RingSel      *ebpf.Map `ebpf:"ring_sel"`
+	Rings        *ebpf.Map `ebpf:"rings"`
+	SockEvents   *ebpf.Map `ebpf:"sock_events"`
+	SockRev      *ebpf.Map `ebpf:"sock_rev"`
+	SockVipStats *ebpf.Map `ebpf:"sock_vip_stats"`
+	Vips         *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *socklbMaps) Close() error {
 	return _SocklbClose(
-		m.AllowList,
 		m.Backends,
-		m.Conntrack,
-		m.Deny4,
-		m.Deny4Counts,
-		m.Deny4Dir,
-		m.Deny6,
-		m.LbCfg,
-		m.Nexthops,
-		m.PairStats,
-		m.PrefilterOn,
 		m.RingSel,
 		m.Rings,
 		m.SockEvents,
 		m.SockRev,
 		m.SockVipStats,
-		m.Stats,
-		m.TooBigRateState,
-		m.VipAddrs,
-		m.VipBackends,
-		m.VipGuards,
-		m.VipPolicies,
-		m.VipStats,
 		m.Vips,
 	)
 }

@@ -10,8 +10,11 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/l4lb/l4lb/pkg/decap"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
+
+//go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -Wall -Werror" -target bpfel baseline ../../../bpf/baseline.c -- -I/usr/include/x86_64-linux-gnu
 
 // The benchmarks report ns/pkt: the kernel's own timing of one program run
 // (BPF_PROG_TEST_RUN with repeat=1, since a repeated run would feed the already
@@ -178,7 +181,7 @@ func BenchmarkDecap(b *testing.B) {
 	if ret != xdpTx {
 		b.Fatalf("encap verdict %d", ret)
 	}
-	d, err := LoadDecap()
+	d, err := decap.Load()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,23 +8,24 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/l4lb/l4lb/internal/limits"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
 // This file mirrors bpf/conntrack.h: the conntrack table is an array of buckets of
 // ctWays ways; a flow's 64-bit digest names two buckets (one from each 32-bit half) and
-// is what a way holds.
+// is what a way holds. The constants are the C's (internal/limits, from bpf/consts.c).
 
 const (
-	ctWays        = 4
-	ctBackendMask = 0xffff
-	ctRef         = 1 << 16
-	ctBusy        = 1 << 17
-	ctEst         = 1 << 18
-	ctGenShift    = 19
-	ctGenMask     = 0x1fff << ctGenShift // bits 19-31, as CT_GEN_MASK
-	ctSeenShift   = 32
-	ctHashSeed    = 0x6c346c62
+	ctWays        = limits.CTWays
+	ctBackendMask = limits.CTBackendMask
+	ctRef         = limits.CTRef
+	ctBusy        = limits.CTBusy
+	ctEst         = limits.CTEst
+	ctGenShift    = limits.CTGenShift
+	ctGenMask     = limits.CTGenMask
+	ctSeenShift   = limits.CTSeenShift
+	ctHashSeed    = limits.CTHashSeed
 
 	sizeofFlowKey  = unsafe.Sizeof(prevFlowKey{})
 	sizeofCtBucket = unsafe.Sizeof(xdplbCtBucket{})
@@ -37,7 +38,7 @@ func ctBucketCount(size uint32) uint32 { return (size + ctWays - 1) / ctWays }
 func ctDigest(f Flow) uint64 {
 	fam := uint32(familyV6)
 	if f.Src.Unmap().Is4() {
-		fam = familyV4
+		fam = uint32(familyV4)
 	}
 	return flowWords64(f, false, ctHashSeed^(fam<<8|uint32(f.Proto)))
 }
@@ -53,11 +54,11 @@ func ctBucketIndex(digest uint64, buckets uint32, half int) uint32 {
 
 // Ranks of a way for a new flow (ct_victim), best first.
 const (
-	ctRankSame = iota
-	ctRankEmpty
-	ctRankOnePacket
-	ctRankIdle
-	ctRankNone
+	ctRankSame      = limits.CTRankSame
+	ctRankEmpty     = limits.CTRankEmpty
+	ctRankOnePacket = limits.CTRankOnePacket
+	ctRankIdle      = limits.CTRankIdle
+	ctRankNone      = limits.CTRankNone
 )
 
 func ctVictim(b *xdplbCtBucket, digest uint64) (rank, way int) {
@@ -100,7 +101,7 @@ func ctPlace(b1, b2 *xdplbCtBucket, digest, state uint64) (evicted bool) {
 		for i := range b1.Way {
 			b1.Way[i].State &^= ctRef
 		}
-		way = int(digest & (ctWays - 1))
+		way = int(digest & uint64(ctWays-1))
 	}
 	w := &bk.Way[way]
 	evicted = w.State&ctBackendMask != 0 && w.Digest != digest
@@ -151,7 +152,7 @@ func ConntrackLookupIn(m *ebpf.Map, f Flow) (uint32, bool, error) {
 func (d *Dataplane) ConntrackCount() (int, error) { return ConntrackEntries(d.objs.Conntrack) }
 
 // ConntrackCapacity is how many entries a conntrack map (the pinned `conntrack`) holds.
-func ConntrackCapacity(m *ebpf.Map) int { return int(m.MaxEntries()) * ctWays }
+func ConntrackCapacity(m *ebpf.Map) int { return int(m.MaxEntries()) * int(ctWays) }
 
 // isCtMap says whether m is this release's conntrack table.
 func isCtMap(m *ebpf.Map) error {
@@ -202,8 +203,8 @@ func batchWalk[K, V any](m *ebpf.Map, fn func(*K, *V)) error {
 	}
 }
 
-// prevFlowKey and prevCtEntry are the conntrack key and value of the releases before the
-// bucket table (an LRU hash; bpf/lb_structs.h struct flow_key is the same key).
+// prevFlowKey and prevCtEntry are the key and value of the LRU-hash conntrack layout, which
+// Load converts when it finds one pinned (bpf/lb_structs.h struct flow_key is the key).
 type prevFlowKey struct {
 	Src    [16]byte
 	Dst    [16]byte
@@ -220,7 +221,7 @@ type prevCtEntry struct {
 	_          uint32
 }
 
-// flowOfKey turns a conntrack key of those releases back into a Flow.
+// flowOfKey turns an LRU-hash conntrack key back into a Flow.
 func flowOfKey(k *prevFlowKey) Flow {
 	var src, dst netip.Addr
 	if k.Family == familyV4 {
@@ -233,13 +234,13 @@ func flowOfKey(k *prevFlowKey) Flow {
 	return Flow{Src: src, Dst: dst, Sport: htons(k.Sport), Dport: htons(k.Dport), Proto: lb.Proto(k.Proto)}
 }
 
-// oldEntries calls fn with the digest and state of every entry of a conntrack map of this
-// or an earlier release (convertConntrack's two shapes).
+// oldEntries calls fn with the digest and state of every entry of a pinned conntrack map
+// of either shape convertConntrack takes.
 func oldEntries(old *ebpf.Map, fn func(digest, state uint64)) error {
 	switch {
 	case old.Type() == ebpf.LRUHash && old.KeySize() == uint32(sizeofFlowKey) && old.ValueSize() == 16:
 		return batchWalk(old, func(k *prevFlowKey, v *prevCtEntry) {
-			if v.BackendID == 0 || v.BackendID > ctBackendMask {
+			if v.BackendID == 0 || uint64(v.BackendID) > ctBackendMask {
 				return
 			}
 			// Seen in the clock's units (CT_TIME_SHIFT); 0 for TCP, as the program writes.
@@ -259,8 +260,8 @@ func oldEntries(old *ebpf.Map, fn func(digest, state uint64)) error {
 }
 
 // convertConntrack fills a new conntrack array (m, empty) from a pinned one of another
-// shape: the previous releases' LRU hash, or a bucket array of another size. Entries are
-// placed as the program would place them; the previous releases' entries are marked
+// shape: the LRU-hash layout, or a bucket array of another size. Entries are placed as
+// the program would place them; the LRU hash's entries are marked
 // established and referenced (they are flows that sent packets), a bucket array's keep
 // their marks. It returns how many were placed and how many another entry displaced.
 func convertConntrack(old, m *ebpf.Map) (placed, displaced int, err error) {

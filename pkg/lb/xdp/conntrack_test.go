@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/l4lb/l4lb/internal/bpfobj"
 	"github.com/l4lb/l4lb/internal/testutil"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
@@ -364,9 +365,9 @@ func TestPrivilegedConntrackMarks(t *testing.T) {
 	}
 }
 
-// The releases before the bucket table kept conntrack in an LRU hash keyed by the
-// 5-tuple: its IPv4 and IPv6 entries, TCP and UDP, are all found in the converted table
-// with their backends (and UDP entries keep their last-seen time).
+// A pinned LRU-hash conntrack (the layout keyed by the 5-tuple): its IPv4 and IPv6
+// entries, TCP and UDP, are all found in the converted table with their backends (and UDP
+// entries keep their last-seen time).
 func TestPrivilegedConvertConntrackFromLRU(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: uint32(sizeofFlowKey), ValueSize: 16, MaxEntries: 65536, Flags: unix.BPF_F_NO_COMMON_LRU})
@@ -391,8 +392,8 @@ func TestPrivilegedConvertConntrackFromLRU(t *testing.T) {
 			f = Flow{Src: netip.AddrFrom16(a), Dst: mustAddr("2001:db8::10"), Sport: uint16(rnd.IntN(65536)), Dport: 53, Proto: udp}
 			seen = uint64(rnd.Int64N(1 << 50))
 		}
-		src, fam := addr16(f.Src)
-		dst, _ := addr16(f.Dst)
+		src, fam := bpfobj.Addr16(f.Src)
+		dst, _ := bpfobj.Addr16(f.Dst)
 		k := prevFlowKey{Src: src, Dst: dst, Sport: htons(f.Sport), Dport: htons(f.Dport), Proto: uint8(f.Proto), Family: fam}
 		e := entry{f, uint32(1 + rnd.IntN(4095)), seen}
 		if err := old.Put(&k, &prevCtEntry{LastSeenNs: seen, BackendID: e.backend}); err != nil {

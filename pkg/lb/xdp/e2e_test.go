@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/l4lb/l4lb/internal/testutil"
+	"github.com/l4lb/l4lb/pkg/decap"
 	"github.com/l4lb/l4lb/pkg/lb"
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
@@ -74,7 +75,7 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A veth delivers XDP_TX frames only if its peer runs an XDP program.
-	pass, err := xdp.LoadDecap()
+	pass, err := decap.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func TestPrivilegedEndToEnd(t *testing.T) {
 	}
 
 	// The backend: decap on its link, an echo server on the VIP.
-	dec, err := xdp.LoadDecap()
+	dec, err := decap.Load()
 	if err != nil {
 		t.Fatal(err)
 	}

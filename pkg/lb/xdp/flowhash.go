@@ -6,13 +6,15 @@ import (
 	"math/bits"
 	"net/netip"
 
+	"github.com/l4lb/l4lb/internal/bpfobj"
+	"github.com/l4lb/l4lb/internal/limits"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
 // This file mirrors bpf/jhash.h and flow_hash() in bpf/flowhash.h, so that Go can answer
 // "which ring slot does this flow hash to?" exactly as the data plane does.
 
-const jhashInitval = 0xdeadbeef
+const jhashInitval = limits.JhashInitval
 
 func jhashMix(a, b, c uint32) (uint32, uint32, uint32) {
 	a -= c
@@ -92,8 +94,8 @@ type Flow struct {
 // flowWords64 mirrors flow_words64 in bpf/flowhash.h: jhash over the addresses and
 // ports seeded with seed, as b << 32 | c. noSport zeroes the source port.
 func flowWords64(f Flow, noSport bool, seed uint32) uint64 {
-	src, fam := addr16(f.Src)
-	dst, _ := addr16(f.Dst)
+	src, fam := bpfobj.Addr16(f.Src)
+	dst, _ := bpfobj.Addr16(f.Dst)
 	// The data plane loads the two network-order ports as one little-endian word.
 	var pb [4]byte
 	binary.BigEndian.PutUint16(pb[0:], f.Sport)
@@ -123,8 +125,8 @@ func FlowHash(f Flow, flags lb.VIPFlags) uint32 {
 type SlotMapping uint8
 
 const (
-	// SlotModulo: hash % size. The default, and what every earlier release did, so a
-	// fleet upgraded node by node keeps sending each flow to the same slot.
+	// SlotModulo: hash % size. The default, so nodes that keep the default agree on
+	// each flow's slot whatever version each runs (a fleet upgraded node by node).
 	SlotModulo SlotMapping = iota
 	// SlotScaled: the kernel's reciprocal_scale, ((u64)hash * size) >> 32, which is what
 	// nftables' "jhash ... mod size" computes: XDP nodes with it pick the same backend

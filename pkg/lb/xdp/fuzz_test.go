@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
@@ -57,7 +59,7 @@ func oracleFlow(in []byte, facts *oracleFacts) (f Flow, l3len int, ok bool) {
 	}
 	et := binary.BigEndian.Uint16(in[12:])
 	off := 14
-	if et == 0x8100 || et == 0x88a8 {
+	if et == unix.ETH_P_8021Q || et == unix.ETH_P_8021AD {
 		if len(in) < 18 {
 			return f, 0, false
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/internal/testutil"
 	"github.com/l4lb/l4lb/pkg/lb"
@@ -241,7 +242,7 @@ func encapsulated(tb testing.TB, in []byte, be netip.Addr, hash uint32, dstMAC n
 	tb.Helper()
 	l2 := 14
 	tpid := layers.EthernetType(binary.BigEndian.Uint16(in[12:]))
-	tagged := tpid == 0x8100 || tpid == 0x88a8
+	tagged := tpid == unix.ETH_P_8021Q || tpid == unix.ETH_P_8021AD
 	var tci uint16
 	if tagged {
 		l2 = 18
@@ -323,7 +324,7 @@ func icmpTooBigTo(tb testing.TB, f Flow, router string, outerDst netip.Addr) []b
 func tooBigReply(tb testing.TB, in []byte, fit uint32) []byte {
 	tb.Helper()
 	l2 := 14
-	if et := binary.BigEndian.Uint16(in[12:]); et == 0x8100 || et == 0x88a8 {
+	if et := binary.BigEndian.Uint16(in[12:]); et == unix.ETH_P_8021Q || et == unix.ETH_P_8021AD {
 		l2 = 18
 	}
 	inner := in[l2:]

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/l4lb/l4lb/internal/testutil"
+	"github.com/l4lb/l4lb/pkg/decap"
 	"github.com/l4lb/l4lb/pkg/lb"
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
@@ -114,7 +115,7 @@ func TestPrivilegedKernelTunnel(t *testing.T) {
 	if err := lbNS.Do(func() error { _, err := d.Attach("l0"); return err }); err != nil {
 		t.Fatal(err)
 	}
-	pass, err := xdp.LoadDecap()
+	pass, err := decap.Load()
 	if err != nil {
 		t.Fatal(err)
 	}

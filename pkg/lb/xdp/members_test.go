@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/l4lb/l4lb/internal/bpfobj"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
@@ -158,7 +159,7 @@ func TestPrivilegedCountersReadLeavesBackendCache(t *testing.T) {
 	r := newRig(t, Options{})
 	r.setVIP(lb.VIP{Key: key("203.0.113.10", 80, tcp), Backends: []lb.Backend{{ID: 1, Addr: mustAddr("198.51.100.11"), Weight: 1}}})
 	// What a reader's snapshot would hold: a backend the cache does not (deleted since).
-	a16, fam := addr16(mustAddr("198.51.100.50"))
+	a16, fam := bpfobj.Addr16(mustAddr("198.51.100.50"))
 	if err := r.d.objs.Backends.Put(uint32(7), &xdplbBackend{Addr: a16, Family: fam, Flags: 1}); err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ import (
 //     rename, so a reader of the directory sees the old map or the new one. Same type,
 //     key and value, other max entries: the entries are copied (hash maps must fit;
 //     an LRU keeps what fits). Conntrack is placed again, entry by entry, into a table
-//     of another size or from the LRU hash of earlier releases (conntrack.go). The rings
+//     of another size or from the LRU-hash layout (conntrack.go). The rings
 //     of the previous layout (an array of maps, one ring per VIP) are converted to the
 //     flat layout. Anything else has no converter and Load fails, saying what to do; it
 //     never starts with empty state maps.
@@ -40,7 +40,7 @@ var ErrMigrate = errors.New("pinned map cannot be migrated")
 // migratingPrefix names a converted map's pin until it replaces the old one.
 const migratingPrefix = "migrating_"
 
-// stalePins are pins of earlier releases that no map of this program uses.
+// stalePins are pins of earlier layouts that no map of this program uses.
 var stalePins = []string{"lb_meta", "backend_stats"}
 
 func isCounterMap(t ebpf.MapType) bool {

@@ -10,13 +10,14 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/l4lb/l4lb/internal/bpfobj"
 	"github.com/l4lb/l4lb/internal/testutil"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
 func conntrackKey(f Flow) *prevFlowKey {
-	src, fam := addr16(f.Src)
-	dst, _ := addr16(f.Dst)
+	src, fam := bpfobj.Addr16(f.Src)
+	dst, _ := bpfobj.Addr16(f.Dst)
 	return &prevFlowKey{Src: src, Dst: dst, Sport: htons(f.Sport), Dport: htons(f.Dport), Proto: uint8(f.Proto), Family: fam}
 }
 
@@ -59,7 +60,7 @@ func loadPrevious(t *testing.T, dir string, ringSize uint32, vs []lb.VIP) *ebpf.
 	}
 	for i, v := range vs {
 		for _, b := range v.Backends {
-			a, fam := addr16(b.Addr)
+			a, fam := bpfobj.Addr16(b.Addr)
 			if err := coll.Maps["backends"].Put(b.ID, &xdplbBackend{Addr: a, Family: fam, Flags: 1}); err != nil {
 				t.Fatal(err)
 			}

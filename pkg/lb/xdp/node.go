@@ -76,7 +76,7 @@ func (n *Node) Programmed() (lb.Programmed, error) {
 func (n *Node) PairCapacity() int {
 	n.d.pairs.mu.Lock()
 	defer n.d.pairs.mu.Unlock()
-	return len(n.d.pairs.buckets) * pairWays * 3 / 4
+	return len(n.d.pairs.buckets) * int(pairWays) * 3 / 4
 }
 
 // SetVIP implements lb.Programmer. A backend it lists whose delete was waiting is kept.

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/l4lb/l4lb/internal/limits"
 )
 
 // This file keeps vip_backends (bpf/members.h): which backends each VIP has now, as
@@ -17,8 +19,8 @@ import (
 // entry only to a backend its VIP has here.
 
 const (
-	pairWays    = 16
-	pairHashMul = 0x9e3779b1
+	pairWays    = limits.PairWays
+	pairHashMul = limits.PairHashMul
 	// DefaultPairBuckets is the vip_backends size (buckets of 16 pairs) when the
 	// configuration needs fewer: 16,384 pairs.
 	DefaultPairBuckets = 1024
@@ -31,7 +33,7 @@ const (
 // both its buckets full, with room for the configuration to grow by reloads. Kernel
 // memory: 64 bytes per bucket, and 16 bytes per pair slot and CPU for pair_stats.
 func PairBucketsFor(n int) uint32 {
-	need := uint64(n) * 2 / pairWays
+	need := uint64(n) * 2 / uint64(pairWays)
 	b := uint32(DefaultPairBuckets)
 	for uint64(b) < need && b < MaxPairBuckets {
 		b <<= 1

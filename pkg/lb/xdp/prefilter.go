@@ -8,11 +8,13 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/l4lb/l4lb/internal/bpfobj"
+	"github.com/l4lb/l4lb/internal/limits"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
 // The prefilter: source-prefix deny lists (one LPM trie per family, each prefix counting
-// its drops; IPv4 flattened into a /24 array, deny4dir.go), per-VIP allow lists and the
+// its drops; IPv4 flattened into a /24 array, prefilter_deny4dir.go), per-VIP allow lists and the
 // per-VIP new-flow guard (bpf/prefilter.h).
 
 // DenyEntry is one prefix of the deny list and the packets it dropped.
@@ -125,12 +127,12 @@ func (d *Dataplane) DenyAdd(prefixes []netip.Prefix) error {
 	added, err := addDeny(d.objs.Deny4, k4)
 	if err != nil {
 		// Part of a batch may have reached the trie: the array follows the trie again.
-		if rerr := d.buildDir4(); rerr != nil {
+		if rerr := d.buildDeny4Dir(); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		return fmt.Errorf("add ipv4 deny prefixes: %w", err)
 	}
-	if err := d.dir4Added(added); err != nil {
+	if err := d.deny4DirAdded(added); err != nil {
 		return fmt.Errorf("add ipv4 deny prefixes: %w", err)
 	}
 	if _, err := addDeny(d.objs.Deny6, k6); err != nil {
@@ -147,7 +149,7 @@ func (d *Dataplane) refreshPrefilterOn() error {
 		m    *ebpf.Map
 		flag uint32
 		key  any
-	}{{d.objs.Deny4, 1, new(xdplbDeny4Key)}, {d.objs.Deny6, 2, new(xdplbDeny6Key)}} {
+	}{{d.objs.Deny4, limits.FlagPrefilterDeny4, new(xdplbDeny4Key)}, {d.objs.Deny6, limits.FlagPrefilterDeny6, new(xdplbDeny6Key)}} {
 		err := t.m.NextKey(nil, t.key)
 		switch {
 		case err == nil:
@@ -156,8 +158,8 @@ func (d *Dataplane) refreshPrefilterOn() error {
 			return fmt.Errorf("read deny list: %w", err)
 		}
 	}
-	if d.dir4Ready {
-		on |= prefilterDir4
+	if d.deny4DirReady {
+		on |= prefilterDeny4Dir
 	}
 	if err := d.objs.PrefilterOn.Put(uint32(0), on); err != nil {
 		return fmt.Errorf("write prefilter_on: %w", err)
@@ -182,7 +184,7 @@ func (d *Dataplane) DenyDelete(prefixes []netip.Prefix) error {
 		if err != nil {
 			return fmt.Errorf("delete deny prefix: %w", err)
 		}
-		if err := d.dir4Deleted(k); err != nil {
+		if err := d.deny4DirDeleted(k); err != nil {
 			return err
 		}
 	}
@@ -280,7 +282,7 @@ func (d *Dataplane) writePolicy(id uint32, p Policy) error {
 	want := map[xdplbAllowKey]bool{}
 	for _, a := range p.Allow {
 		k := xdplbAllowKey{Prefixlen: 32 + uint32(a.Bits()), VipId: id}
-		k.Addr, _ = addr16(a.Addr())
+		k.Addr, _ = bpfobj.Addr16(a.Addr())
 		want[k] = true
 	}
 	if d.allowByID == nil {
@@ -324,7 +326,7 @@ func (d *Dataplane) writePolicy(id uint32, p Policy) error {
 	}
 	pol := xdplbVipPolicy{GuardRate: p.GuardRate, GuardDropRate: p.GuardDropRate}
 	if len(p.Allow) > 0 {
-		pol.Flags |= 1 // VIP_POLICY_F_ALLOW
+		pol.Flags |= limits.FlagVIPPolicyAllow
 	}
 	if err := d.objs.VipPolicies.Put(id, &pol); err != nil {
 		return fmt.Errorf("write policy of vip %d: %w", id, err)

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/l4lb/l4lb/internal/limits"
 )
 
 // The ring layout (bpf/lb_maps.h): one flat array, rings, of 64-byte blocks of
@@ -24,7 +26,7 @@ import (
 // Blocks of deleted VIPs are freed the same way, after a barrier.
 
 // RingBlockSlots is RING_BLOCK_SLOTS: slots in one entry of the rings array.
-const RingBlockSlots = 32
+const RingBlockSlots = limits.RingBlockSlots
 
 // maxSlotID is the largest backend id a 16-bit ring slot holds.
 const maxSlotID = 1<<16 - 1
@@ -302,7 +304,7 @@ func packRing(table []uint32) ([]xdplbRingBlock, error) {
 		if id > maxSlotID {
 			return nil, fmt.Errorf("backend id %d does not fit a ring slot (at most %d)", id, maxSlotID)
 		}
-		blocks[i/RingBlockSlots].Slot[i%RingBlockSlots] = uint16(id)
+		blocks[uint64(i)/RingBlockSlots].Slot[uint64(i)%RingBlockSlots] = uint16(id)
 	}
 	return blocks, nil
 }

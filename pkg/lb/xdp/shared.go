@@ -7,7 +7,8 @@ import (
 )
 
 // Shared is what another BPF program needs to pick backends exactly as the XDP program
-// does (connect-time socket LB): every map of bpf/lb_maps.h by its ELF name. Each VIP's
+// does (connect-time socket LB): the forwarder's maps by ELF name, of which such a
+// program declares those of bpf/lb_maps.h (vips, rings, ring_sel, backends). Each VIP's
 // ring size is in ring_sel, so ring_pick() needs nothing else.
 type Shared struct {
 	Maps map[string]*ebpf.Map

@@ -39,20 +39,5 @@ var statNames = [...]string{
 	xdplbStatIdSTAT_DROP_TOO_BIG_RATE: "drop_too_big_rate",
 }
 
-// Every decap counter has a name: the build fails when decap.c's enum grows alone.
-var _ = [1]struct{}{}[len(decapStatNames)-int(decapDecapStatIdDECAP_STAT__MAX)]
-
-var decapStatNames = [...]string{
-	decapDecapStatIdDECAP_STAT_OK:             "decap_ok",
-	decapDecapStatIdDECAP_STAT_PASS_NOT_ENCAP: "pass_not_encap",
-	decapDecapStatIdDECAP_STAT_PASS_NOT_LOCAL: "pass_not_local_vip",
-	decapDecapStatIdDECAP_STAT_DROP_MALFORMED: "drop_malformed",
-	decapDecapStatIdDECAP_STAT_PASS_FRAGMENT:  "pass_fragment",
-	decapDecapStatIdDECAP_STAT_DROP_ADJUST:    "drop_adjust",
-	decapDecapStatIdDECAP_STAT_DROP_SOURCE:    "drop_source_not_allowed",
-	decapDecapStatIdDECAP_STAT_DROP_ECN:       "drop_ecn_ce_not_ect",
-	decapDecapStatIdDECAP_STAT_ECN_CE:         "ecn_ce_from_outer",
-}
-
 // StatNames lists the data plane's global counter names in enum order.
 func StatNames() []string { return append([]string(nil), statNames[:]...) }

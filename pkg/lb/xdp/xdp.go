@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/l4lb/l4lb/internal/bpfobj"
 	"github.com/l4lb/l4lb/internal/limits"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
@@ -42,7 +43,7 @@ func checkArch() error {
 	return nil
 }
 
-// Table sizes compiled into bpf/lb_consts.h (internal/limits keeps them equal).
+// Table sizes compiled into bpf/lb_consts.h (internal/limits has them from the C).
 const (
 	MaxVIPs     = limits.VIPMapSize
 	MaxBackends = limits.BackendMapSize // backend ids 1..MaxBackends-1; 0 is reserved
@@ -160,12 +161,12 @@ type Dataplane struct {
 	// early: links Load already pointed at this program (a migrating load).
 	early map[string]bool
 
-	// denyMu serializes deny list changes; dir4Ready: deny4_dir follows deny4; dir4Long
-	// counts its longer prefixes (deny4dir.go).
-	denyMu    sync.Mutex
-	dir4Ready bool
-	dir4Fresh bool // deny4_dir was created by this load (all zeros)
-	dir4Long  map[uint32]uint32
+	// denyMu serializes deny list changes; deny4DirReady: deny4_dir follows deny4;
+	// deny4DirLong counts its longer prefixes (prefilter_deny4dir.go).
+	denyMu        sync.Mutex
+	deny4DirReady bool
+	deny4DirFresh bool // deny4_dir was created by this load (all zeros)
+	deny4DirLong  map[uint32]uint32
 
 	// onNewID: see OnNewVIPID (shared.go).
 	onNewID []func(id uint32) error
@@ -254,17 +255,17 @@ func Load(opts Options) (*Dataplane, error) {
 	// A deny4_dir this load creates is all zeros: building it touches only the entries
 	// the deny list sets (its 32 MiB stay out of the daemon's resident memory).
 	if opts.PinPath == "" {
-		d.dir4Fresh = true
+		d.deny4DirFresh = true
 	} else if _, err := os.Stat(filepath.Join(opts.PinPath, "deny4_dir")); errors.Is(err, os.ErrNotExist) {
-		d.dir4Fresh = true
+		d.deny4DirFresh = true
 	}
 	if err := spec.LoadAndAssign(&d.objs, &copts); err != nil {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
 			return nil, fmt.Errorf("load xdp_lb: %w (%w: remove %s to start afresh)", err, ErrIncompatible, opts.PinPath)
 		}
-		return nil, loadError("xdp_lb", err)
+		return nil, bpfobj.DescribeLoad("xdp_lb", err)
 	}
-	if err := d.syncDir4(); err != nil {
+	if err := d.syncDeny4Dir(); err != nil {
 		d.objs.Close()
 		return nil, err
 	}
@@ -469,8 +470,15 @@ func (d *Dataplane) NextHops() (map[int]net.HardwareAddr, error) {
 	return out, err
 }
 
-// maxIfindex mirrors MAX_IFINDEX: the nexthops map's size.
-const maxIfindex = 65536
+// backendExists is BACKEND_F_EXISTS of backend.flags.
+const backendExists = limits.FlagBackendExists
+
+// vip_meta.flags are the model's VIPFlags bit for bit (SetVIP copies them): the build
+// fails when VIP_F_HASH_NO_SPORT and lb.FlagHashNoSourcePort part.
+var _ = [1]struct{}{}[uint32(lb.FlagHashNoSourcePort)^limits.FlagVIPHashNoSport]
+
+// maxIfindex is MAX_IFINDEX: the nexthops map's size.
+const maxIfindex = limits.MaxIfindex
 
 func hostMask(n int) uint32 {
 	if n >= 32 {
@@ -487,8 +495,8 @@ func (d *Dataplane) SetBackend(id uint32, addr netip.Addr) error {
 	if !addr.IsValid() {
 		return fmt.Errorf("backend %d: invalid address", id)
 	}
-	a, fam := addr16(addr)
-	v := xdplbBackend{Addr: a, Family: fam, Flags: 1}
+	a, fam := bpfobj.Addr16(addr)
+	v := xdplbBackend{Addr: a, Family: fam, Flags: backendExists}
 	if err := d.objs.Backends.Put(id, &v); err != nil {
 		return fmt.Errorf("write backend %d: %w", id, err)
 	}
@@ -536,7 +544,7 @@ func (d *Dataplane) Backends() (map[uint32]netip.Addr, error) {
 	for {
 		n, err := d.objs.Backends.BatchLookup(&cursor, keys, vals, nil)
 		for i := 0; i < n; i++ {
-			if vals[i].Flags&1 != 0 {
+			if vals[i].Flags&backendExists != 0 {
 				out[keys[i]] = addrFrom16(vals[i].Addr, vals[i].Family)
 			}
 		}
@@ -553,12 +561,12 @@ func (d *Dataplane) Backends() (map[uint32]netip.Addr, error) {
 }
 
 func vipKey(k lb.VIPKey) xdplbVipKey {
-	a, fam := addr16(k.Addr)
+	a, fam := bpfobj.Addr16(k.Addr)
 	return xdplbVipKey{Addr: a, Port: htons(k.Port), Proto: uint8(k.Proto), Family: fam}
 }
 
 func vipAddrKey(k lb.VIPKey) xdplbVipKey {
-	a, fam := addr16(k.Addr)
+	a, fam := bpfobj.Addr16(k.Addr)
 	return xdplbVipKey{Addr: a, Family: fam}
 }
 
@@ -785,23 +793,7 @@ func (d *Dataplane) VIPCounters(id uint32) (Counters, error) {
 
 // Stats returns the named global counters summed over CPUs.
 func (d *Dataplane) Stats() (map[string]uint64, error) {
-	return readStats(d.objs.Stats, statNames[:])
-}
-
-func readStats(m *ebpf.Map, names []string) (map[string]uint64, error) {
-	out := make(map[string]uint64, len(names))
-	for i, name := range names {
-		var per []uint64
-		if err := m.Lookup(uint32(i), &per); err != nil {
-			return nil, fmt.Errorf("read counter %s: %w", name, err)
-		}
-		var sum uint64
-		for _, v := range per {
-			sum += v
-		}
-		out[name] = sum
-	}
-	return out, nil
+	return bpfobj.SumCounters(d.objs.Stats, statNames[:])
 }
 
 // Attach attaches the program to ifname through a bpf_link, in native mode, or in generic

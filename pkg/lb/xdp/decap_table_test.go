@@ -9,7 +9,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
 
+	"github.com/l4lb/l4lb/pkg/decap"
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
@@ -34,7 +36,7 @@ const (
 // is valid, its ECN field when ecn >= 0. An outer IPv4 header gets a correct checksum.
 func outer(frame []byte, src netip.Addr, ecn int) []byte {
 	b := append([]byte(nil), frame...)
-	if binary.BigEndian.Uint16(b[12:]) == 0x0800 {
+	if binary.BigEndian.Uint16(b[12:]) == unix.ETH_P_IP {
 		if src.IsValid() {
 			a := src.As4()
 			copy(b[14+12:], a[:])
@@ -68,7 +70,7 @@ func TestPrivilegedDecapTable(t *testing.T) {
 	r.setVIP(lb.VIP{Key: key("203.0.113.30", 80, tcp), Backends: backends(11, "2001:db8:b::11")})
 	r.setVIP(lb.VIP{Key: key("203.0.113.99", 80, tcp), Backends: backends(1, "198.51.100.11")})
 
-	d, err := LoadDecap()
+	d, err := decap.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +252,7 @@ func TestPrivilegedDecapAllowsNoSourceUntilTold(t *testing.T) {
 	r := newRig(t, Options{})
 	r.setVIP(lb.VIP{Key: key("203.0.113.10", 80, tcp), Backends: backends(1, "198.51.100.11")})
 	r.setVIP(lb.VIP{Key: key("2001:db8:f::10", 80, tcp), Backends: backends(11, "2001:db8:b::11")})
-	d, err := LoadDecap()
+	d, err := decap.Load()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,9 +9,11 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/l4lb/l4lb/internal/limits"
 )
 
-// The flattened IPv4 deny list (bpf/lb_maps.h deny4_dir, DIR-24-8 style): one u16 per /24
+// The flattened IPv4 deny list (bpf/xdp_maps.h deny4_dir, DIR-24-8 style): one u16 per /24
 // of the address space (four to an array value; in memory a plain little-endian u16
 // array, 32 MiB). Bits 0-4 hold 1 + the length of the longest listed prefix of length
 // <= 24 that covers the whole /24 (0: none); bit 5+(L-25) says that prefixes of length L
@@ -23,21 +25,22 @@ import (
 // raises the owner of each of its /24s to L where it was shorter; deleting it gives its
 // /24s (those it owned) its longest listed ancestor, which is the same for all of them.
 // A longer prefix sets its length's bit; the loader counts the prefixes of each length
-// in each /24 (dir4Long, rebuilt from the trie at start) to clear the bit with the last.
+// in each /24 (deny4DirLong, rebuilt from the trie at start) to clear the bit with the last.
 // All of it depends only on the set of listed prefixes, not on the order of the changes.
 
 const (
-	dir4Size      = 1 << 24
-	dir4LongShift = 5
-	dir4OwnerMask = 0x1f
-	// prefilterDir4 is PREFILTER_F_DIR4: deny4_dir is built and the program uses it.
-	prefilterDir4 = 1 << 2
-	// dir4Chunk entries are read and written at a time.
-	dir4Chunk = 1 << 16
+	// deny4DirSize is the entries (one u16 per /24) of deny4_dir, four to a u64 value.
+	deny4DirSize      = 4 * limits.Deny4DirEntries
+	deny4DirLongShift = limits.Deny4DirLongShift
+	deny4DirOwnerMask = limits.Deny4DirOwnerMask
+	// prefilterDeny4Dir is PREFILTER_F_DENY4_DIR: deny4_dir is built and the program uses it.
+	prefilterDeny4Dir = limits.FlagPrefilterDeny4Dir
+	// deny4DirChunk entries are read and written at a time.
+	deny4DirChunk = 1 << 16
 )
 
-// dir4Table is the array the expansion works on: the mmapped map, or a slice in tests.
-type dir4Table interface {
+// deny4DirTable is the array the expansion works on: the mmapped map, or a slice in tests.
+type deny4DirTable interface {
 	load(i uint32) uint16
 	store(i uint32, v uint16)
 }
@@ -57,41 +60,41 @@ func mask4(bits int) uint32 {
 	return ^uint32(0) << (32 - bits)
 }
 
-// dir4Range is the first /24 index and the number of /24s of a prefix of length <= 24.
-func dir4Range(k xdplbDeny4Key) (uint32, uint32) {
+// deny4DirRange is the first /24 index and the number of /24s of a prefix of length <= 24.
+func deny4DirRange(k xdplbDeny4Key) (uint32, uint32) {
 	return key4Addr(k) >> 8, 1 << (24 - k.Prefixlen)
 }
 
-// dir4LongKey names a /24 and a prefix length above 24 in dir4Long counts.
-func dir4LongKey(k xdplbDeny4Key) (uint32, uint32, uint16) {
+// deny4DirLongKey names a /24 and a prefix length above 24 in deny4DirLong counts.
+func deny4DirLongKey(k xdplbDeny4Key) (uint32, uint32, uint16) {
 	i := key4Addr(k) >> 8
-	return i<<3 | (k.Prefixlen - 25), i, 1 << (dir4LongShift + k.Prefixlen - 25)
+	return i<<3 | (k.Prefixlen - 25), i, 1 << (uint32(deny4DirLongShift) + k.Prefixlen - 25)
 }
 
-// dir4Add records a prefix that was not listed; long counts the prefixes longer than /24
+// deny4DirAdd records a prefix that was not listed; long counts the prefixes longer than /24
 // by /24 and length.
-func dir4Add(t dir4Table, k xdplbDeny4Key, long map[uint32]uint32) {
+func deny4DirAdd(t deny4DirTable, k xdplbDeny4Key, long map[uint32]uint32) {
 	if k.Prefixlen > 24 {
-		lk, i, bit := dir4LongKey(k)
+		lk, i, bit := deny4DirLongKey(k)
 		long[lk]++
 		t.store(i, t.load(i)|bit)
 		return
 	}
-	lo, n := dir4Range(k)
+	lo, n := deny4DirRange(k)
 	own := uint16(k.Prefixlen + 1)
 	for i := lo; i < lo+n; i++ {
 		v := t.load(i)
-		if v&dir4OwnerMask < own {
-			t.store(i, v&^dir4OwnerMask|own)
+		if v&deny4DirOwnerMask < own {
+			t.store(i, v&^deny4DirOwnerMask|own)
 		}
 	}
 }
 
-// dir4Delete records that a listed prefix is gone. listed says whether a prefix of length
+// deny4DirDelete records that a listed prefix is gone. listed says whether a prefix of length
 // <= 24 is (still) listed; it is asked about k's ancestors only.
-func dir4Delete(t dir4Table, k xdplbDeny4Key, listed func(xdplbDeny4Key) bool, long map[uint32]uint32) {
+func deny4DirDelete(t deny4DirTable, k xdplbDeny4Key, listed func(xdplbDeny4Key) bool, long map[uint32]uint32) {
 	if k.Prefixlen > 24 {
-		lk, i, bit := dir4LongKey(k)
+		lk, i, bit := deny4DirLongKey(k)
 		if long[lk] > 1 {
 			long[lk]--
 			return
@@ -107,59 +110,59 @@ func dir4Delete(t dir4Table, k xdplbDeny4Key, listed func(xdplbDeny4Key) bool, l
 			break
 		}
 	}
-	lo, n := dir4Range(k)
+	lo, n := deny4DirRange(k)
 	own := uint16(k.Prefixlen + 1)
 	for i := lo; i < lo+n; i++ {
-		if v := t.load(i); v&dir4OwnerMask == own {
-			t.store(i, v&^dir4OwnerMask|anc)
+		if v := t.load(i); v&deny4DirOwnerMask == own {
+			t.store(i, v&^deny4DirOwnerMask|anc)
 		}
 	}
 }
 
-// dir4View reads and writes the mmapped deny4_dir in chunks, writing back the ones it
+// deny4DirView reads and writes the mmapped deny4_dir in chunks, writing back the ones it
 // changed on flush. Only the loader writes the array (under denyMu), one aligned u16 at a
 // time, so the program sees an entry before or after a change.
 //
 // The kernel maps a BPF array's pages all at once (remap_vmalloc_range), so a mapping
 // kept open would count its 32 MiB in the daemon's resident memory: the view maps the
 // array for one change and flush unmaps it.
-type dir4View struct {
+type deny4DirView struct {
 	mem    []byte
 	chunks map[uint32][]byte
 	dirty  map[uint32]bool
 	err    error
 }
 
-func newDir4View(m *ebpf.Map) (*dir4View, error) {
-	mem, err := unix.Mmap(m.FD(), 0, dir4Size*2, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+func newDeny4DirView(m *ebpf.Map) (*deny4DirView, error) {
+	mem, err := unix.Mmap(m.FD(), 0, int(deny4DirSize)*2, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("map deny4_dir: %w", err)
 	}
-	return &dir4View{mem: mem, chunks: map[uint32][]byte{}, dirty: map[uint32]bool{}}, nil
+	return &deny4DirView{mem: mem, chunks: map[uint32][]byte{}, dirty: map[uint32]bool{}}, nil
 }
 
-func (v *dir4View) chunk(i uint32) []byte {
-	c := i / dir4Chunk
+func (v *deny4DirView) chunk(i uint32) []byte {
+	c := i / deny4DirChunk
 	b, ok := v.chunks[c]
 	if !ok {
-		b = make([]byte, dir4Chunk*2)
-		copy(b, v.mem[c*dir4Chunk*2:])
+		b = make([]byte, deny4DirChunk*2)
+		copy(b, v.mem[c*deny4DirChunk*2:])
 		v.chunks[c] = b
 	}
 	return b
 }
 
-func (v *dir4View) load(i uint32) uint16 {
-	return binary.LittleEndian.Uint16(v.chunk(i)[i%dir4Chunk*2:])
+func (v *deny4DirView) load(i uint32) uint16 {
+	return binary.LittleEndian.Uint16(v.chunk(i)[i%deny4DirChunk*2:])
 }
 
-func (v *dir4View) store(i uint32, x uint16) {
-	binary.LittleEndian.PutUint16(v.chunk(i)[i%dir4Chunk*2:], x)
-	v.dirty[i/dir4Chunk] = true
+func (v *deny4DirView) store(i uint32, x uint16) {
+	binary.LittleEndian.PutUint16(v.chunk(i)[i%deny4DirChunk*2:], x)
+	v.dirty[i/deny4DirChunk] = true
 }
 
 // flush writes the changed entries and unmaps the array; the view is done after it.
-func (v *dir4View) flush() error {
+func (v *deny4DirView) flush() error {
 	defer func() { _ = unix.Munmap(v.mem) }()
 	if v.err != nil {
 		return v.err
@@ -168,8 +171,8 @@ func (v *dir4View) flush() error {
 		// Entries change one u16 at a time (one aligned store), never through a state
 		// the table never had.
 		b := v.chunks[c]
-		for j := uint32(0); j < dir4Chunk; j++ {
-			off := (c*dir4Chunk + j) * 2
+		for j := uint32(0); j < deny4DirChunk; j++ {
+			off := (c*deny4DirChunk + j) * 2
 			want := binary.LittleEndian.Uint16(b[j*2:])
 			// An aligned uint16 through a pointer: one load, one store (amd64 and arm64 are
 			// little-endian, like the entries).
@@ -189,37 +192,37 @@ func (d *Dataplane) listed4(k xdplbDeny4Key) bool {
 	return d.objs.Deny4Counts.Lookup(&k, &v) == nil
 }
 
-// dir4Added records prefixes newly added to the trie (each once): their counters, then
+// deny4DirAdded records prefixes newly added to the trie (each once): their counters, then
 // the array (which must not point at a counter not yet written).
-func (d *Dataplane) dir4Added(keys []xdplbDeny4Key) error {
-	if !d.dir4Ready {
+func (d *Dataplane) deny4DirAdded(keys []xdplbDeny4Key) error {
+	if !d.deny4DirReady {
 		return nil
 	}
 	if err := batchUpdate(d.objs.Deny4Counts, keys); err != nil {
 		return fmt.Errorf("add ipv4 deny counters: %w", err)
 	}
-	v, err := newDir4View(d.objs.Deny4Dir)
+	v, err := newDeny4DirView(d.objs.Deny4Dir)
 	if err != nil {
 		return err
 	}
 	// Shortest first: a /24 takes its final owner in one write.
 	slices.SortFunc(keys, func(a, b xdplbDeny4Key) int { return int(a.Prefixlen) - int(b.Prefixlen) })
 	for _, k := range keys {
-		dir4Add(v, k, d.dir4Long)
+		deny4DirAdd(v, k, d.deny4DirLong)
 	}
 	return v.flush()
 }
 
-// dir4Deleted records one prefix deleted from the trie.
-func (d *Dataplane) dir4Deleted(k xdplbDeny4Key) error {
-	if !d.dir4Ready {
+// deny4DirDeleted records one prefix deleted from the trie.
+func (d *Dataplane) deny4DirDeleted(k xdplbDeny4Key) error {
+	if !d.deny4DirReady {
 		return nil
 	}
-	v, err := newDir4View(d.objs.Deny4Dir)
+	v, err := newDeny4DirView(d.objs.Deny4Dir)
 	if err != nil {
 		return err
 	}
-	dir4Delete(v, k, d.listed4, d.dir4Long)
+	deny4DirDelete(v, k, d.listed4, d.deny4DirLong)
 	if err := v.flush(); err != nil {
 		return err
 	}
@@ -229,11 +232,11 @@ func (d *Dataplane) dir4Deleted(k xdplbDeny4Key) error {
 	return nil
 }
 
-// syncDir4 reads the trie at start: it counts the longer prefixes (dir4Long) and, when
+// syncDeny4Dir reads the trie at start: it counts the longer prefixes (deny4DirLong) and, when
 // the loader finds deny4_dir and deny4_counts not built for it (a first start, or maps
 // left by a release without them), builds them from the trie, keeping the counters of
 // prefixes still listed.
-func (d *Dataplane) syncDir4() error {
+func (d *Dataplane) syncDeny4Dir() error {
 	var on uint32
 	if err := d.objs.PrefilterOn.Lookup(uint32(0), &on); err != nil {
 		return fmt.Errorf("read prefilter_on: %w", err)
@@ -242,32 +245,32 @@ func (d *Dataplane) syncDir4() error {
 	if err := batchRead(d.objs.Deny4, func(k xdplbDeny4Key, _ uint64) { keys = append(keys, k) }); err != nil {
 		return fmt.Errorf("read ipv4 deny list: %w", err)
 	}
-	if on&prefilterDir4 == 0 {
-		return d.rebuildDir4(keys)
+	if on&prefilterDeny4Dir == 0 {
+		return d.rebuildDeny4Dir(keys)
 	}
-	d.dir4Long = map[uint32]uint32{}
+	d.deny4DirLong = map[uint32]uint32{}
 	for _, k := range keys {
 		if k.Prefixlen > 24 {
-			lk, _, _ := dir4LongKey(k)
-			d.dir4Long[lk]++
+			lk, _, _ := deny4DirLongKey(k)
+			d.deny4DirLong[lk]++
 		}
 	}
-	d.dir4Ready = true
+	d.deny4DirReady = true
 	return nil
 }
 
-// buildDir4 builds deny4_dir and deny4_counts from the trie again.
-func (d *Dataplane) buildDir4() error {
+// buildDeny4Dir builds deny4_dir and deny4_counts from the trie again.
+func (d *Dataplane) buildDeny4Dir() error {
 	var keys []xdplbDeny4Key
 	if err := batchRead(d.objs.Deny4, func(k xdplbDeny4Key, _ uint64) { keys = append(keys, k) }); err != nil {
 		return fmt.Errorf("read ipv4 deny list: %w", err)
 	}
-	return d.rebuildDir4(keys)
+	return d.rebuildDeny4Dir(keys)
 }
 
-// rebuildDir4 makes deny4_dir, deny4_counts and dir4Long agree with the trie's keys.
-func (d *Dataplane) rebuildDir4(keys []xdplbDeny4Key) error {
-	d.dir4Long = map[uint32]uint32{}
+// rebuildDeny4Dir makes deny4_dir, deny4_counts and deny4DirLong agree with the trie's keys.
+func (d *Dataplane) rebuildDeny4Dir(keys []xdplbDeny4Key) error {
+	d.deny4DirLong = map[uint32]uint32{}
 	listed := make(map[xdplbDeny4Key]bool, len(keys))
 	for _, k := range keys {
 		listed[k] = true
@@ -292,21 +295,21 @@ func (d *Dataplane) rebuildDir4(keys []xdplbDeny4Key) error {
 	if err := batchUpdate(d.objs.Deny4Counts, add); err != nil {
 		return fmt.Errorf("add ipv4 deny counters: %w", err)
 	}
-	v, err := newDir4View(d.objs.Deny4Dir)
+	v, err := newDeny4DirView(d.objs.Deny4Dir)
 	if err != nil {
 		return err
 	}
-	if !d.dir4Fresh {
+	if !d.deny4DirFresh {
 		// The array may hold anything: rewrite it whole.
-		for c := uint32(0); c < dir4Size/dir4Chunk; c++ {
-			v.chunks[c] = make([]byte, dir4Chunk*2)
+		for c := uint32(0); c < deny4DirSize/deny4DirChunk; c++ {
+			v.chunks[c] = make([]byte, deny4DirChunk*2)
 			v.dirty[c] = true
 		}
 	}
-	d.dir4Fresh = false
+	d.deny4DirFresh = false
 	slices.SortFunc(keys, func(a, b xdplbDeny4Key) int { return int(a.Prefixlen) - int(b.Prefixlen) })
 	for _, k := range keys {
-		dir4Add(v, k, d.dir4Long)
+		deny4DirAdd(v, k, d.deny4DirLong)
 	}
 	if err := v.flush(); err != nil {
 		return err
@@ -317,7 +320,7 @@ func (d *Dataplane) rebuildDir4(keys []xdplbDeny4Key) error {
 			return fmt.Errorf("delete ipv4 deny counter: %w", err)
 		}
 	}
-	d.dir4Ready = true
+	d.deny4DirReady = true
 	if len(keys) > 0 {
 		d.log.Info("built the flattened ipv4 deny list from the trie", "prefixes", len(keys))
 	}

@@ -132,5 +132,5 @@ func _BaselineClose(closers ...io.Closer) error {
 
 // Do not access this directly.
 //
-//go:embed baseline_bpfel.o
+//go:embed baseline_bpfel_test.o
 var _BaselineBytes []byte

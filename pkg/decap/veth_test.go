@@ -1,4 +1,4 @@
-package xdp_test
+package decap_test
 
 import (
 	"errors"
@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/internal/testutil"
-	"github.com/l4lb/l4lb/pkg/lb/xdp"
+	"github.com/l4lb/l4lb/pkg/decap"
 )
 
 // TestPrivilegedDecapOuterSource sends real IPIP and ip6ip6 over a veth to a backend
@@ -38,7 +38,7 @@ func TestPrivilegedDecapOuterSource(t *testing.T) {
 		"addr add "+vip4+"/32 dev lo", "addr add "+vip6+"/128 dev lo nodad")
 	be.Sysctl(t, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.b0.rp_filter=0")
 
-	dec, err := xdp.LoadDecap()
+	dec, err := decap.Load()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,22 +7,22 @@ import (
 	"testing"
 )
 
-// sliceDir4 is a deny4_dir in memory, for the expansion's unit tests.
-type sliceDir4 []uint16
+// sliceDeny4Dir is a deny4_dir in memory, for the expansion's unit tests.
+type sliceDeny4Dir []uint16
 
-func (s sliceDir4) load(i uint32) uint16     { return s[i] }
-func (s sliceDir4) store(i uint32, v uint16) { s[i] = v }
+func (s sliceDeny4Dir) load(i uint32) uint16     { return s[i] }
+func (s sliceDeny4Dir) store(i uint32, v uint16) { s[i] = v }
 
-// dir4Model applies adds and deletes as the Dataplane does: an add of a listed prefix and
+// deny4DirModel applies adds and deletes as the Dataplane does: an add of a listed prefix and
 // a delete of an unlisted one change nothing.
-type dir4Model struct {
-	t      sliceDir4
+type deny4DirModel struct {
+	t      sliceDeny4Dir
 	listed map[xdplbDeny4Key]bool
 	long   map[uint32]uint32
 }
 
-func newDir4Model() *dir4Model {
-	return &dir4Model{t: make(sliceDir4, dir4Size), listed: map[xdplbDeny4Key]bool{}, long: map[uint32]uint32{}}
+func newDeny4DirModel() *deny4DirModel {
+	return &deny4DirModel{t: make(sliceDeny4Dir, deny4DirSize), listed: map[xdplbDeny4Key]bool{}, long: map[uint32]uint32{}}
 }
 
 func pfxKey(s string) xdplbDeny4Key {
@@ -30,25 +30,25 @@ func pfxKey(s string) xdplbDeny4Key {
 	return xdplbDeny4Key{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As4()}
 }
 
-func (m *dir4Model) add(k xdplbDeny4Key) {
+func (m *deny4DirModel) add(k xdplbDeny4Key) {
 	if m.listed[k] {
 		return
 	}
 	m.listed[k] = true
-	dir4Add(m.t, k, m.long)
+	deny4DirAdd(m.t, k, m.long)
 }
 
-func (m *dir4Model) del(k xdplbDeny4Key) {
+func (m *deny4DirModel) del(k xdplbDeny4Key) {
 	if !m.listed[k] {
 		return
 	}
 	delete(m.listed, k)
-	dir4Delete(m.t, k, func(a xdplbDeny4Key) bool { return m.listed[a] }, m.long)
+	deny4DirDelete(m.t, k, func(a xdplbDeny4Key) bool { return m.listed[a] }, m.long)
 }
 
-// wantDir4 is the entry of /24 i computed from the set alone: the longest listed prefix
+// wantDeny4Dir is the entry of /24 i computed from the set alone: the longest listed prefix
 // of length <= 24 containing it, and the lengths of the listed longer prefixes inside it.
-func wantDir4(listed map[xdplbDeny4Key]bool, i uint32) uint16 {
+func wantDeny4Dir(listed map[xdplbDeny4Key]bool, i uint32) uint16 {
 	var own, long uint16
 	a := netip.AddrFrom4([4]byte{byte(i >> 16), byte(i >> 8), byte(i), 0})
 	for k := range listed {
@@ -60,12 +60,12 @@ func wantDir4(listed map[xdplbDeny4Key]bool, i uint32) uint16 {
 			long |= 1 << (k.Prefixlen - 25)
 		}
 	}
-	return long<<dir4LongShift | own
+	return long<<deny4DirLongShift | own
 }
 
-// checkDir4 compares the whole table with wantDir4: every /24 a listed prefix touches
+// checkDeny4Dir compares the whole table with wantDeny4Dir: every /24 a listed prefix touches
 // (and its neighbours) exactly, and every other /24 is empty.
-func checkDir4(t *testing.T, m *dir4Model) {
+func checkDeny4Dir(t *testing.T, m *deny4DirModel) {
 	t.Helper()
 	touched := map[uint32]bool{}
 	full := false
@@ -75,7 +75,7 @@ func checkDir4(t *testing.T, m *dir4Model) {
 		}
 		lo, n := key4Addr(k)>>8, uint32(1)
 		if k.Prefixlen <= 24 {
-			_, n = dir4Range(k)
+			_, n = deny4DirRange(k)
 		}
 		if n > 1<<12 {
 			// Spot-check a large range: its ends and a sample.
@@ -91,8 +91,8 @@ func checkDir4(t *testing.T, m *dir4Model) {
 	}
 	bad := 0
 	for i := range touched {
-		i &= dir4Size - 1
-		if got, want := m.t[i], wantDir4(m.listed, i); got != want {
+		i &= deny4DirSize - 1
+		if got, want := m.t[i], wantDeny4Dir(m.listed, i); got != want {
 			if bad++; bad < 10 {
 				t.Errorf("/24 %#06x: entry %#x, want %#x", i, got, want)
 			}
@@ -103,7 +103,7 @@ func checkDir4(t *testing.T, m *dir4Model) {
 	}
 	for i, v := range m.t {
 		if v != 0 && !touched[uint32(i)] {
-			if want := wantDir4(m.listed, uint32(i)); v != want {
+			if want := wantDeny4Dir(m.listed, uint32(i)); v != want {
 				if bad++; bad < 10 {
 					t.Errorf("/24 %#06x (untouched): entry %#x, want %#x", i, v, want)
 				}
@@ -112,7 +112,7 @@ func checkDir4(t *testing.T, m *dir4Model) {
 	}
 }
 
-func TestDir4Expansion(t *testing.T) {
+func TestDeny4DirExpansion(t *testing.T) {
 	type op struct {
 		del bool
 		p   string
@@ -156,11 +156,11 @@ func TestDir4Expansion(t *testing.T) {
 		{"three levels, middle deleted", cat(add("198.0.0.0/8", "198.51.0.0/16", "198.51.100.0/24"), del("198.51.0.0/16")),
 			map[string]uint16{"198.51.100.3": 25, "198.51.101.0": 9, "198.200.0.0": 9}},
 		{"longer prefixes count in their /24", add("192.0.2.0/25", "192.0.2.128/25", "192.0.2.7/32", "192.0.2.0/24"),
-			map[string]uint16{"192.0.2.1": (1|1<<7)<<dir4LongShift | 25, "192.0.3.0": 0}},
+			map[string]uint16{"192.0.2.1": (1|1<<7)<<deny4DirLongShift | 25, "192.0.3.0": 0}},
 		{"two /32s in a /24, one deleted: the /32 bit stays", cat(add("192.0.2.7/32", "192.0.2.9/32"), del("192.0.2.7/32")),
-			map[string]uint16{"192.0.2.1": 1 << (dir4LongShift + 7)}},
+			map[string]uint16{"192.0.2.1": 1 << (deny4DirLongShift + 7)}},
 		{"long prefixes deleted: their bits clear", cat(add("192.0.2.0/25", "192.0.2.7/32", "192.0.2.8/29"), del("192.0.2.7/32", "192.0.2.0/25")),
-			map[string]uint16{"192.0.2.1": 1 << (dir4LongShift + 4)}},
+			map[string]uint16{"192.0.2.1": 1 << (deny4DirLongShift + 4)}},
 		{"deleting what is not listed changes nothing", cat(add("192.0.2.0/24"), del("192.0.2.0/23", "192.0.2.1/32", "192.0.0.0/16")),
 			map[string]uint16{"192.0.2.1": 25}},
 		{"adding twice counts once", cat(add("192.0.2.1/32", "192.0.2.1/32"), del("192.0.2.1/32")),
@@ -171,7 +171,7 @@ func TestDir4Expansion(t *testing.T) {
 		{"/0 deleted under a /1", cat(add("0.0.0.0/0", "128.0.0.0/1"), del("0.0.0.0/0")),
 			map[string]uint16{"0.0.0.0": 0, "127.255.255.255": 0, "128.0.0.0": 2, "255.255.255.255": 2}},
 		{"/32 edges", add("0.0.0.0/32", "255.255.255.255/32"),
-			map[string]uint16{"0.0.0.0": 1 << (dir4LongShift + 7), "255.255.255.0": 1 << (dir4LongShift + 7), "0.0.1.0": 0}},
+			map[string]uint16{"0.0.0.0": 1 << (deny4DirLongShift + 7), "255.255.255.0": 1 << (deny4DirLongShift + 7), "0.0.1.0": 0}},
 		{"/23 and its two /24s", cat(add("198.51.100.0/23", "198.51.101.0/24"), del("198.51.100.0/23")),
 			map[string]uint16{"198.51.100.0": 0, "198.51.101.9": 25}},
 		{"full /24 of /32s", add(func() []string {
@@ -180,11 +180,11 @@ func TestDir4Expansion(t *testing.T) {
 				ps = append(ps, fmt.Sprintf("203.0.113.%d/32", i))
 			}
 			return append(ps, "203.0.113.0/25", "203.0.113.128/25", "203.0.113.0/26")
-		}()...), map[string]uint16{"203.0.113.0": (1 | 1<<1 | 1<<7) << dir4LongShift}},
+		}()...), map[string]uint16{"203.0.113.0": (1 | 1<<1 | 1<<7) << deny4DirLongShift}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			m := newDir4Model()
+			m := newDeny4DirModel()
 			for _, o := range c.ops {
 				if o.del {
 					m.del(pfxKey(o.p))
@@ -198,7 +198,7 @@ func TestDir4Expansion(t *testing.T) {
 					t.Errorf("%s: entry %#x, want %#x", a, got, want)
 				}
 			}
-			checkDir4(t, m)
+			checkDeny4Dir(t, m)
 		})
 	}
 }
@@ -222,9 +222,9 @@ func randomPrefixes4(rng *rand.Rand, n int) []xdplbDeny4Key {
 	return out
 }
 
-// TestDir4OrderIndependent: the table depends only on the final set of prefixes, not on
+// TestDeny4DirOrderIndependent: the table depends only on the final set of prefixes, not on
 // the order of the adds and deletes that led to it.
-func TestDir4OrderIndependent(t *testing.T) {
+func TestDeny4DirOrderIndependent(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 9))
 	for round := 0; round < 4; round++ {
 		ps := randomPrefixes4(rng, 300)
@@ -232,7 +232,7 @@ func TestDir4OrderIndependent(t *testing.T) {
 		for _, k := range ps[:150] {
 			keep[k] = true
 		}
-		m := newDir4Model()
+		m := newDeny4DirModel()
 		// Add everything in a random order, then delete what is not kept in another.
 		for _, i := range rng.Perm(len(ps)) {
 			m.add(ps[i])
@@ -242,9 +242,9 @@ func TestDir4OrderIndependent(t *testing.T) {
 				m.del(ps[i])
 			}
 		}
-		checkDir4(t, m)
+		checkDeny4Dir(t, m)
 		// The kept set added alone, in a random order, gives the same table.
-		fresh := newDir4Model()
+		fresh := newDeny4DirModel()
 		for _, i := range rng.Perm(150) {
 			fresh.add(ps[i])
 		}

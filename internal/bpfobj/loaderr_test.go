@@ -1,4 +1,4 @@
-package xdp
+package bpfobj
 
 import (
 	"errors"
@@ -101,7 +101,7 @@ func TestLoadErrorMissingFeatures(t *testing.T) {
 }
 
 func TestLoadErrorKeepsTheVerifierLog(t *testing.T) {
-	err := loadError("xdp_lb", verifierErr("xdp_lb", log61))
+	err := DescribeLoad("xdp_lb", verifierErr("xdp_lb", log61))
 	var verr *ebpf.VerifierError
 	if !errors.As(err, &verr) || len(verr.Log) != len(log61) {
 		t.Fatalf("errors.As(VerifierError) lost the log: %v", err)
@@ -116,8 +116,8 @@ func TestLoadErrorKeepsTheVerifierLog(t *testing.T) {
 	if VerifierLog(errors.New("other"), 0) != "" {
 		t.Error("VerifierLog of an error without a log is not empty")
 	}
-	if loadError("decap", nil) != nil {
-		t.Error("loadError(nil) is not nil")
+	if DescribeLoad("decap", nil) != nil {
+		t.Error("DescribeLoad(nil) is not nil")
 	}
 }
 

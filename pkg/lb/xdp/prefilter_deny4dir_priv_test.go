@@ -11,12 +11,12 @@ import (
 	"github.com/l4lb/l4lb/pkg/lb"
 )
 
-// TestPrivilegedDir4AgreesWithReference: with a random, heavily overlapping IPv4 deny list
+// TestPrivilegedDeny4DirAgreesWithReference: with a random, heavily overlapping IPv4 deny list
 // (added in bulk and one by one, partly deleted), the program denies exactly the random
 // sources a Go longest-prefix match denies, and each drop counts on the prefix that
 // reference names; again after the flattened list is rebuilt from the trie (as after an
 // upgrade from a release without it). Addresses are map keys and test-run packets only.
-func TestPrivilegedDir4AgreesWithReference(t *testing.T) {
+func TestPrivilegedDeny4DirAgreesWithReference(t *testing.T) {
 	r := newRig(t, Options{})
 	web := key("203.0.113.10", 80, tcp)
 	r.setVIP(lb.VIP{Key: web, Backends: backends(1, "198.51.100.11", "198.51.100.12")})
@@ -116,7 +116,7 @@ func TestPrivilegedDir4AgreesWithReference(t *testing.T) {
 	}
 	send(shortN(4000, 800))
 
-	// Rebuild: an empty array and a prefilter_on without PREFILTER_F_DIR4, as a release
+	// Rebuild: an empty array and a prefilter_on without PREFILTER_F_DENY4_DIR, as a release
 	// without the array leaves them; the counters of listed prefixes are kept.
 	mem, err := r.d.objs.Deny4Dir.Memory()
 	if err != nil {
@@ -128,8 +128,8 @@ func TestPrivilegedDir4AgreesWithReference(t *testing.T) {
 	if err := r.d.objs.PrefilterOn.Put(uint32(0), uint32(1)); err != nil {
 		t.Fatal(err)
 	}
-	r.d.dir4Ready = false
-	if err := r.d.syncDir4(); err != nil {
+	r.d.deny4DirReady = false
+	if err := r.d.syncDeny4Dir(); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.d.refreshPrefilterOn(); err != nil {
@@ -138,10 +138,10 @@ func TestPrivilegedDir4AgreesWithReference(t *testing.T) {
 	send(shortN(2000, 400))
 }
 
-// TestPrivilegedDir4SurvivesReload: a second daemon adopts the pinned array as built (it
+// TestPrivilegedDeny4DirSurvivesReload: a second daemon adopts the pinned array as built (it
 // counts the longer prefixes from the trie again), so a later delete clears a length's
 // bit only with the last prefix of that length; counters carry over.
-func TestPrivilegedDir4SurvivesReload(t *testing.T) {
+func TestPrivilegedDeny4DirSurvivesReload(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	opts := Options{PinPath: bpffsDir(t)}
 	web := lb.VIP{Key: key("203.0.113.10", 80, tcp), Backends: backends(1, "198.51.100.11", "198.51.100.12")}

@@ -1,4 +1,4 @@
-package xdp
+package bpfobj
 
 import (
 	"errors"
@@ -92,8 +92,9 @@ func VerifierLog(err error, max int) string {
 	return strings.Join(log, "\n")
 }
 
-// loadError describes an error from loading the BPF object obj on this kernel.
-func loadError(obj string, err error) error {
+// DescribeLoad describes an error from loading the BPF object obj on this kernel as a
+// *LoadError (nil for nil).
+func DescribeLoad(obj string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -105,7 +106,7 @@ func loadError(obj string, err error) error {
 	return e
 }
 
-// describeLoadError is loadError without the probes of the running kernel.
+// describeLoadError is DescribeLoad without the probes of the running kernel.
 func describeLoadError(obj string, err error, kernel string) *LoadError {
 	e := &LoadError{Object: obj, Kernel: kernel, Err: err}
 	if m := failedObject.FindStringSubmatch(err.Error()); m != nil {

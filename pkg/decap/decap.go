@@ -1,4 +1,7 @@
-package xdp
+// Package decap owns the backend side of direct server return (`l4lb decap`): it loads
+// bpf/decap.c, which strips the load balancers' IPIP / ip6ip6 / 4in6 headers from packets
+// to this host's VIPs, and attaches it to an interface.
+package decap
 
 import (
 	"errors"
@@ -8,6 +11,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/l4lb/l4lb/internal/bpfobj"
 )
 
 // Decap is the backend-side program (bpf/decap.c): it strips IPIP, ip6ip6 and 4in6 outer
@@ -20,11 +25,11 @@ type Decap struct {
 	links []link.Link
 }
 
-// LoadDecap loads the decap program; it attaches nothing.
-func LoadDecap() (*Decap, error) {
+// Load loads the decap program; it attaches nothing.
+func Load() (*Decap, error) {
 	var d Decap
 	if err := loadDecapObjects(&d.objs, nil); err != nil {
-		return nil, loadError("decap", err)
+		return nil, bpfobj.DescribeLoad("decap", err)
 	}
 	return &d, nil
 }
@@ -34,8 +39,8 @@ func (d *Decap) AddVIP(addr netip.Addr) error {
 	if !addr.IsValid() {
 		return errors.New("add local vip: invalid address")
 	}
-	a, fam := addr16(addr)
-	k := xdplbVipKey{Addr: a, Family: fam}
+	a, fam := bpfobj.Addr16(addr)
+	k := decapVipKey{Addr: a, Family: fam}
 	if err := d.objs.LocalVips.Put(&k, uint32(1)); err != nil {
 		return fmt.Errorf("add local vip %s: %w", addr, err)
 	}
@@ -100,7 +105,7 @@ func (d *Decap) attach(p *ebpf.Program, ifname string) (string, error) {
 
 // Stats returns the decap counters summed over CPUs.
 func (d *Decap) Stats() (map[string]uint64, error) {
-	return readStats(d.objs.DecapStats, decapStatNames[:])
+	return bpfobj.SumCounters(d.objs.DecapStats, statNames[:])
 }
 
 // Close detaches and releases everything.
@@ -112,4 +117,19 @@ func (d *Decap) Close() error {
 	d.links = nil
 	errs = append(errs, d.objs.Close())
 	return errors.Join(errs...)
+}
+
+// Every decap counter has a name: the build fails when decap.c's enum grows alone.
+var _ = [1]struct{}{}[len(statNames)-int(decapDecapStatIdDECAP_STAT__MAX)]
+
+var statNames = [...]string{
+	decapDecapStatIdDECAP_STAT_OK:             "decap_ok",
+	decapDecapStatIdDECAP_STAT_PASS_NOT_ENCAP: "pass_not_encap",
+	decapDecapStatIdDECAP_STAT_PASS_NOT_LOCAL: "pass_not_local_vip",
+	decapDecapStatIdDECAP_STAT_DROP_MALFORMED: "drop_malformed",
+	decapDecapStatIdDECAP_STAT_PASS_FRAGMENT:  "pass_fragment",
+	decapDecapStatIdDECAP_STAT_DROP_ADJUST:    "drop_adjust",
+	decapDecapStatIdDECAP_STAT_DROP_SOURCE:    "drop_source_not_allowed",
+	decapDecapStatIdDECAP_STAT_DROP_ECN:       "drop_ecn_ce_not_ect",
+	decapDecapStatIdDECAP_STAT_ECN_CE:         "ecn_ce_from_outer",
 }
