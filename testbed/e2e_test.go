@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/l4lb/l4lb/internal/testutil"
 	"github.com/l4lb/l4lb/pkg/daemon"
 	"github.com/l4lb/l4lb/testbed"
