@@ -21,8 +21,9 @@ import (
 // newDataplane loads the configured data plane. It and newSocketLB (with newIPVS, ipvs.go)
 // are the factory: only they construct concrete data planes, and the daemon holds what
 // they return as lb.Dataplane and socketBalancer. dataplane: auto tries xdp, then ipvs
-// (only with ipvs.consider_in_auto), then nftables, then iptables, and logs what it chose and why (every mode tried, with
-// what stopped it); an explicit mode that cannot work fails here with the reason.
+// (only with ipvs.consider_in_auto), then nftables, then iptables, and logs what it chose
+// and why (every mode tried, with what stopped it); an explicit mode that cannot work
+// fails here with the reason.
 func newDataplane(cfg *config.Config, logger *slog.Logger) (lb.Dataplane, error) {
 	switch cfg.Dataplane {
 	case "xdp":
