@@ -40,6 +40,7 @@ var systemdPackages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "n
 //   - reload at once after start and again under traffic: no restart, new VIP announced;
 //   - the journal: priorities, no second timestamp;
 //   - kill -9: systemd restarts it, connections kept;
+//   - start with the router down: ready after bgp.ready_wait, saying so;
 //   - nftables, iptables and socket LB under the unit's hardening;
 //   - systemd-analyze security's score.
 func TestPrivilegedSystemd(t *testing.T) {
@@ -248,6 +249,37 @@ func TestPrivilegedSystemd(t *testing.T) {
 	}
 	routed(testbed.VIP4, true)
 	held("after kill -9 and systemd's restart", conns)
+
+	// Start while the router is down: readiness waits bgp.ready_wait for the sessions,
+	// then reports ready anyway and says so; the route comes once the router is back.
+	if err := os.WriteFile(conf, []byte(strings.Replace(edited, "  listen_port: -1\n", "  listen_port: -1\n  ready_wait: 3s\n", 1)), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	ct.run("systemctl", "stop", "l4lb")
+	for _, p := range []string{"lb1_v4", "lb1_v6"} {
+		if out, err := bed.Birdc(ctx, "disable", p); err != nil {
+			t.Fatalf("birdc disable %s: %v %s", p, err, out)
+		}
+	}
+	start = time.Now()
+	ct.run("systemctl", "start", "l4lb")
+	took = time.Since(start)
+	if took < 3*time.Second {
+		t.Errorf("with the router down, systemctl start returned after %s, before bgp.ready_wait (3s)", took.Round(10*time.Millisecond))
+	}
+	if got := unit("StatusText"); !strings.HasSuffix(got, "; bgp: 0/2 peers established after 3s") {
+		t.Errorf("with the router down, STATUS= %q: want it to say no session is up", got)
+	}
+	t.Logf("router down: systemctl start returned after %s: %s", took.Round(10*time.Millisecond), unit("StatusText"))
+	for _, p := range []string{"lb1_v4", "lb1_v6"} {
+		if out, err := bed.Birdc(ctx, "enable", p); err != nil {
+			t.Fatalf("birdc enable %s: %v %s", p, err, out)
+		}
+	}
+	if !routed(testbed.VIP4, true) {
+		t.Errorf("the router came back but has no route to %s", testbed.VIP4)
+	}
+	held("after a start with the router down", conns)
 
 	score := ct.run("systemd-analyze", "security", "--no-pager", "l4lb")
 	if m := regexp.MustCompile(`Overall exposure level for l4lb.service: ([0-9.]+)`).FindStringSubmatch(score); m != nil {
