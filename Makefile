@@ -74,7 +74,8 @@ test-package: package
 # as PID 1 (systemd-nspawn) boots in the testbed's lb1 namespace, upgrades from the
 # previous release's package and is started, reloaded, stopped, killed and run on each
 # data plane by systemctl, checked from the router and the client (about a minute; the
-# first run also debootstraps). make test runs it too (go test ./...).
+# first run also debootstraps). make test runs it too (go test ./...); the IPVS data plane
+# under the unit runs in the kernel suite (make test-kernels), as this kernel has no IPVS.
 test-systemd: package
 	L4LB_PRIVILEGED_TESTS=1 L4LB_DEB=$$(ls bin/l4lb_*.deb) $(GO) test -count=1 -run 'Systemd' -v -timeout 15m ./packaging/
 

@@ -130,6 +130,10 @@ func debianRootWith(t *testing.T, flavour string, include []string) string {
 		t.Fatal(err)
 	}
 	tarball := filepath.Join(cacheDir(), "l4lb", "debootstrap-bookworm-"+flavour+".tar")
+	if _, err := os.Stat(tarball); err != nil && os.Getenv("L4LB_VMTEST") != "" {
+		// The kernel suite's VM has no network: it uses the host's cached root only.
+		t.Skipf("no cached Debian root %s in the VM (the host's make test makes it)", tarball)
+	}
 	if _, err := os.Stat(tarball); err != nil {
 		start := time.Now()
 		args := []string{"--variant=minbase"}

@@ -329,6 +329,49 @@ func TestPrivilegedSystemd(t *testing.T) {
 	ct.run("l4lb", "cleanup", "--config", "/etc/l4lb/l4lb.yaml")
 }
 
+// TestPrivilegedSystemdIPVS runs the IPVS data plane under the unit's hardening, as
+// TestPrivilegedSystemd runs the others: the package installed in a systemd container in
+// lb1's namespace, dataplane: ipvs (tunnel), requests from the client. This machine's
+// kernel has no IPVS: the kernel suite runs it on Debian's kernels (make test-kernels),
+// with the modules loaded beforehand, as the unit cannot load them.
+func TestPrivilegedSystemdIPVS(t *testing.T) {
+	testutil.RequireCommands(t, "systemd-nspawn", "nsenter", "dpkg-deb", "ip", "ethtool", "sysctl", "bird", "birdc", "curl")
+	if _, err := os.Stat("/proc/net/ip_vs"); err != nil {
+		if os.Getenv("L4LB_VMTEST") != "" {
+			t.Fatalf("no IPVS in the kernel suite's kernel: %v", err)
+		}
+		t.Skip("no IPVS in this kernel (/proc/net/ip_vs): make test-kernels runs this test on Debian's kernels")
+	}
+	deb := currentDeb(t)
+	bed := systemdBed(t)
+	root := debianRootWith(t, "systemd", systemdPackages)
+	if err := os.WriteFile(filepath.Join(root, "root", "new.deb"), must(os.ReadFile(deb)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ct := bootContainer(t, root, bed.NS("lb1"), bed.LBBPFFS("lb1"))
+	ct.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "/root/new.deb")
+	bed.In("lb1", "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	if err := os.WriteFile(filepath.Join(root, "etc/l4lb/l4lb.yaml"), []byte(nodeConfig(t, "ipvs", "")), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	ct.run("systemctl", "enable", "--now", "l4lb")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ok := 0
+	for i := 0; i < 10; i++ {
+		if out, _ := bed.Output(ctx, "client", "curl", "-s", "-m", "5", "http://"+testbed.VIP4+"/"); strings.HasPrefix(strings.TrimSpace(out), "be") {
+			ok++
+		}
+	}
+	status := strings.TrimSpace(ct.run("systemctl", "show", "-P", "StatusText", "l4lb"))
+	if ok != 10 {
+		t.Errorf("ipvs under the unit: %d of 10 requests reached a backend (%s)\n%s", ok, status, ct.journal())
+	}
+	t.Logf("ipvs under the unit: %s; %d of 10 requests reached a backend", status, ok)
+	ct.run("systemctl", "stop", "l4lb")
+	ct.run("l4lb", "cleanup", "--config", "/etc/l4lb/l4lb.yaml")
+}
+
 // extraVIP is a VIP a reload adds (announced; the backends do not serve it).
 const extraVIP = `
   - name: web-extra
@@ -372,9 +415,14 @@ func nodeConfig(t *testing.T, mode, extraVIPs string) string {
 func systemdBed(t *testing.T) *testbed.Bed {
 	t.Helper()
 	dir := t.TempDir()
-	for _, c := range []string{"cmd/l4lb", "testbed/cmd/testbed"} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, filepath.Base(c)), "github.com/l4lb/l4lb/"+c).CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", c, err, out)
+	bins := map[string]string{"l4lb": os.Getenv("L4LB_BINARY"), "testbed": os.Getenv("L4LB_TESTBED_BINARY")}
+	for name, pkg := range map[string]string{"l4lb": "cmd/l4lb", "testbed": "testbed/cmd/testbed"} {
+		if bins[name] != "" { // the kernel suite builds them on the host
+			continue
+		}
+		bins[name] = filepath.Join(dir, name)
+		if out, err := exec.Command("go", "build", "-o", bins[name], "github.com/l4lb/l4lb/"+pkg).CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", pkg, err, out)
 		}
 	}
 	var r [3]byte
@@ -383,7 +431,7 @@ func systemdBed(t *testing.T) *testbed.Bed {
 	}
 	bed := testbed.New(testbed.Config{
 		Prefix: "l4lbs" + hex.EncodeToString(r[:]) + "-", Dir: filepath.Join(dir, "bed"),
-		L4LB: filepath.Join(dir, "l4lb"), Self: filepath.Join(dir, "testbed"),
+		L4LB: bins["l4lb"], Self: bins["testbed"],
 		LBConfig: func(string) (string, []string) { return "", nil },
 		External: testbed.LBNodes,
 	})
@@ -449,10 +497,16 @@ func bootContainer(t *testing.T, root, netns, bpffs string) *container {
 			<-exited
 		}
 	})
-	deadline := time.Now().Add(90 * time.Second)
+	// Under QEMU without KVM (the kernel suite) nspawn and systemd take minutes.
+	boot := 90 * time.Second
+	if os.Getenv("L4LB_VMTEST") != "" {
+		boot = 4 * time.Minute
+	}
+	deadline := time.Now().Add(boot)
 	for ; time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if c.leader == 0 {
-			c.leader = child(cmd.Process.Pid)
+		// nspawn's first child (the outer child) sets up and exits; the container's
+		// init is the child after it. Read it again until systemd answers.
+		if c.leader = child(cmd.Process.Pid); c.leader == 0 {
 			continue
 		}
 		st, _ := c.try("systemctl", "is-system-running")
@@ -464,7 +518,14 @@ func bootContainer(t *testing.T, root, netns, bpffs string) *container {
 			return c
 		}
 	}
-	t.Fatalf("the container did not boot in 90 s:\n%s", must(os.ReadFile(logf.Name())))
+	var state string
+	if c.leader != 0 {
+		for _, args := range [][]string{{"systemctl", "is-system-running"}, {"systemctl", "list-jobs", "--no-pager"}, {"journalctl", "-b", "--no-pager", "-n", "40"}} {
+			out, err := c.try(args...)
+			state += fmt.Sprintf("$ %s (%v)\n%s\n", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Fatalf("the container did not boot in %s:\n%s\n%s", boot, must(os.ReadFile(logf.Name())), state)
 	return nil
 }
 
@@ -484,7 +545,9 @@ func child(pid int) int {
 
 // try runs a command inside the container (all its namespaces) with a clean environment.
 func (c *container) try(args ...string) (string, error) {
-	full := append([]string{"-t", strconv.Itoa(c.leader), "-m", "-u", "-i", "-n", "-p", "-C", "--",
+	// --root and --wd: the container's root is its init's, not the mount namespace's
+	// (inside the kernel suite's chroot, nspawn moves it onto the chroot, not onto /).
+	full := append([]string{"-t", strconv.Itoa(c.leader), "-m", "-u", "-i", "-n", "-p", "-C", "--root", "--wd", "--",
 		"env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_COLORS=0", "LANG=C.UTF-8"}, args...)
 	out, err := exec.Command("nsenter", full...).CombinedOutput()
 	return string(out), err

@@ -24,14 +24,17 @@ type SuitePackage struct {
 	Env     []string // extra environment; {{work}} is replaced by the work directory
 	// Modules are loaded (modprobe, with their dependencies) before the package runs.
 	Modules []string
+	// Prepare are commands BuildSuite runs on the host, in the module root, after the
+	// build ({{work}} is replaced by the work directory): files the tests read.
+	Prepare [][]string
 }
 
 // KernelSuite is what `make test-kernels` runs on each kernel: the packet table, the decap
 // table, the fuzz corpus replay, the pinning and end-to-end XDP tests (all of
 // pkg/lb/xdp, with XDP towards the kernel's own tunnel devices), the decap program over a
 // veth (pkg/decap), the daemon test, which runs the real l4lb binary in namespaces, the
-// socket LB tests (cgroup hooks over the XDP maps) and the IPVS data plane's tests (this
-// machine's kernel has no IPVS).
+// socket LB tests (cgroup hooks over the XDP maps), the IPVS data plane's tests (this
+// machine's kernel has no IPVS) and the package's IPVS data plane under its systemd unit.
 var KernelSuite = []SuitePackage{
 	// The DIR-24-8 expansion tests are pure Go: the host's run covers them.
 	{Name: "xdp", Pkg: "./pkg/lb/xdp", Testdir: "pkg/lb/xdp", Modules: []string{"ipip", "ip6_tunnel"}, Args: []string{"-test.skip", "^TestDeny4Dir(Expansion|OrderIndependent)$"}},
@@ -42,6 +45,27 @@ var KernelSuite = []SuitePackage{
 	{Name: "socklb", Pkg: "./pkg/lb/socklb"},
 	// IPVS end to end (tunnel and masq, through the controller and through l4lb run).
 	{Name: "ipvs", Pkg: "./pkg/lb/ipvs", Modules: IPVSModules, Env: []string{"L4LB_BINARY={{work}}/l4lb"}},
+	// The package's IPVS data plane under the unit, in a systemd container (the host runs
+	// the other data planes so): the .deb, the binaries and lb1's config come from the
+	// host, the Debian root from the host's cache (the host's make test makes it).
+	{Name: "systemd", Pkg: "./packaging", Modules: IPVSModules,
+		Args: []string{"-test.run", "^TestPrivilegedSystemdIPVS$"},
+		Env: []string{"L4LB_DEB={{work}}/l4lb.deb", "L4LB_BINARY={{work}}/l4lb", "L4LB_TESTBED_BINARY={{work}}/testbed",
+			"XDG_CACHE_HOME=" + hostCacheDir()},
+		Prepare: [][]string{
+			{"make", "package"},
+			{"sh", "-c", `cp bin/l4lb_*_amd64.deb "$1/l4lb.deb" && mkdir -p "$1/conf" && cp -r conf/testbed "$1/conf/"`, "sh", "{{work}}"},
+			{"go", "build", "-o", "{{work}}/testbed", "./testbed/cmd/testbed"},
+		}},
+}
+
+// hostCacheDir is the host user's cache directory, where the packaging tests keep their
+// Debian roots.
+func hostCacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return d
+	}
+	return os.TempDir()
 }
 
 // IPVSModules are the modules the IPVS data plane and kernel-tunnel backends need: IPVS
@@ -80,6 +104,17 @@ func BuildSuite(ctx context.Context, moduleRoot, work string, pkgs []SuitePackag
 		dir := filepath.Join(work, p.Name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
+		}
+		for _, c := range p.Prepare {
+			args := make([]string, len(c))
+			for i, a := range c {
+				args[i] = strings.ReplaceAll(a, "{{work}}", work)
+			}
+			cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+			cmd.Dir = moduleRoot
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("%s: %w\n%s", strings.Join(args, " "), err, out)
+			}
 		}
 		if p.Testdir != "" {
 			src := filepath.Join(moduleRoot, p.Testdir, "testdata")
