@@ -120,10 +120,6 @@ func TestPrivilegedSystemd(t *testing.T) {
 	if err := os.WriteFile(conf, []byte(edited), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	if os.Getenv("L4LB_HOLD") != "" {
-		os.WriteFile("/tmp/l4lb-hold", []byte(strconv.Itoa(ct.leader)+" "+bed.NS("lb1")), 0o644)
-		time.Sleep(5 * time.Minute)
-	}
 	ct.run("systemctl", "enable", "--now", "l4lb")
 	if !routed(testbed.VIP4, true) {
 		t.Fatalf("previous release: the router has no route to %s\n%s", testbed.VIP4, ct.journal())
