@@ -2,20 +2,16 @@ package testbed_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netns"
 
 	"github.com/l4lb/l4lb/testbed"
 )
@@ -41,26 +37,7 @@ func cpuBusy(tb testing.TB) time.Duration {
 // clientDialer dials from the client's namespace.
 func clientDialer(b *testbed.Bed) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			return nil, err
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(b.NS("client"))
-		if err != nil {
-			return nil, err
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			return nil, err
-		}
-		c, derr := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, addr)
-		if err := netns.Set(orig); err != nil {
-			panic(fmt.Sprintf("cannot return to the original network namespace: %v", err))
-		}
-		return c, derr
+		return b.DialContext(ctx, "client", network, addr)
 	}
 }
 

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +15,12 @@ import (
 
 // Dial opens a TCP connection from a node's namespace (the socket stays there).
 func (b *Bed) Dial(node, addr string) (net.Conn, error) {
+	return b.DialContext(context.Background(), node, "tcp", addr)
+}
+
+// DialContext dials from a node's namespace with a 2 s timeout: the socket is created in
+// that namespace and stays there.
+func (b *Bed) DialContext(ctx context.Context, node, network, addr string) (net.Conn, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
@@ -29,8 +36,7 @@ func (b *Bed) Dial(node, addr string) (net.Conn, error) {
 	if err := netns.Set(target); err != nil {
 		return nil, err
 	}
-	// The socket is created in this thread's namespace and stays there.
-	c, derr := net.DialTimeout("tcp", addr, 2*time.Second)
+	c, derr := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, addr)
 	if err := netns.Set(orig); err != nil {
 		panic(fmt.Sprintf("cannot return to the original network namespace: %v", err))
 	}
