@@ -204,6 +204,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if waitBGP {
 		go func() {
 			status := d.ann.waitEstablished(ctx, cfg.BGP.ReadyWait)
+			if ctx.Err() != nil {
+				return // stopping: no READY=1 after STOPPING=1
+			}
 			d.log.Info("ready to serve", "status", status)
 			d.sd.setBGP(d.log, status)
 		}()
