@@ -68,9 +68,38 @@ enum flag {
 	FLAG_PREFILTER_DENY4_DIR = PREFILTER_F_DENY4_DIR, /* prefilter_on */
 };
 
+/* The monitor's events and the trace's record (monitor.h, xdp_lb.c). */
+enum observe {
+	OBSERVE_MON_DROPS = MON_F_DROPS,       /* monitor_flags */
+	OBSERVE_MON_FLOWS = MON_F_FLOWS,       /* monitor_flags */
+	OBSERVE_MON_CAP = MON_CAP,             /* bytes of a frame an event carries */
+	OBSERVE_MON_T_DROP = MON_T_DROP,       /* mon_event.type */
+	OBSERVE_MON_T_FLOW = MON_T_FLOW,       /* mon_event.type */
+	OBSERVE_MON_FLOW_NEW = MON_FLOW_NEW,   /* mon_event.reason of a flow event */
+	OBSERVE_MON_FLOW_MISS = MON_FLOW_MISS,
+	OBSERVE_MON_FLOW_MOVED = MON_FLOW_MOVED,
+	OBSERVE_MON_EF_VIP = MON_EF_VIP,       /* mon_event.flags */
+	OBSERVE_MON_EF_BACKEND = MON_EF_BACKEND,
+	OBSERVE_MON_EF_PREV = MON_EF_PREV,
+	OBSERVE_TRACE_MAGIC = TRACE_MAGIC,
+	OBSERVE_TRACE_RECORD_BYTES = sizeof(struct trace_record),
+	OBSERVE_TRACE_F_VIP = TRACE_F_VIP,     /* trace_record.flags */
+	OBSERVE_TRACE_F_ALLOW = TRACE_F_ALLOW,
+	OBSERVE_TRACE_F_SYN = TRACE_F_SYN,
+	OBSERVE_TRACE_F_CT_FOUND = TRACE_F_CT_FOUND,
+	OBSERVE_TRACE_F_CT_FOLLOWED = TRACE_F_CT_FOLLOWED,
+	OBSERVE_TRACE_F_RING = TRACE_F_RING,
+	OBSERVE_TRACE_F_WRITE_NEW = TRACE_F_WRITE_NEW,
+	OBSERVE_TRACE_F_WRITE_UPDATE = TRACE_F_WRITE_UPDATE,
+	OBSERVE_TRACE_MOVED_GONE = TRACE_MOVED_GONE, /* trace_record.detail bits 2-3 */
+	OBSERVE_TRACE_MOVED_NOT_MEMBER = TRACE_MOVED_NOT_MEMBER,
+	OBSERVE_TRACE_MOVED_EXPIRED = TRACE_MOVED_EXPIRED,
+};
+
 /* Puts each enum in BTF for bpf2go. */
 enum limit consts_limit;
 enum family consts_family;
 enum ct_layout consts_ct_layout;
 enum map_layout consts_map_layout;
 enum flag consts_flag;
+enum observe consts_observe;

@@ -150,4 +150,40 @@
 /* backend.flags */
 #define BACKEND_F_EXISTS (1U << 0)
 
+/* Monitor (bpf/monitor.h). monitor_flags bits: */
+#define MON_F_DROPS (1U << 0) /* report every drop (rate-limited) */
+#define MON_F_FLOWS (1U << 1) /* report sampled forwarding decisions */
+/* Bytes of the frame an event carries. */
+#define MON_CAP 128
+/* Default ring buffer size (bytes, a power of two of pages); the loader may set it. */
+#ifndef MON_RING_SIZE
+#define MON_RING_SIZE (1U << 20)
+#endif
+/* mon_event.type */
+#define MON_T_DROP 1
+#define MON_T_FLOW 2
+/* mon_event.reason of a flow event */
+#define MON_FLOW_NEW 1      /* a new flow hashed onto the ring, its entry written */
+#define MON_FLOW_MISS 2     /* no conntrack entry for a packet that is not a SYN */
+#define MON_FLOW_MOVED 3    /* the entry named a backend that left: re-hashed */
+/* mon_event.flags */
+#define MON_EF_VIP (1U << 0)
+#define MON_EF_BACKEND (1U << 1)
+#define MON_EF_PREV (1U << 2)
+
+/* Trace (trace_mode; struct trace_record). */
+#define TRACE_MAGIC 0x4c345452U /* "L4TR" */
+/* trace_record.flags */
+#define TRACE_F_VIP (1U << 0)          /* the packet matched a VIP */
+#define TRACE_F_ALLOW (1U << 1)        /* the VIP has an allow list and the source is in it */
+#define TRACE_F_SYN (1U << 2)          /* a SYN: conntrack is not looked up */
+#define TRACE_F_CT_FOUND (1U << 3)     /* a conntrack entry was found */
+#define TRACE_F_CT_FOLLOWED (1U << 4)  /* ... and the packet went to its backend */
+#define TRACE_F_RING (1U << 5)         /* the ring was consulted */
+#define TRACE_F_WRITE_NEW (1U << 6)    /* a real packet would write a new entry */
+#define TRACE_F_WRITE_UPDATE (1U << 7) /* a real packet would rewrite the found entry */
+/* trace_record.detail bits 2-3 */
+#define TRACE_MOVED_GONE 1       /* the entry's backend no longer exists */
+#define TRACE_MOVED_NOT_MEMBER 2 /* the VIP no longer has that backend */
+#define TRACE_MOVED_EXPIRED 3    /* a UDP entry idle past the timeout */
 #endif

@@ -200,4 +200,47 @@ struct vip_guard {
 	__u64 denied;    /* packets dropped: source not in the allow list */
 };
 
+/* One event of the monitor ring buffer (bpf/monitor.h): a drop with its reason, or a
+ * sampled forwarding decision. */
+struct mon_event {
+	__u64 ts_ns;           /* bpf_ktime_get_ns() */
+	__u32 cpu;
+	__u32 vip_id;          /* valid with MON_EF_VIP */
+	__u32 backend_id;      /* valid with MON_EF_BACKEND */
+	__u32 prev_backend_id; /* a moved flow's previous backend (MON_EF_PREV) */
+	__u16 len;             /* frame length when the program decided */
+	__u16 cap_len;         /* bytes of data[] filled */
+	__u8 type;             /* MON_T_* */
+	__u8 reason;           /* drop: the stat id; flow: MON_FLOW_* */
+	__u8 tcp_flags;
+	__u8 flags;            /* MON_EF_* */
+	struct flow_key flow;  /* as parsed (an ICMP too-big: the quoted flow, reversed) */
+	__u8 data[MON_CAP];
+};
+
+/* Per-CPU monitor state: the rate window and what was lost. */
+struct mon_cpu {
+	__u64 window_ns;
+	__u64 count;       /* events in the current one-second window */
+	__u64 sent;
+	__u64 lost_rate;   /* over monitor_rate in its window */
+	__u64 lost_ring;   /* the ring buffer had no room */
+};
+
+/* What the trace instance (trace_mode) writes into the frame's metadata: 32 bytes, the
+ * most XDP metadata may hold. */
+struct trace_record {
+	__u32 magic;      /* TRACE_MAGIC once written */
+	__u8 reason;      /* stat id of the verdict */
+	__u8 flags;       /* TRACE_F_* */
+	__u8 detail;      /* bits 0-1: the guard's answer (0 track, 1 untracked, 2 drop);
+			   * bits 2-3: why a found entry was not followed (TRACE_MOVED_*) */
+	__u8 action;      /* XDP_* */
+	__u32 vip_id;     /* valid with TRACE_F_VIP */
+	__u32 backend_id; /* the backend the packet went to; 0: none */
+	__u64 ct_state;   /* the conntrack way's state (TRACE_F_CT_FOUND) */
+	__u32 hash;       /* the flow's hash (TRACE_F_VIP) */
+	__u32 slot;       /* the ring slot the hash picked (TRACE_F_RING) */
+};
+
 #endif

@@ -66,10 +66,14 @@ struct packet {
 	__u8 tcp_flags;
 	__u8 icmp_too_big; /* an ICMP too-big about a VIP flow: flow is the reversed inner flow */
 	__u8 df;           /* IPv4 with DF set, or IPv6: a too-big packet gets an ICMP answer */
+	__u8 reason;       /* the stat id of the verdict (verdict()) */
 };
 
-static __always_inline int verdict(__u32 stat, int action)
+/* verdict: the packet's fate. Counts its reason and keeps it in pkt for the monitor and
+ * the trace (xdp_lb.c). */
+static __always_inline int verdict(struct packet *pkt, __u32 stat, int action)
 {
+	pkt->reason = stat;
 	stat_inc(stat);
 	return action;
 }
@@ -85,11 +89,11 @@ static __always_inline int vip_addr_known(const struct flow_key *f)
 }
 
 /* not_ours: the verdict for a packet we cannot parse further; f->dst must be set. */
-static __always_inline int not_ours(const struct flow_key *f, __u32 drop_stat)
+static __always_inline int not_ours(struct packet *pkt, __u32 drop_stat)
 {
-	if (vip_addr_known(f))
-		return verdict(drop_stat, XDP_DROP);
-	return verdict(STAT_PASS_NON_VIP, XDP_PASS);
+	if (vip_addr_known(&pkt->flow))
+		return verdict(pkt, drop_stat, XDP_DROP);
+	return verdict(pkt, STAT_PASS_NON_VIP, XDP_PASS);
 }
 
 static __always_inline int parse_l4_ports(void *l4, void *data_end, __u32 room, struct packet *pkt)
@@ -98,24 +102,24 @@ static __always_inline int parse_l4_ports(void *l4, void *data_end, __u32 room, 
 		struct tcphdr *th = l4;
 
 		if ((void *)(th + 1) > data_end || room < sizeof(*th))
-			return not_ours(&pkt->flow, STAT_DROP_TRUNC_L4);
+			return not_ours(pkt, STAT_DROP_TRUNC_L4);
 		pkt->flow.sport = th->source;
 		pkt->flow.dport = th->dest;
 		pkt->tcp_flags = ((__u8 *)th)[13];
 		if (!tcp_flags_valid(pkt->tcp_flags))
-			return not_ours(&pkt->flow, STAT_DROP_TCP_FLAGS);
+			return not_ours(pkt, STAT_DROP_TCP_FLAGS);
 		return PARSE_OK;
 	}
 	struct udphdr *uh = l4;
 
 	if ((void *)(uh + 1) > data_end || room < sizeof(*uh))
-		return not_ours(&pkt->flow, STAT_DROP_TRUNC_L4);
+		return not_ours(pkt, STAT_DROP_TRUNC_L4);
 	pkt->flow.sport = uh->source;
 	pkt->flow.dport = uh->dest;
 	__u32 ulen = len16(&uh->len);
 
 	if (ulen < sizeof(*uh) || ulen != room)
-		return not_ours(&pkt->flow, STAT_DROP_UDP_LEN);
+		return not_ours(pkt, STAT_DROP_UDP_LEN);
 	return PARSE_OK;
 }
 
@@ -126,29 +130,29 @@ static __always_inline int parse_icmp4(void *l4, void *data_end, __u32 room, str
 	struct icmp_hdr_ *ic = l4;
 
 	if ((void *)(ic + 1) > data_end || room < sizeof(*ic))
-		return not_ours(&pkt->flow, STAT_DROP_TRUNC_L4);
+		return not_ours(pkt, STAT_DROP_TRUNC_L4);
 	if (ic->type != ICMP_DEST_UNREACH_ || ic->code != ICMP_FRAG_NEEDED_)
-		return verdict(vip_addr_known(&pkt->flow) ? STAT_PASS_OTHER_PROTO : STAT_PASS_NON_VIP,
+		return verdict(pkt, vip_addr_known(&pkt->flow) ? STAT_PASS_OTHER_PROTO : STAT_PASS_NON_VIP,
 			       XDP_PASS);
 
 	struct iphdr *in = (void *)(ic + 1);
 
 	if ((void *)(in + 1) > data_end || in->ihl < 5 || in->version != 4)
-		return not_ours(&pkt->flow, STAT_DROP_ICMP_BAD);
+		return not_ours(pkt, STAT_DROP_ICMP_BAD);
 	__u32 in_ihl = in->ihl * 4;
 	__u16 *ports = (void *)in + in_ihl;
 
 	/* The quote must hold the ports, inside the frame and inside the IP total length. */
 	if ((void *)(ports + 2) > data_end || sizeof(*ic) + in_ihl + 4 > room)
-		return not_ours(&pkt->flow, STAT_DROP_ICMP_BAD);
+		return not_ours(pkt, STAT_DROP_ICMP_BAD);
 	/* Only an ICMP addressed to a VIP address is ours; one to the node goes to the kernel. */
 	if (!vip_addr_known(&pkt->flow))
-		return verdict(STAT_PASS_NON_VIP, XDP_PASS);
+		return verdict(pkt, STAT_PASS_NON_VIP, XDP_PASS);
 	if (in->protocol != PROTO_TCP && in->protocol != PROTO_UDP)
-		return verdict(STAT_PASS_OTHER_PROTO, XDP_PASS);
+		return verdict(pkt, STAT_PASS_OTHER_PROTO, XDP_PASS);
 	/* The quoted packet must have left the VIP the ICMP is addressed to. */
 	if (__builtin_memcmp(&in->saddr, pkt->flow.dst, 4))
-		return verdict(STAT_DROP_ICMP_BAD, XDP_DROP);
+		return verdict(pkt, STAT_DROP_ICMP_BAD, XDP_DROP);
 
 	__builtin_memset(pkt->flow.src, 0, 16);
 	__builtin_memset(pkt->flow.dst, 0, 16);
@@ -166,25 +170,25 @@ static __always_inline int parse_icmp6(void *l4, void *data_end, __u32 room, str
 	struct icmp_hdr_ *ic = l4;
 
 	if ((void *)(ic + 1) > data_end || room < sizeof(*ic))
-		return not_ours(&pkt->flow, STAT_DROP_TRUNC_L4);
+		return not_ours(pkt, STAT_DROP_TRUNC_L4);
 	if (ic->type != ICMPV6_PKT_TOOBIG_)
-		return verdict(vip_addr_known(&pkt->flow) ? STAT_PASS_OTHER_PROTO : STAT_PASS_NON_VIP,
+		return verdict(pkt, vip_addr_known(&pkt->flow) ? STAT_PASS_OTHER_PROTO : STAT_PASS_NON_VIP,
 			       XDP_PASS);
 
 	struct ipv6hdr *in = (void *)(ic + 1);
 
 	if ((void *)(in + 1) > data_end || in->version != 6)
-		return not_ours(&pkt->flow, STAT_DROP_ICMP_BAD);
+		return not_ours(pkt, STAT_DROP_ICMP_BAD);
 	__u16 *ports = (void *)(in + 1);
 
 	if ((void *)(ports + 2) > data_end || sizeof(*ic) + IPV6_HDR_LEN + 4 > room)
-		return not_ours(&pkt->flow, STAT_DROP_ICMP_BAD);
+		return not_ours(pkt, STAT_DROP_ICMP_BAD);
 	if (!vip_addr_known(&pkt->flow))
-		return verdict(STAT_PASS_NON_VIP, XDP_PASS);
+		return verdict(pkt, STAT_PASS_NON_VIP, XDP_PASS);
 	if (in->nexthdr != PROTO_TCP && in->nexthdr != PROTO_UDP)
-		return verdict(STAT_PASS_OTHER_PROTO, XDP_PASS);
+		return verdict(pkt, STAT_PASS_OTHER_PROTO, XDP_PASS);
 	if (__builtin_memcmp(&in->saddr, pkt->flow.dst, 16))
-		return verdict(STAT_DROP_ICMP_BAD, XDP_DROP);
+		return verdict(pkt, STAT_DROP_ICMP_BAD, XDP_DROP);
 
 	__builtin_memcpy(pkt->flow.src, &in->daddr, 16);
 	__builtin_memcpy(pkt->flow.dst, &in->saddr, 16);
@@ -200,17 +204,17 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct packet 
 	struct iphdr *iph = data + pkt->l2_len;
 
 	if ((void *)(iph + 1) > data_end)
-		return verdict(STAT_DROP_TRUNC_IP, XDP_DROP);
+		return verdict(pkt, STAT_DROP_TRUNC_IP, XDP_DROP);
 	if (iph->version != 4 || iph->ihl < 5)
-		return verdict(STAT_DROP_BAD_IP, XDP_DROP);
+		return verdict(pkt, STAT_DROP_BAD_IP, XDP_DROP);
 
 	__u32 ihl = iph->ihl * 4;
 	__u32 tot = len16(&iph->tot_len);
 
 	if (tot < ihl)
-		return verdict(STAT_DROP_BAD_IP, XDP_DROP);
+		return verdict(pkt, STAT_DROP_BAD_IP, XDP_DROP);
 	if ((void *)iph + tot > data_end)
-		return verdict(STAT_DROP_TRUNC_IP, XDP_DROP);
+		return verdict(pkt, STAT_DROP_TRUNC_IP, XDP_DROP);
 
 	pkt->l3_len = tot;
 	pkt->tos = iph->tos;
@@ -220,10 +224,10 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct packet 
 	__builtin_memcpy(pkt->flow.src, &iph->saddr, 4);
 	__builtin_memcpy(pkt->flow.dst, &iph->daddr, 4);
 	if (denied4(&iph->saddr))
-		return verdict(STAT_DROP_DENY, XDP_DROP);
+		return verdict(pkt, STAT_DROP_DENY, XDP_DROP);
 
 	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return not_ours(&pkt->flow, STAT_DROP_FRAGMENT);
+		return not_ours(pkt, STAT_DROP_FRAGMENT);
 
 	void *l4 = (void *)iph + ihl;
 	__u32 room = tot - ihl;
@@ -235,7 +239,7 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct packet 
 	case PROTO_ICMP:
 		return parse_icmp4(l4, data_end, room, pkt);
 	default:
-		return verdict(vip_addr_known(&pkt->flow) ? STAT_PASS_OTHER_PROTO : STAT_PASS_NON_VIP,
+		return verdict(pkt, vip_addr_known(&pkt->flow) ? STAT_PASS_OTHER_PROTO : STAT_PASS_NON_VIP,
 			       XDP_PASS);
 	}
 }
@@ -250,14 +254,14 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct packet 
 	struct ipv6hdr *ip6 = data + pkt->l2_len;
 
 	if ((void *)(ip6 + 1) > data_end)
-		return verdict(STAT_DROP_TRUNC_IP, XDP_DROP);
+		return verdict(pkt, STAT_DROP_TRUNC_IP, XDP_DROP);
 	if (ip6->version != 6)
-		return verdict(STAT_DROP_BAD_IP, XDP_DROP);
+		return verdict(pkt, STAT_DROP_BAD_IP, XDP_DROP);
 
 	__u32 tot = len16(&ip6->payload_len) + IPV6_HDR_LEN;
 
 	if ((void *)ip6 + tot > data_end)
-		return verdict(STAT_DROP_TRUNC_IP, XDP_DROP);
+		return verdict(pkt, STAT_DROP_TRUNC_IP, XDP_DROP);
 
 	pkt->l3_len = tot;
 	pkt->df = 1;
@@ -266,7 +270,7 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct packet 
 	__builtin_memcpy(pkt->flow.src, &ip6->saddr, 16);
 	__builtin_memcpy(pkt->flow.dst, &ip6->daddr, 16);
 	if (denied6(&ip6->saddr))
-		return verdict(STAT_DROP_DENY, XDP_DROP);
+		return verdict(pkt, STAT_DROP_DENY, XDP_DROP);
 
 	__u8 nh = ip6->nexthdr;
 	__u32 off = IPV6_HDR_LEN;
@@ -278,15 +282,15 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct packet 
 		__u8 *eh = (void *)ip6 + off;
 
 		if ((void *)(eh + 2) > data_end || off + 2 > tot)
-			return not_ours(&pkt->flow, STAT_DROP_IPV6_EXT);
+			return not_ours(pkt, STAT_DROP_IPV6_EXT);
 		nh = eh[0];
 		off += (eh[1] + 1) * 8;
 	}
 	if (is_ipv6_ext(nh) || off > tot)
-		return not_ours(&pkt->flow, STAT_DROP_IPV6_EXT);
+		return not_ours(pkt, STAT_DROP_IPV6_EXT);
 	pkt->flow.proto = nh;
 	if (nh == PROTO_FRAGMENT)
-		return not_ours(&pkt->flow, STAT_DROP_FRAGMENT);
+		return not_ours(pkt, STAT_DROP_FRAGMENT);
 
 	void *l4 = (void *)ip6 + off;
 	__u32 room = tot - off;
@@ -298,7 +302,7 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct packet 
 	case PROTO_ICMPV6:
 		return parse_icmp6(l4, data_end, room, pkt);
 	default:
-		return verdict(vip_addr_known(&pkt->flow) ? STAT_PASS_OTHER_PROTO : STAT_PASS_NON_VIP,
+		return verdict(pkt, vip_addr_known(&pkt->flow) ? STAT_PASS_OTHER_PROTO : STAT_PASS_NON_VIP,
 			       XDP_PASS);
 	}
 }
@@ -309,7 +313,7 @@ static __always_inline int parse_packet(void *data, void *data_end, struct packe
 	struct ethhdr *eth = data;
 
 	if ((void *)(eth + 1) > data_end)
-		return verdict(STAT_DROP_TRUNC_ETH, XDP_DROP);
+		return verdict(pkt, STAT_DROP_TRUNC_ETH, XDP_DROP);
 	__be16 proto = eth->h_proto;
 
 	pkt->l2_len = sizeof(*eth);
@@ -317,17 +321,17 @@ static __always_inline int parse_packet(void *data, void *data_end, struct packe
 		struct vlan_hdr_ *vh = (void *)(eth + 1);
 
 		if ((void *)(vh + 1) > data_end)
-			return verdict(STAT_DROP_TRUNC_ETH, XDP_DROP);
+			return verdict(pkt, STAT_DROP_TRUNC_ETH, XDP_DROP);
 		proto = vh->encapsulated_proto;
 		pkt->l2_len += sizeof(*vh);
 		if (proto == bpf_htons(ETH_P_8021Q_) || proto == bpf_htons(ETH_P_8021AD_))
-			return verdict(STAT_PASS_QINQ, XDP_PASS);
+			return verdict(pkt, STAT_PASS_QINQ, XDP_PASS);
 	}
 	if (proto == bpf_htons(ETH_P_IP_))
 		return parse_ipv4(data, data_end, pkt);
 	if (proto == bpf_htons(ETH_P_IPV6_))
 		return parse_ipv6(data, data_end, pkt);
-	return verdict(STAT_PASS_NON_IP, XDP_PASS);
+	return verdict(pkt, STAT_PASS_NON_IP, XDP_PASS);
 }
 
 #endif

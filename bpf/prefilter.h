@@ -56,7 +56,8 @@ static __always_inline int denied4(const void *saddr)
 			*(__u32 *)lk.addr = bpf_htonl(a & (~0U << (32 - l)));
 			v = bpf_map_lookup_elem(&deny4_counts, &lk);
 			if (v) {
-				__sync_fetch_and_add(&v->drops, 1);
+				if (!trace_mode)
+					__sync_fetch_and_add(&v->drops, 1);
 				return 1;
 			}
 		}
@@ -69,7 +70,8 @@ static __always_inline int denied4(const void *saddr)
 			*(__u32 *)sk.addr = bpf_htonl(a & m);
 			v = bpf_map_lookup_elem(&deny4_counts, &sk);
 			if (v) {
-				__sync_fetch_and_add(&v->drops, 1);
+				if (!trace_mode)
+					__sync_fetch_and_add(&v->drops, 1);
 				return 1;
 			}
 			/* The loader writes a counter before the entry pointing at it and
@@ -81,7 +83,8 @@ static __always_inline int denied4(const void *saddr)
 	v = bpf_map_lookup_elem(&deny4, &k);
 	if (!v)
 		return 0;
-	__sync_fetch_and_add(&v->drops, 1);
+	if (!trace_mode)
+		__sync_fetch_and_add(&v->drops, 1);
 	return 1;
 }
 
@@ -96,7 +99,8 @@ static __always_inline int denied6(const void *saddr)
 
 	if (!v)
 		return 0;
-	__sync_fetch_and_add(&v->drops, 1);
+	if (!trace_mode)
+		__sync_fetch_and_add(&v->drops, 1);
 	return 1;
 }
 
@@ -136,7 +140,13 @@ static __always_inline int guard_new_flow(__u32 vip_id, const struct vip_policy 
 	if (!g)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
+	__u64 count = now - g->window_ns >= 1000000000ULL ? 1 : g->count + 1;
 
+	if (trace_mode) { /* the answer this packet would get; nothing written */
+		if (pol->guard_drop_rate && count > pol->guard_drop_rate)
+			return 2;
+		return pol->guard_rate && count > pol->guard_rate;
+	}
 	if (now - g->window_ns >= 1000000000ULL) {
 		g->window_ns = now;
 		g->count = 0;

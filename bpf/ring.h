@@ -52,4 +52,19 @@ static __always_inline __u32 ring_pick(const struct vip_meta *vip, __u32 hash)
 	return b->slot[slot % RING_BLOCK_SLOTS];
 }
 
+/* ring_slot_of: the slot hash selects in the VIP's active ring, ~0 when it has none (the
+ * trace reports it; ring_pick reads the same). */
+static __always_inline __u32 ring_slot_of(__u32 vip_id, __u32 hash)
+{
+	struct ring_select *sel = bpf_map_lookup_elem(&ring_sel, &vip_id);
+
+	if (!sel)
+		return ~0U;
+	struct ring_half *h = &sel->half[sel->active & 1];
+
+	if (!h->size)
+		return ~0U;
+	return ring_slot(hash, h->size);
+}
+
 #endif

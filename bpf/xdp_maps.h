@@ -170,8 +170,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } prefilter_on SEC(".maps");
 
+/* trace_mode (load-time): 1 only in the instance `l4lb trace` runs over the live maps with
+ * BPF_PROG_TEST_RUN. It writes no map (no conntrack entry, no counter, no rate window),
+ * so a trace never changes what a real flow gets, and reports its decision in the frame's
+ * metadata (struct trace_record). The attached program has 0: the verifier removes every
+ * branch taken on it. */
+volatile const __u32 trace_mode = 0;
+
 static __always_inline void stat_inc(__u32 id)
 {
+	if (trace_mode)
+		return;
 	__u64 *v = bpf_map_lookup_elem(&stats, &id);
 	if (v)
 		*v += 1;

@@ -74,6 +74,35 @@ const (
 	constsMapLayoutMAP_LAYOUT_JHASH_INITVAL       constsMapLayout = 3735928559
 )
 
+type constsObserve uint32
+
+const (
+	constsObserveOBSERVE_MON_DROPS              constsObserve = 1
+	constsObserveOBSERVE_MON_FLOWS              constsObserve = 2
+	constsObserveOBSERVE_MON_CAP                constsObserve = 128
+	constsObserveOBSERVE_MON_T_DROP             constsObserve = 1
+	constsObserveOBSERVE_MON_T_FLOW             constsObserve = 2
+	constsObserveOBSERVE_MON_FLOW_NEW           constsObserve = 1
+	constsObserveOBSERVE_MON_FLOW_MISS          constsObserve = 2
+	constsObserveOBSERVE_MON_FLOW_MOVED         constsObserve = 3
+	constsObserveOBSERVE_MON_EF_VIP             constsObserve = 1
+	constsObserveOBSERVE_MON_EF_BACKEND         constsObserve = 2
+	constsObserveOBSERVE_MON_EF_PREV            constsObserve = 4
+	constsObserveOBSERVE_TRACE_MAGIC            constsObserve = 1278497874
+	constsObserveOBSERVE_TRACE_RECORD_BYTES     constsObserve = 32
+	constsObserveOBSERVE_TRACE_F_VIP            constsObserve = 1
+	constsObserveOBSERVE_TRACE_F_ALLOW          constsObserve = 2
+	constsObserveOBSERVE_TRACE_F_SYN            constsObserve = 4
+	constsObserveOBSERVE_TRACE_F_CT_FOUND       constsObserve = 8
+	constsObserveOBSERVE_TRACE_F_CT_FOLLOWED    constsObserve = 16
+	constsObserveOBSERVE_TRACE_F_RING           constsObserve = 32
+	constsObserveOBSERVE_TRACE_F_WRITE_NEW      constsObserve = 64
+	constsObserveOBSERVE_TRACE_F_WRITE_UPDATE   constsObserve = 128
+	constsObserveOBSERVE_TRACE_MOVED_GONE       constsObserve = 1
+	constsObserveOBSERVE_TRACE_MOVED_NOT_MEMBER constsObserve = 2
+	constsObserveOBSERVE_TRACE_MOVED_EXPIRED    constsObserve = 3
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -83,6 +112,7 @@ const (
 	constsVarConstsFlag      = "consts_flag"
 	constsVarConstsLimit     = "consts_limit"
 	constsVarConstsMapLayout = "consts_map_layout"
+	constsVarConstsObserve   = "consts_observe"
 )
 
 // loadConsts returns the embedded CollectionSpec for consts.
@@ -144,6 +174,7 @@ type constsVariableSpecs struct {
 	ConstsFlag      *ebpf.VariableSpec `ebpf:"consts_flag"`
 	ConstsLimit     *ebpf.VariableSpec `ebpf:"consts_limit"`
 	ConstsMapLayout *ebpf.VariableSpec `ebpf:"consts_map_layout"`
+	ConstsObserve   *ebpf.VariableSpec `ebpf:"consts_observe"`
 }
 
 // constsObjects contains all objects after they have been loaded into the kernel.
@@ -181,6 +212,7 @@ type constsVariables struct {
 	ConstsFlag      *ebpf.Variable `ebpf:"consts_flag"`
 	ConstsLimit     *ebpf.Variable `ebpf:"consts_limit"`
 	ConstsMapLayout *ebpf.Variable `ebpf:"consts_map_layout"`
+	ConstsObserve   *ebpf.Variable `ebpf:"consts_observe"`
 }
 
 // constsPrograms contains all programs after they have been loaded into the kernel.

@@ -84,3 +84,31 @@ func IsPrime(n uint32) bool {
 	}
 	return true
 }
+
+// The monitor's events and the trace's record (bpf/monitor.h, bpf/xdp_lb.c).
+const (
+	MonFlagDrops      = uint32(constsObserveOBSERVE_MON_DROPS)
+	MonFlagFlows      = uint32(constsObserveOBSERVE_MON_FLOWS)
+	MonCapture        = int(constsObserveOBSERVE_MON_CAP)
+	MonTypeDrop       = uint8(constsObserveOBSERVE_MON_T_DROP)
+	MonTypeFlow       = uint8(constsObserveOBSERVE_MON_T_FLOW)
+	MonFlowNew        = uint8(constsObserveOBSERVE_MON_FLOW_NEW)
+	MonFlowMiss       = uint8(constsObserveOBSERVE_MON_FLOW_MISS)
+	MonFlowMoved      = uint8(constsObserveOBSERVE_MON_FLOW_MOVED)
+	MonEventVIP       = uint8(constsObserveOBSERVE_MON_EF_VIP)
+	MonEventBackend   = uint8(constsObserveOBSERVE_MON_EF_BACKEND)
+	MonEventPrev      = uint8(constsObserveOBSERVE_MON_EF_PREV)
+	TraceMagic        = uint32(constsObserveOBSERVE_TRACE_MAGIC)
+	TraceRecordBytes  = int(constsObserveOBSERVE_TRACE_RECORD_BYTES)
+	TraceVIP          = uint8(constsObserveOBSERVE_TRACE_F_VIP)
+	TraceAllow        = uint8(constsObserveOBSERVE_TRACE_F_ALLOW)
+	TraceSYN          = uint8(constsObserveOBSERVE_TRACE_F_SYN)
+	TraceCtFound      = uint8(constsObserveOBSERVE_TRACE_F_CT_FOUND)
+	TraceCtFollowed   = uint8(constsObserveOBSERVE_TRACE_F_CT_FOLLOWED)
+	TraceRing         = uint8(constsObserveOBSERVE_TRACE_F_RING)
+	TraceWriteNew     = uint8(constsObserveOBSERVE_TRACE_F_WRITE_NEW)
+	TraceWriteUpdate  = uint8(constsObserveOBSERVE_TRACE_F_WRITE_UPDATE)
+	TraceMovedGone    = uint8(constsObserveOBSERVE_TRACE_MOVED_GONE)
+	TraceMovedNotMemb = uint8(constsObserveOBSERVE_TRACE_MOVED_NOT_MEMBER)
+	TraceMovedExpired = uint8(constsObserveOBSERVE_TRACE_MOVED_EXPIRED)
+)

@@ -216,6 +216,7 @@ const (
 	ctcheckMapVips            = "vips"
 	ctcheckProgCtCheck        = "ct_check"
 	ctcheckVarCtBuckets       = "ct_buckets"
+	ctcheckVarTraceMode       = "trace_mode"
 )
 
 // loadCtcheck returns the embedded CollectionSpec for ctcheck.
@@ -295,6 +296,7 @@ type ctcheckMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ctcheckVariableSpecs struct {
 	CtBuckets *ebpf.VariableSpec `ebpf:"ct_buckets"`
+	TraceMode *ebpf.VariableSpec `ebpf:"trace_mode"`
 }
 
 // ctcheckObjects contains all objects after they have been loaded into the kernel.
@@ -371,6 +373,7 @@ func (m *ctcheckMaps) Close() error {
 // It can be passed to loadCtcheckObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ctcheckVariables struct {
 	CtBuckets *ebpf.Variable `ebpf:"ct_buckets"`
+	TraceMode *ebpf.Variable `ebpf:"trace_mode"`
 }
 
 // ctcheckPrograms contains all programs after they have been loaded into the kernel.

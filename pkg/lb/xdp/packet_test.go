@@ -494,12 +494,20 @@ func TestPrivilegedPacketTable(t *testing.T) {
 // runTable runs the rows in order against r's data plane.
 func runTable(t *testing.T, r *rig, cases []pktCase) {
 	t.Helper()
+	// Every row is traced first (the trace must agree and write nothing) and watched by the
+	// monitor (a drop gives exactly one event).
+	if err := r.d.SetMonitor(MonitorSettings{Drops: true, Flows: true}); err != nil {
+		t.Fatal(err)
+	}
+	ev := newEventReader(t, r.d)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if c.setup != nil {
 				c.setup(t)
 			}
 			in := c.in(t)
+			ev.pending(t)
+			tr := traceAgrees(t, r.d, in)
 			before, err := r.d.Stats()
 			if err != nil {
 				t.Fatal(err)
@@ -509,6 +517,8 @@ func runTable(t *testing.T, r *rig, cases []pktCase) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			checkTrace(t, tr, got, out, statDelta(before, after))
+			checkEvents(t, ev.pending(t), got, in, statDelta(before, after))
 			if got != c.verdict {
 				t.Errorf("verdict %d, want %d", got, c.verdict)
 			}

@@ -20,6 +20,7 @@ type vipCache struct {
 	ids    map[uint32]bool     // VIP ids in use, or reserved by a SetVIP in progress
 	addrs  map[xdplbVipKey]int // VIP addresses (vipAddrKey) -> VIPs on them
 	nextID uint32              // where the search for a free id starts
+	byID   map[uint32]xdplbVipKey // the VIP each id in vips names (events, traces)
 
 	bmu      sync.Mutex
 	backends map[uint32]netip.Addr
@@ -29,8 +30,10 @@ func (c *vipCache) reset(vips map[xdplbVipKey]xdplbVipMeta, backends map[uint32]
 	c.vips = vips
 	c.ids = map[uint32]bool{}
 	c.addrs = map[xdplbVipKey]int{}
+	c.byID = map[uint32]xdplbVipKey{}
 	for k, m := range vips {
 		c.ids[m.Id] = true
+		c.byID[m.Id] = k
 		c.addrs[addrKeyOf(k)]++
 		// A restarted daemon goes on after the highest id in use, not from 0.
 		c.nextID = max(c.nextID, (m.Id+1)%MaxVIPs)
@@ -75,8 +78,15 @@ func (c *vipCache) add(k xdplbVipKey, m xdplbVipMeta) {
 	if _, ok := c.vips[k]; !ok {
 		c.addrs[addrKeyOf(k)]++
 	}
+	if old, ok := c.vips[k]; ok && old.Id != m.Id {
+		delete(c.byID, old.Id)
+	}
 	c.vips[k] = m
 	c.ids[m.Id] = true
+	if c.byID == nil {
+		c.byID = map[uint32]xdplbVipKey{}
+	}
+	c.byID[m.Id] = k
 }
 
 func (c *vipCache) remove(k xdplbVipKey) {
@@ -85,11 +95,19 @@ func (c *vipCache) remove(k xdplbVipKey) {
 		return
 	}
 	delete(c.vips, k)
+	delete(c.byID, m.Id)
 	c.releaseID(m.Id)
 	ak := addrKeyOf(k)
 	if c.addrs[ak]--; c.addrs[ak] <= 0 {
 		delete(c.addrs, ak)
 	}
+}
+
+// backendAddr is the address written for backend id (zero if none).
+func (c *vipCache) backendAddr(id uint32) netip.Addr {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	return c.backends[id]
 }
 
 func (c *vipCache) hasBackend(id uint32, a netip.Addr) bool {

@@ -56,6 +56,8 @@ const (
 	DefaultMTU           = 1500
 	DefaultTooBigRate    = 100
 	DefaultMemberGrace   = 2 * time.Second
+	// DefaultMonitorRingSize: 1 MiB, about 5,000 events.
+	DefaultMonitorRingSize = 1 << 20
 )
 
 // Options are fixed for the life of a loaded program.
@@ -92,6 +94,9 @@ type Options struct {
 	// followed: a connection whose first packet went to it just before the flip
 	// completes. Default DefaultMemberGrace; negative: none.
 	MemberGrace time.Duration
+	// MonitorRingSize is the size in bytes of the monitor's ring buffer (a power of two
+	// and a multiple of the page size). Default DefaultMonitorRingSize.
+	MonitorRingSize uint32
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -123,6 +128,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MemberGrace == 0 {
 		o.MemberGrace = DefaultMemberGrace
+	}
+	if o.MonitorRingSize == 0 {
+		o.MonitorRingSize = DefaultMonitorRingSize
 	}
 }
 
@@ -168,6 +176,9 @@ type Dataplane struct {
 	deny4DirFresh bool // deny4_dir was created by this load (all zeros)
 	deny4DirLong  map[uint32]uint32
 
+	// tracer: the trace instance (trace.go), loaded by the first Trace.
+	tracer tracer
+
 	// onNewID: see OnNewVIPID (shared.go).
 	onNewID []func(id uint32) error
 	// policies are the prefilter policies by VIP (prefilter.go), written with the VIP.
@@ -189,6 +200,9 @@ func Load(opts Options) (*Dataplane, error) {
 	if n := opts.PairBuckets; n < 2 || n&(n-1) != 0 || n > MaxPairBuckets {
 		return nil, fmt.Errorf("pair buckets %d: must be a power of two in 2..%d", n, MaxPairBuckets)
 	}
+	if n := opts.MonitorRingSize; n < uint32(os.Getpagesize()) || n&(n-1) != 0 {
+		return nil, fmt.Errorf("monitor ring size %d: must be a power of two of at least %d bytes", n, os.Getpagesize())
+	}
 	spec, err := loadXdplb()
 	if err != nil {
 		return nil, fmt.Errorf("load xdp_lb spec: %w", err)
@@ -208,19 +222,10 @@ func Load(opts Options) (*Dataplane, error) {
 	}
 	spec.Maps["vip_backends"].MaxEntries = pairBuckets
 	spec.Maps["pair_stats"].MaxEntries = pairBuckets * pairWays
-	tooBig := uint32(max(opts.TooBigRate, 0))
 	spec.Maps["conntrack"].MaxEntries = ctBucketCount(opts.ConntrackSize)
-	for name, v := range map[string]any{
-		"udp_timeout_ns": uint64(opts.UDPTimeout.Nanoseconds()),
-		"mtu":            opts.MTU,
-		"slot_scaled":    uint32(opts.SlotMapping),
-		"ct_buckets":     ctBucketCount(opts.ConntrackSize),
-		"pair_shift":     pairShift(pairBuckets),
-		"too_big_rate":   tooBig,
-	} {
-		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("set %s: %w", name, err)
-		}
+	spec.Maps["monitor_events"].MaxEntries = opts.MonitorRingSize
+	if err := setLoadVariables(spec, opts, pairBuckets); err != nil {
+		return nil, err
 	}
 	var copts ebpf.CollectionOptions
 	if opts.PinPath == "" {
@@ -320,6 +325,24 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 	}
 	return d, nil
+}
+
+// setLoadVariables sets the program's load-time constants from opts (Load, and the trace
+// instance, which must decide as the attached program does).
+func setLoadVariables(spec *ebpf.CollectionSpec, opts Options, pairBuckets uint32) error {
+	for name, v := range map[string]any{
+		"udp_timeout_ns": uint64(opts.UDPTimeout.Nanoseconds()),
+		"mtu":            opts.MTU,
+		"slot_scaled":    uint32(opts.SlotMapping),
+		"ct_buckets":     ctBucketCount(opts.ConntrackSize),
+		"pair_shift":     pairShift(pairBuckets),
+		"too_big_rate":   uint32(max(opts.TooBigRate, 0)),
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 func pinExists(dir, name string) bool {
@@ -899,6 +922,7 @@ func (d *Dataplane) Close() error {
 		}
 	}
 	d.links = map[string]link.Link{}
+	d.tracer.close()
 	if err := d.objs.Close(); err != nil {
 		errs = append(errs, err)
 	}

@@ -73,6 +73,41 @@ type xdplbLbConfig struct {
 	Src6HostMask uint32
 }
 
+type xdplbMonCpu struct {
+	_        structs.HostLayout
+	WindowNs uint64
+	Count    uint64
+	Sent     uint64
+	LostRate uint64
+	LostRing uint64
+}
+
+type xdplbMonEvent struct {
+	_             structs.HostLayout
+	TsNs          uint64
+	Cpu           uint32
+	VipId         uint32
+	BackendId     uint32
+	PrevBackendId uint32
+	Len           uint16
+	CapLen        uint16
+	Type          uint8
+	Reason        uint8
+	TcpFlags      uint8
+	Flags         uint8
+	Flow          struct {
+		_      structs.HostLayout
+		Src    [16]uint8
+		Dst    [16]uint8
+		Sport  uint16
+		Dport  uint16
+		Proto  uint8
+		Family uint8
+		Pad    uint16
+	}
+	Data [128]uint8
+}
+
 type xdplbNexthop struct {
 	_   structs.HostLayout
 	Mac [6]uint8
@@ -153,6 +188,20 @@ type xdplbTooBigWindow struct {
 	Count    uint64
 }
 
+type xdplbTraceRecord struct {
+	_         structs.HostLayout
+	Magic     uint32
+	Reason    uint8
+	Flags     uint8
+	Detail    uint8
+	Action    uint8
+	VipId     uint32
+	BackendId uint32
+	CtState   uint64
+	Hash      uint32
+	Slot      uint32
+}
+
 type xdplbVipCounters struct {
 	_        structs.HostLayout
 	Packets  uint64
@@ -203,6 +252,8 @@ const (
 	xdplbMapDeny4Dir        = "deny4_dir"
 	xdplbMapDeny6           = "deny6"
 	xdplbMapLbCfg           = "lb_cfg"
+	xdplbMapMonitorEvents   = "monitor_events"
+	xdplbMapMonitorState    = "monitor_state"
 	xdplbMapNexthops        = "nexthops"
 	xdplbMapPairStats       = "pair_stats"
 	xdplbMapPrefilterOn     = "prefilter_on"
@@ -217,12 +268,18 @@ const (
 	xdplbMapVipStats        = "vip_stats"
 	xdplbMapVips            = "vips"
 	xdplbProgXdpLb          = "xdp_lb"
+	xdplbVarBtfMonEvent     = "btf_mon_event"
+	xdplbVarBtfTraceRecord  = "btf_trace_record"
 	xdplbVarCtBuckets       = "ct_buckets"
 	xdplbVarMembersReady    = "members_ready"
+	xdplbVarMonitorFlags    = "monitor_flags"
+	xdplbVarMonitorRate     = "monitor_rate"
+	xdplbVarMonitorSample   = "monitor_sample"
 	xdplbVarMtu             = "mtu"
 	xdplbVarPairShift       = "pair_shift"
 	xdplbVarSlotScaled      = "slot_scaled"
 	xdplbVarTooBigRate      = "too_big_rate"
+	xdplbVarTraceMode       = "trace_mode"
 	xdplbVarUdpTimeoutNs    = "udp_timeout_ns"
 )
 
@@ -283,6 +340,8 @@ type xdplbMapSpecs struct {
 	Deny4Dir        *ebpf.MapSpec `ebpf:"deny4_dir"`
 	Deny6           *ebpf.MapSpec `ebpf:"deny6"`
 	LbCfg           *ebpf.MapSpec `ebpf:"lb_cfg"`
+	MonitorEvents   *ebpf.MapSpec `ebpf:"monitor_events"`
+	MonitorState    *ebpf.MapSpec `ebpf:"monitor_state"`
 	Nexthops        *ebpf.MapSpec `ebpf:"nexthops"`
 	PairStats       *ebpf.MapSpec `ebpf:"pair_stats"`
 	PrefilterOn     *ebpf.MapSpec `ebpf:"prefilter_on"`
@@ -302,13 +361,19 @@ type xdplbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdplbVariableSpecs struct {
-	CtBuckets    *ebpf.VariableSpec `ebpf:"ct_buckets"`
-	MembersReady *ebpf.VariableSpec `ebpf:"members_ready"`
-	Mtu          *ebpf.VariableSpec `ebpf:"mtu"`
-	PairShift    *ebpf.VariableSpec `ebpf:"pair_shift"`
-	SlotScaled   *ebpf.VariableSpec `ebpf:"slot_scaled"`
-	TooBigRate   *ebpf.VariableSpec `ebpf:"too_big_rate"`
-	UdpTimeoutNs *ebpf.VariableSpec `ebpf:"udp_timeout_ns"`
+	BtfMonEvent    *ebpf.VariableSpec `ebpf:"btf_mon_event"`
+	BtfTraceRecord *ebpf.VariableSpec `ebpf:"btf_trace_record"`
+	CtBuckets      *ebpf.VariableSpec `ebpf:"ct_buckets"`
+	MembersReady   *ebpf.VariableSpec `ebpf:"members_ready"`
+	MonitorFlags   *ebpf.VariableSpec `ebpf:"monitor_flags"`
+	MonitorRate    *ebpf.VariableSpec `ebpf:"monitor_rate"`
+	MonitorSample  *ebpf.VariableSpec `ebpf:"monitor_sample"`
+	Mtu            *ebpf.VariableSpec `ebpf:"mtu"`
+	PairShift      *ebpf.VariableSpec `ebpf:"pair_shift"`
+	SlotScaled     *ebpf.VariableSpec `ebpf:"slot_scaled"`
+	TooBigRate     *ebpf.VariableSpec `ebpf:"too_big_rate"`
+	TraceMode      *ebpf.VariableSpec `ebpf:"trace_mode"`
+	UdpTimeoutNs   *ebpf.VariableSpec `ebpf:"udp_timeout_ns"`
 }
 
 // xdplbObjects contains all objects after they have been loaded into the kernel.
@@ -339,6 +404,8 @@ type xdplbMaps struct {
 	Deny4Dir        *ebpf.Map `ebpf:"deny4_dir"`
 	Deny6           *ebpf.Map `ebpf:"deny6"`
 	LbCfg           *ebpf.Map `ebpf:"lb_cfg"`
+	MonitorEvents   *ebpf.Map `ebpf:"monitor_events"`
+	MonitorState    *ebpf.Map `ebpf:"monitor_state"`
 	Nexthops        *ebpf.Map `ebpf:"nexthops"`
 	PairStats       *ebpf.Map `ebpf:"pair_stats"`
 	PrefilterOn     *ebpf.Map `ebpf:"prefilter_on"`
@@ -364,6 +431,8 @@ func (m *xdplbMaps) Close() error {
 		m.Deny4Dir,
 		m.Deny6,
 		m.LbCfg,
+		m.MonitorEvents,
+		m.MonitorState,
 		m.Nexthops,
 		m.PairStats,
 		m.PrefilterOn,
@@ -384,13 +453,19 @@ func (m *xdplbMaps) Close() error {
 //
 // It can be passed to loadXdplbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdplbVariables struct {
-	CtBuckets    *ebpf.Variable `ebpf:"ct_buckets"`
-	MembersReady *ebpf.Variable `ebpf:"members_ready"`
-	Mtu          *ebpf.Variable `ebpf:"mtu"`
-	PairShift    *ebpf.Variable `ebpf:"pair_shift"`
-	SlotScaled   *ebpf.Variable `ebpf:"slot_scaled"`
-	TooBigRate   *ebpf.Variable `ebpf:"too_big_rate"`
-	UdpTimeoutNs *ebpf.Variable `ebpf:"udp_timeout_ns"`
+	BtfMonEvent    *ebpf.Variable `ebpf:"btf_mon_event"`
+	BtfTraceRecord *ebpf.Variable `ebpf:"btf_trace_record"`
+	CtBuckets      *ebpf.Variable `ebpf:"ct_buckets"`
+	MembersReady   *ebpf.Variable `ebpf:"members_ready"`
+	MonitorFlags   *ebpf.Variable `ebpf:"monitor_flags"`
+	MonitorRate    *ebpf.Variable `ebpf:"monitor_rate"`
+	MonitorSample  *ebpf.Variable `ebpf:"monitor_sample"`
+	Mtu            *ebpf.Variable `ebpf:"mtu"`
+	PairShift      *ebpf.Variable `ebpf:"pair_shift"`
+	SlotScaled     *ebpf.Variable `ebpf:"slot_scaled"`
+	TooBigRate     *ebpf.Variable `ebpf:"too_big_rate"`
+	TraceMode      *ebpf.Variable `ebpf:"trace_mode"`
+	UdpTimeoutNs   *ebpf.Variable `ebpf:"udp_timeout_ns"`
 }
 
 // xdplbPrograms contains all programs after they have been loaded into the kernel.
