@@ -17,9 +17,9 @@ import (
 // controller pass. vips, ids and addrs are guarded by Dataplane.mu; backends by bmu.
 type vipCache struct {
 	vips   map[xdplbVipKey]xdplbVipMeta
-	ids    map[uint32]bool     // VIP ids in use, or reserved by a SetVIP in progress
-	addrs  map[xdplbVipKey]int // VIP addresses (vipAddrKey) -> VIPs on them
-	nextID uint32              // where the search for a free id starts
+	ids    map[uint32]bool        // VIP ids in use, or reserved by a SetVIP in progress
+	addrs  map[xdplbVipKey]int    // VIP addresses (vipAddrKey) -> VIPs on them
+	nextID uint32                 // where the search for a free id starts
 	byID   map[uint32]xdplbVipKey // the VIP each id in vips names (events, traces)
 
 	bmu      sync.Mutex
