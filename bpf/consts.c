@@ -26,8 +26,8 @@ enum family {
 	FAMILY_IPV6 = FAMILY_V6,
 };
 
-/* Conntrack (conntrack.h): the bucket shape, the state word's bits, the digest's seed and
- * the ranks of a way for a new flow. */
+/* Conntrack (conntrack.h): the bucket shape, the state word's bits (and the clock's unit
+ * of a UDP entry's time), the digest's seed and the ranks of a way for a new flow. */
 enum ct_layout {
 	CT_LAYOUT_WAYS = CT_WAYS,
 	CT_LAYOUT_BACKEND_MASK = CT_BACKEND_MASK,
@@ -37,6 +37,7 @@ enum ct_layout {
 	CT_LAYOUT_GEN_SHIFT = CT_GEN_SHIFT,
 	CT_LAYOUT_GEN_MASK = CT_GEN_MASK,
 	CT_LAYOUT_SEEN_SHIFT = CT_SEEN_SHIFT,
+	CT_LAYOUT_TIME_SHIFT = CT_TIME_SHIFT,
 	CT_LAYOUT_HASH_SEED = CT_HASH_SEED,
 	CT_LAYOUT_RANK_SAME = CT_RANK_SAME,
 	CT_LAYOUT_RANK_EMPTY = CT_RANK_EMPTY,

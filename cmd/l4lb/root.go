@@ -35,6 +35,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newStatusCmds(&cf)...)
 	root.AddCommand(newMutateCmds(&cf)...)
 	root.AddCommand(newSocketsCmd(&cf))
+	root.AddCommand(newFlowsCmd(&cf))
 	root.AddCommand(newDenyCmd(&cf))
 	return root
 }

@@ -23,6 +23,7 @@ const (
 	constsCtLayoutCT_LAYOUT_GEN_SHIFT       constsCtLayout = 19
 	constsCtLayoutCT_LAYOUT_GEN_MASK        constsCtLayout = 4294443008
 	constsCtLayoutCT_LAYOUT_SEEN_SHIFT      constsCtLayout = 32
+	constsCtLayoutCT_LAYOUT_TIME_SHIFT      constsCtLayout = 24
 	constsCtLayoutCT_LAYOUT_HASH_SEED       constsCtLayout = 1815374946
 	constsCtLayoutCT_LAYOUT_RANK_SAME       constsCtLayout = 0
 	constsCtLayoutCT_LAYOUT_RANK_EMPTY      constsCtLayout = 1

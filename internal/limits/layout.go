@@ -9,7 +9,8 @@ const (
 	FamilyV6 = uint8(constsFamilyFAMILY_IPV6)
 )
 
-// Conntrack (bpf/conntrack.h): ways per bucket, the bits of a way's state word, the
+// Conntrack (bpf/conntrack.h): ways per bucket, the bits of a way's state word (a UDP
+// entry's last-seen time is the monotonic clock in units of 2^CTTimeShift ns), the
 // digest's seed and the ranks of a way for a new flow (ct_victim), best first.
 const (
 	CTWays        = uint32(constsCtLayoutCT_LAYOUT_WAYS)
@@ -20,6 +21,7 @@ const (
 	CTGenShift    = uint64(constsCtLayoutCT_LAYOUT_GEN_SHIFT)
 	CTGenMask     = uint64(constsCtLayoutCT_LAYOUT_GEN_MASK)
 	CTSeenShift   = uint64(constsCtLayoutCT_LAYOUT_SEEN_SHIFT)
+	CTTimeShift   = uint64(constsCtLayoutCT_LAYOUT_TIME_SHIFT)
 	CTHashSeed    = uint32(constsCtLayoutCT_LAYOUT_HASH_SEED)
 
 	CTRankSame      = int(constsCtLayoutCT_LAYOUT_RANK_SAME)

@@ -25,6 +25,7 @@ const (
 	ctGenShift    = limits.CTGenShift
 	ctGenMask     = limits.CTGenMask
 	ctSeenShift   = limits.CTSeenShift
+	ctTimeShift   = limits.CTTimeShift
 	ctHashSeed    = limits.CTHashSeed
 
 	sizeofFlowKey  = unsafe.Sizeof(prevFlowKey{})
@@ -244,7 +245,7 @@ func oldEntries(old *ebpf.Map, fn func(digest, state uint64)) error {
 				return
 			}
 			// Seen in the clock's units (CT_TIME_SHIFT); 0 for TCP, as the program writes.
-			seen := uint64(uint32(v.LastSeenNs>>24)) << ctSeenShift
+			seen := uint64(uint32(v.LastSeenNs>>ctTimeShift)) << ctSeenShift
 			fn(ctDigest(flowOfKey(k)), uint64(v.BackendID)|ctRef|ctEst|seen)
 		})
 	case old.Type() == ebpf.Array && old.ValueSize() == uint32(sizeofCtBucket):

@@ -26,7 +26,7 @@ func ctPut(t testing.TB, d *Dataplane, f Flow, backend uint32, lastSeenNs uint64
 	if idx[1] == idx[0] {
 		b2 = &b[0]
 	}
-	ctPlace(&b[0], b2, digest, uint64(backend)|uint64(uint32(lastSeenNs>>24))<<ctSeenShift)
+	ctPlace(&b[0], b2, digest, uint64(backend)|uint64(uint32(lastSeenNs>>ctTimeShift))<<ctSeenShift)
 	for half := range 2 {
 		if half == 1 && idx[1] == idx[0] {
 			break
