@@ -36,6 +36,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newMutateCmds(&cf)...)
 	root.AddCommand(newSocketsCmd(&cf))
 	root.AddCommand(newFlowsCmd(&cf))
+	root.AddCommand(newTraceCmd(&cf))
 	root.AddCommand(newDenyCmd(&cf))
 	return root
 }

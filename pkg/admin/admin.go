@@ -133,6 +133,7 @@ func New(logger *slog.Logger, node Node, token string, reg *prometheus.Registry)
 		s.mux.HandleFunc("GET /v1/sockets", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, sn.Sockets()) })
 	}
 	s.registerFlows() // flows.go
+	s.registerTrace() // trace.go
 	s.routeUI()
 	s.mux.HandleFunc("POST /v1/vips/{vip}/backends/{backend}/drain", s.auth(func(w http.ResponseWriter, r *http.Request) {
 		if err := noBody(w, r); err != nil {

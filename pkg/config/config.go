@@ -33,6 +33,20 @@ type Config struct {
 	SocketLB SocketLB `mapstructure:"socket_lb"`
 	// Prefilter is the XDP prefilter's deny list (prefilter.go).
 	Prefilter Prefilter `mapstructure:"prefilter"`
+	// Monitor is what the XDP program reports to `l4lb monitor` and the status page.
+	Monitor Monitor `mapstructure:"monitor"`
+}
+
+// Monitor: the XDP program's events (drops with their reason; sampled flow decisions while
+// a watcher asks for them).
+type Monitor struct {
+	// Drops: report every drop, rate-limited. Default true.
+	Drops bool `mapstructure:"drops"`
+	// Rate: events a second per CPU at most, drops and flow events together; above it
+	// they are counted as lost. 0: no limit.
+	Rate uint32 `mapstructure:"rate"`
+	// Recent: how many of the last drops the status page keeps (restart-only).
+	Recent int `mapstructure:"recent"`
 }
 
 // NextHop says where encapsulated packets go.
@@ -157,8 +171,14 @@ const (
 	DefaultDrainDelay = 5 * time.Second
 	DefaultResolve    = 10 * time.Second
 	DefaultReadyWait  = 20 * time.Second
-	DefaultWeight     = 1
-	MaxWeight         = 1 << 16
+	// DefaultMonitorRate: events a second per CPU (monitor.rate).
+	DefaultMonitorRate = 1000
+	// DefaultMonitorRecent: drops the status page keeps (monitor.recent).
+	DefaultMonitorRecent = 100
+	// MaxMonitorRecent bounds monitor.recent.
+	MaxMonitorRecent = 10000
+	DefaultWeight    = 1
+	MaxWeight        = 1 << 16
 )
 
 // defaults are set in viper so that environment variables can override every key.
@@ -192,5 +212,8 @@ func defaults() map[string]any {
 		"socket_lb.enabled":        false,
 		"socket_lb.cgroup":         "",
 		"socket_lb.sample_every":   uint32(1),
+		"monitor.drops":            true,
+		"monitor.rate":             uint32(DefaultMonitorRate),
+		"monitor.recent":           DefaultMonitorRecent,
 	}
 }

@@ -58,6 +58,9 @@ func Validate(c *Config) []Problem {
 	if c.DrainDelay < 0 {
 		bad("drain_delay", "must not be negative")
 	}
+	if c.Monitor.Recent < 0 || c.Monitor.Recent > MaxMonitorRecent {
+		bad("monitor.recent", "must be in 0..%d", MaxMonitorRecent)
+	}
 	if c.BGP.ReadyWait < 0 {
 		bad("bgp.ready_wait", "must not be negative")
 	}

@@ -68,6 +68,7 @@ type Daemon struct {
 	dp     lb.Dataplane
 	sock   *socketLB      // nil without socket LB (socklb.go)
 	pf     prefilterState // prefilter.go
+	mon    *monitorState  // nil without events (monitor.go)
 	ctrl   *lb.Controller
 	ann    *announcer
 	prober *health.Prober
@@ -170,6 +171,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		w.SetOnDrift(d.ctrl.Kick)
 	}
 	d.prober = health.NewProber(d.log, d.onHealth)
+	d.setupMonitor(cfg)
 	d.ctrl.SetOverrides(ov)
 	d.ctrl.SetSpec(spec)
 	if err := d.setHealthTargets(cfg); err != nil {
@@ -232,6 +234,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return srv.Shutdown(sctx)
 	})
 	g.Go(func() error { return d.resolveLoop(gctx) })
+	g.Go(func() error { return d.runMonitor(gctx) })
 	g.Go(func() error { return watchDataplane(gctx, d.dp, d.ctrl.Kick) })
 	if d.sock != nil {
 		g.Go(func() error { return d.sock.s.Run(gctx) })
@@ -626,6 +629,7 @@ func (d *Daemon) Reload() error {
 	if err := d.setForwarding(cfg); err != nil {
 		d.log.Warn("update forwarding settings", "error", err)
 	}
+	d.setMonitorConfig(cfg.Monitor)
 	d.m.reloads.WithLabelValues("applied").Inc()
 	d.log.Info("configuration reloaded", "vips", len(cfg.VIPs))
 	return nil

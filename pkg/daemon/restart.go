@@ -15,7 +15,7 @@ import (
 // Reload, is checked against both lists).
 var reloadable = map[string]bool{
 	"vips": true, "bgp.communities": true, "nexthop": true, "encap": true, "drain_delay": true,
-	"prefilter.deny": true, "prefilter.deny_files": true,
+	"prefilter.deny": true, "prefilter.deny_files": true, "monitor.drops": true, "monitor.rate": true,
 }
 
 // reloadableKeys lists the reloadable keys, sorted.
