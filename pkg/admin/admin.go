@@ -187,6 +187,7 @@ func New(logger *slog.Logger, node Node, token string, reg *prometheus.Registry)
 		s.result(w, node.Reload())
 	}))
 	s.registerDeny() // deny.go
+	s.registerMonitor()
 	return s
 }
 
