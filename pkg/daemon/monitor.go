@@ -95,7 +95,11 @@ func (d *Daemon) runMonitor(ctx context.Context) error {
 			}
 		}
 	}()
-	return m.x.ReadEvents(ctx, func(e xdp.RawEvent) { m.hub.Publish(d.eventOf(e)) })
+	// Forwarding goes on without its events: a failed reader is logged, not fatal.
+	if err := m.x.ReadEvents(ctx, func(e xdp.RawEvent) { m.hub.Publish(d.eventOf(e)) }); err != nil {
+		d.log.Error("monitor events stopped", "error", err)
+	}
+	return nil
 }
 
 // vipName is the configured name of the VIP with key k ("" if none).

@@ -126,6 +126,16 @@ func BenchmarkXDP(b *testing.B) {
 	// syn, established and pass with an empty deny list first (prefilter_drop adds one
 	// prefix, which stays for the -count repeats and the 1M runs).
 	paths("")
+	// The same with the monitor on, drops and every flow decision, no rate limit (no
+	// reader: events that find the ring full are counted as lost, which costs the same
+	// reserve attempt).
+	if err := r.d.SetMonitor(MonitorSettings{Drops: true, Flows: true}); err != nil {
+		b.Fatal(err)
+	}
+	paths("monitor_")
+	if err := r.d.SetMonitor(MonitorSettings{}); err != nil {
+		b.Fatal(err)
+	}
 	// The same paths with a 1,000,000-prefix deny list: the lookup walks at most 32 bits
 	// of the trie whatever its size.
 	if err := r.d.DenyAdd(millionPrefixes(1_000_000, mustAddr(cli4), mustAddr("198.51.100.99"), mustAddr("203.0.113.99"))); err != nil {
