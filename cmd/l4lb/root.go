@@ -38,6 +38,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newFlowsCmd(&cf))
 	root.AddCommand(newTraceCmd(&cf))
 	root.AddCommand(newDenyCmd(&cf))
+	root.AddCommand(newMonitorCmd(&cf))
 	return root
 }
 
