@@ -260,7 +260,12 @@ func (b *bed) stopDaemon(sig syscall.Signal) {
 }
 
 // admin calls the daemon's API from inside the LB's namespace.
-func (b *bed) admin(method, path, body string) (int, string) {
+// adminNoToken calls the admin API without the bearer token.
+func (b *bed) adminNoToken(method, path string) (int, string) { return b.call(method, path, "", false) }
+
+func (b *bed) admin(method, path, body string) (int, string) { return b.call(method, path, body, true) }
+
+func (b *bed) call(method, path, body string, token bool) (int, string) {
 	var code int
 	var out []byte
 	// The transport dials from its own goroutine: dial inside the namespace explicitly.
@@ -274,7 +279,9 @@ func (b *bed) admin(method, path, body string) (int, string) {
 		return c, err
 	}}
 	req, _ := http.NewRequest(method, "http://127.0.0.1:9100"+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer s3cret")
+	if token {
+		req.Header.Set("Authorization", "Bearer s3cret")
+	}
 	resp, err := (&http.Client{Timeout: 2 * time.Second, Transport: tr}).Do(req)
 	if err == nil {
 		defer resp.Body.Close()
@@ -483,6 +490,59 @@ func TestPrivilegedDaemon(t *testing.T) {
 			t.Errorf("after kill -9: %d/50 connections, new connection error %v", killed, err)
 		}
 		b.startDaemon()
+	})
+
+	t.Run("trace names the backend a real connection gets, and writes nothing", func(t *testing.T) {
+		// A SYN from a port no connection uses: the trace's backend is the ring's.
+		code, out := b.admin("GET", "/v1/trace?proto=tcp&src=198.51.100.2:61000&dst="+vip+":80&flags=S", "")
+		var tv daemon.TraceView
+		if code != 200 || json.Unmarshal([]byte(out), &tv) != nil {
+			t.Fatalf("trace: %d %s", code, out)
+		}
+		t.Logf("trace: %s", tv.Summary)
+		if tv.Verdict != "tx" || tv.Reason != "tx_encap4" || tv.VIP != "web" || tv.Writes != "a new conntrack entry" ||
+			!strings.HasPrefix(tv.Encap, "ipip 192.0.2.") || !strings.Contains(tv.Conntrack, "not looked up") {
+			t.Errorf("trace of a SYN: %+v", tv)
+		}
+		// The same flow's ACK: no entry, since the trace wrote none.
+		code, out = b.admin("GET", "/v1/trace?proto=tcp&src=198.51.100.2:61000&dst="+vip+":80", "")
+		if code != 200 || json.Unmarshal([]byte(out), &tv) != nil || tv.Conntrack != "no entry" {
+			t.Errorf("trace of the ACK after the SYN's trace: %d %s", code, out)
+		}
+		// Without the token: refused.
+		if code, _ := b.adminNoToken("GET", "/v1/trace?proto=tcp&src=198.51.100.2:61000&dst="+vip+":80"); code != http.StatusUnauthorized {
+			t.Errorf("trace without the token: %d, want 401", code)
+		}
+	})
+
+	t.Run("a dropped packet shows in the recent drops with its reason", func(t *testing.T) {
+		// SYN+FIN to the VIP: impossible flags, dropped (drop_tcp_flags). A raw socket
+		// sends the TCP header as given; the kernel adds the IP header.
+		b.client.Run(t, "python3", "-c", `import socket,struct
+s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_TCP)
+s.sendto(struct.pack("!HHIIBBHHH",41000,80,1,0,5<<4,0x03,64240,0,0),("`+vip+`",0))`)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			code, out := b.admin("GET", "/v1/monitor/recent", "")
+			var rv struct {
+				Drops []struct {
+					Reason string `json:"reason"`
+					Src    string `json:"src"`
+					Dst    string `json:"dst"`
+				} `json:"drops"`
+			}
+			if code == 200 && json.Unmarshal([]byte(out), &rv) == nil {
+				for _, d := range rv.Drops {
+					if d.Reason == "drop_tcp_flags" && d.Src == "198.51.100.2:41000" && d.Dst == vip+":80" {
+						return
+					}
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no drop_tcp_flags event from 198.51.100.2:41000 in the recent drops: %d %s", code, out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	})
 
 	t.Run("a bad reload is rejected and the running config stays", func(t *testing.T) {
