@@ -9,8 +9,9 @@ import (
 )
 
 // ui holds the status page: plain HTML, CSS and JavaScript embedded in the binary. The
-// page reads GET /v1/state every second and draws its charts itself; it loads nothing from
-// anywhere else (the Content-Security-Policy says so) and changes nothing.
+// page reads GET /v1/state and GET /v1/monitor/recent every second and draws its charts
+// itself; it loads nothing from anywhere else (the Content-Security-Policy says so) and
+// changes nothing.
 //
 //go:embed ui
 var ui embed.FS

@@ -90,8 +90,8 @@ func TestStatusPageReadsOnly(t *testing.T) {
 		t.Fatal("app.js fetches nothing")
 	}
 	for _, c := range calls {
-		if !regexp.MustCompile(`^"v1/(state|version)", \{ cache: "no-store" \}$`).MatchString(c[1]) {
-			t.Errorf("app.js calls fetch(%s): want only GET v1/state and v1/version", c[1])
+		if !regexp.MustCompile(`^"v1/(state|version|monitor/recent)", \{ cache: "no-store" \}$`).MatchString(c[1]) {
+			t.Errorf("app.js calls fetch(%s): want only GET v1/state, v1/version and v1/monitor/recent", c[1])
 		}
 	}
 }

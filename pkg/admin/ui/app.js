@@ -1,5 +1,6 @@
-// l4lb status page: polls GET /v1/state every second, keeps a minute of rates per VIP and
-// draws them on canvases. Read-only: it calls no endpoint that changes anything.
+// l4lb status page: polls GET /v1/state and GET /v1/monitor/recent every second, keeps a
+// minute of rates per VIP and draws them on canvases, and lists the last drops.
+// Read-only: it calls no endpoint that changes anything.
 "use strict";
 
 const HISTORY = 60; // samples (seconds) per chart
@@ -164,6 +165,47 @@ function renderCounters(st) {
     : el("p", { class: "muted" }, "All zero."));
 }
 
+// fmtTime is an event's time of day to the millisecond, in the browser's zone.
+function fmtTime(iso) {
+  const d = new Date(iso);
+  if (isNaN(d)) return "–";
+  return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
+
+// renderDrops lists GET /v1/monitor/recent: the last drops (oldest first there, newest
+// first here) and what never reached a watcher.
+function renderDrops(rv) {
+  const box = document.getElementById("drops");
+  if (!rv.available) { box.replaceChildren(el("p", { class: "muted" }, rv.note || "This node has no monitor.")); return; }
+  const l = rv.lost || {};
+  const parts = [el("p", { class: "muted", "data-lost": "" },
+    "events lost: " + (l.rate_limited || 0) + " over the rate limit, " + (l.ring_full || 0) + " to a full ring buffer, " +
+    (l.slow_client || 0) + " to slow watchers; " + (rv.watchers || 0) + " watching now")];
+  const drops = (rv.drops || []).slice().reverse();
+  if (!drops.length) {
+    parts.push(el("p", { class: "muted" }, "No drops since the node started."));
+  } else {
+    parts.push(el("table", { class: "drops" },
+      el("thead", {}, el("tr", {}, el("th", {}, "time"), el("th", {}, "reason"), el("th", {}, "proto"), el("th", {}, "from"),
+        el("th", {}, "to"), el("th", {}, "VIP"), el("th", { class: "num" }, "length"))),
+      el("tbody", {}, ...drops.map((e) => el("tr", { "data-reason": e.reason || "" },
+        el("td", {}, fmtTime(e.time)), el("td", {}, el("code", {}, e.reason || "–")), el("td", {}, e.proto || "–"),
+        el("td", {}, e.src || "–"), el("td", {}, e.dst || "–"), el("td", {}, e.vip || "–"), el("td", { class: "num" }, e.len))))));
+  }
+  box.replaceChildren(...parts);
+}
+
+// tickDrops reads the recent drops; a failure shows in their section only.
+async function tickDrops() {
+  try {
+    const r = await fetch("v1/monitor/recent", { cache: "no-store" });
+    if (!r.ok) throw new Error("GET /v1/monitor/recent: HTTP " + r.status);
+    renderDrops(await r.json());
+  } catch (e) {
+    document.getElementById("drops").replaceChildren(el("p", { class: "banner" }, "Cannot read the recent drops (" + e.message + ")."));
+  }
+}
+
 let version = "";
 
 async function tick() {
@@ -189,6 +231,7 @@ async function tick() {
     banner.textContent = "Cannot read the node's state (" + e.message + "); retrying every second.";
     banner.hidden = false;
   }
+  await tickDrops();
 }
 
 async function loop() {
