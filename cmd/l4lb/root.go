@@ -36,6 +36,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newMutateCmds(&cf)...)
 	root.AddCommand(newSocketsCmd(&cf))
 	root.AddCommand(newDenyCmd(&cf))
+	root.AddCommand(newMonitorCmd(&cf))
 	return root
 }
 
