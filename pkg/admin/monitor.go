@@ -35,8 +35,9 @@ const noMonitor = "no monitor: this node's data plane reports no events"
 //
 // The stream needs the token: its events carry the first bytes of packets, which may be
 // a client's payload. The recent drops are a read like /v1/state, open like it, and for
-// that reason carry no packet bytes. Both answer 404 with a message when the node has no
-// monitor.
+// that reason carry no packet bytes. When the node has no monitor the stream answers 404
+// with a message; the recent drops answer {"available": false, ...}, so that the status
+// page, which polls them, does not fill the browser's console with failed requests.
 func (s *Server) registerMonitor() {
 	s.mux.HandleFunc("GET /v1/monitor", s.auth(s.monitorStream))
 	s.mux.HandleFunc("GET /v1/monitor/recent", s.monitorRecent)
@@ -52,6 +53,9 @@ func (s *Server) hub() *monitor.Hub {
 
 // RecentView is GET /v1/monitor/recent's answer.
 type RecentView struct {
+	// Available is false when the node has no monitor; Note then says so.
+	Available bool   `json:"available"`
+	Note      string `json:"note,omitempty"`
 	// Drops are the last drops, oldest first, without their packet bytes.
 	Drops []monitor.Event `json:"drops"`
 	// Lost counts the events that reached no watcher since the node started.
@@ -63,14 +67,14 @@ type RecentView struct {
 func (s *Server) monitorRecent(w http.ResponseWriter, _ *http.Request) {
 	hub := s.hub()
 	if hub == nil {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": noMonitor})
+		writeJSON(w, 200, RecentView{Note: noMonitor, Drops: []monitor.Event{}})
 		return
 	}
 	drops := hub.RecentDrops()
 	for i := range drops {
 		drops[i].Data = nil
 	}
-	writeJSON(w, 200, RecentView{Drops: drops, Lost: hub.Lost(), Watchers: hub.Watchers()})
+	writeJSON(w, 200, RecentView{Available: true, Drops: drops, Lost: hub.Lost(), Watchers: hub.Watchers()})
 }
 
 // monitorStream writes the events that pass the query's filter, one JSON object a line,

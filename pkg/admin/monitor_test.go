@@ -179,7 +179,8 @@ func TestMonitorRefused(t *testing.T) {
 		{"unknown parameter", srv, "/v1/monitor?vips=web", auth, 400, "vips"},
 		{"data plane without events", noHub, "/v1/monitor", auth, 404, "no monitor"},
 		{"node without a monitor", plain, "/v1/monitor", auth, 404, "no monitor"},
-		{"recent: node without a monitor", plain, "/v1/monitor/recent", "", 404, "no monitor"},
+		{"recent: node without a monitor", plain, "/v1/monitor/recent", "", 200, `"available": false`},
+		{"recent: data plane without events", noHub, "/v1/monitor/recent", "", 200, `"note": "no monitor`},
 	} {
 		code, body := get(tc.srv, tc.path, tc.auth)
 		if code != tc.wantCode || !strings.Contains(body, tc.wantBody) {
@@ -286,7 +287,7 @@ func TestMonitorRecent(t *testing.T) {
 	if len(v.Drops) != 2 || v.Drops[0].Src.Port() != 2 || v.Drops[1].Src.Port() != 3 {
 		t.Errorf("drops %+v, want the last two, oldest first", v.Drops)
 	}
-	if v.Lost != (monitor.Lost{RateLimited: 5, RingFull: 1}) || v.Watchers != 0 {
+	if !v.Available || v.Lost != (monitor.Lost{RateLimited: 5, RingFull: 1}) || v.Watchers != 0 {
 		t.Errorf("lost %+v, watchers %d", v.Lost, v.Watchers)
 	}
 	// The hub's own copy keeps its bytes.

@@ -38,9 +38,9 @@ func TestLine(t *testing.T) {
 			Backend: netip.MustParseAddr("198.51.100.11"),
 		}, "15:04:05.123456 flow new_flow udp 198.51.100.7:5353 -> 203.0.113.10:53 vip=dns backend=198.51.100.11 prev=- len=70"},
 		{"icmp has no ports", Event{
-			Time: at, Type: Drop, Reason: "drop_icmp_not_vip", Proto: "icmp", Len: 98,
+			Time: at, Type: Drop, Reason: "drop_icmp_bad", Proto: "icmp", Len: 98,
 			Src: netip.MustParseAddrPort("198.51.100.7:0"), Dst: netip.MustParseAddrPort("203.0.113.99:0"),
-		}, "15:04:05.123456 drop drop_icmp_not_vip icmp 198.51.100.7 -> 203.0.113.99 vip=- backend=- len=98"},
+		}, "15:04:05.123456 drop drop_icmp_bad icmp 198.51.100.7 -> 203.0.113.99 vip=- backend=- len=98"},
 		{"nothing known", Event{Time: at}, "15:04:05.123456 - - - - -> - vip=- backend=- len=0"},
 	}
 	for _, tc := range cases {
