@@ -229,6 +229,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	g.Go(func() error {
 		<-gctx.Done()
+		if d.mon != nil {
+			d.mon.hub.Close() // ends the monitor streams, which Shutdown would wait for
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return srv.Shutdown(sctx)

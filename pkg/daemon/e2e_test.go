@@ -492,7 +492,7 @@ func TestPrivilegedDaemon(t *testing.T) {
 		b.startDaemon()
 	})
 
-	t.Run("trace names the backend a real connection gets, and writes nothing", func(t *testing.T) {
+	t.Run("trace of a SYN names its VIP, backend and tunnel, and writes nothing", func(t *testing.T) {
 		// A SYN from a port no connection uses: the trace's backend is the ring's.
 		code, out := b.admin("GET", "/v1/trace?proto=tcp&src=198.51.100.2:61000&dst="+vip+":80&flags=S", "")
 		var tv daemon.TraceView

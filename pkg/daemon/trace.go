@@ -17,10 +17,10 @@ import (
 // TraceView is `l4lb trace`: what the loaded XDP program does with one crafted packet,
 // stage by stage, from the live maps. Nothing is written: no conntrack entry, no counter.
 type TraceView struct {
-	Packet  string `json:"packet"`   // the packet traced, in one line
-	Verdict string `json:"verdict"`  // tx, drop or pass
-	Reason  string `json:"reason"`   // the counter a real packet would count in
-	Summary string `json:"summary"`  // the answer in one sentence
+	Packet  string `json:"packet"`  // the packet traced, in one line
+	Verdict string `json:"verdict"` // tx, drop or pass
+	Reason  string `json:"reason"`  // the counter a real packet would count in
+	Summary string `json:"summary"` // the answer in one sentence
 	// Prefilter: the deny list's and the VIP's allow list's verdict.
 	Prefilter string `json:"prefilter"`
 	// VIP matched (its name and key), or why none.
