@@ -64,7 +64,9 @@ type sentFlow struct {
 // lookup's verdicts (not a member, backend gone, UDP expired) are the program's: the
 // next packet of each flow is counted and re-hashed as the lookup said.
 func TestPrivilegedFlowsLookupAndSummary(t *testing.T) {
-	const udpTimeout = time.Second
+	// Long enough that the flows sent first are still fresh when looked up in a TCG VM
+	// (sending them all takes about 1.2 s there); the idle case sleeps past it.
+	const udpTimeout = 5 * time.Second
 	r := newRig(t, Options{ConntrackSize: 4096, UDPTimeout: udpTimeout, MemberGrace: -1})
 	web := lb.VIP{Key: key("203.0.113.10", 80, tcp), Backends: backends(1, "198.51.100.11", "198.51.100.12")}
 	other := lb.VIP{Key: key("203.0.113.20", 80, tcp), Backends: backends(1, "198.51.100.11")} // shares backend 1
