@@ -2,6 +2,7 @@ package xdp
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -26,9 +28,13 @@ import (
 func stateDump(tb testing.TB, d *Dataplane) string {
 	tb.Helper()
 	var b strings.Builder
-	if err := ctWalk(d.objs.Conntrack, func(bk *xdplbCtBucket) { fmt.Fprintf(&b, "%v", *bk) }); err != nil {
+	h := sha256.New()
+	if err := ctWalk(d.objs.Conntrack, func(bk *xdplbCtBucket) {
+		h.Write(unsafe.Slice((*byte)(unsafe.Pointer(bk)), unsafe.Sizeof(*bk)))
+	}); err != nil {
 		tb.Fatal(err)
 	}
+	fmt.Fprintf(&b, "conntrack %x\n", h.Sum(nil))
 	for _, m := range []*ebpf.Map{d.objs.Stats, d.objs.VipStats, d.objs.PairStats, d.objs.VipGuards,
 		d.objs.TooBigRateState, d.objs.Deny4, d.objs.Deny6, d.objs.Deny4Counts} {
 		dumpMap(tb, &b, m)
@@ -55,7 +61,8 @@ func dumpMap(tb testing.TB, b *strings.Builder, m *ebpf.Map) {
 		var cursor ebpf.MapBatchCursor
 		for {
 			n, err := m.BatchLookup(&cursor, keys, vals, nil)
-			fmt.Fprintf(b, "%s %x %x\n", m, keys[:n], vals[:n*vsize])
+			sum := sha256.Sum256(vals[:n*vsize])
+			fmt.Fprintf(b, "%s %d-%d %x\n", m, keys[0], n, sum)
 			if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && n == 0) {
 				return
 			}
