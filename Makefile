@@ -7,7 +7,7 @@ export GOFLAGS ?= -mod=mod
 DEB_PACKAGES := clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool iproute2 ethtool iputils-ping procps tcpdump iperf3 curl bird2 \
 	qemu-system-x86 busybox-static xz-utils kmod \
 	systemd systemd-container debootstrap chromium \
-	nftables iptables conntrack ipvsadm
+	nftables iptables conntrack ipvsadm python3
 
 # The stock kernels the BPF programs are tested on under QEMU (make test-kernels; make test
 # runs the oldest): Debian 12's 6.1 and the 6.12 of Debian 13 (from bookworm-backports /

@@ -516,6 +516,7 @@ func TestPrivilegedDaemon(t *testing.T) {
 	})
 
 	t.Run("a dropped packet shows in the recent drops with its reason", func(t *testing.T) {
+		testutil.RequireCommands(t, "python3")
 		// SYN+FIN to the VIP: impossible flags, dropped (drop_tcp_flags). A raw socket
 		// sends the TCP header as given; the kernel adds the IP header.
 		b.client.Run(t, "python3", "-c", `import socket,struct
