@@ -69,7 +69,7 @@ func TestPrivilegedPacketTable(t *testing.T) {
 	// A short UDP timeout: the idle case needs a last-seen time older than the timeout on
 	// the monotonic clock, which in a freshly booted VM (make test-kernels) is younger
 	// than the default 30 s; 10 s outlasts the seconds a row takes under TCG, traced first.
-	r := newRig(t, Options{UDPTimeout: 10 * time.Second})
+	r := newRig(t, Options{UDPTimeout: 10 * time.Second, ConntrackSize: 4096})
 
 	web4 := lb.VIP{Key: key("203.0.113.10", 80, tcp), Backends: backends(1, "198.51.100.11", "198.51.100.12", "198.51.100.13")}
 	dns4 := lb.VIP{Key: key("203.0.113.10", 53, udp), Backends: backends(1, "198.51.100.11", "198.51.100.12", "198.51.100.13")}

@@ -15,7 +15,7 @@ import (
 // the packet rules (impossible TCP flags, UDP length, ICMP to the node) and the too-big
 // answers, one packet per row, counters checked exactly.
 func TestPrivilegedPrefilterTable(t *testing.T) {
-	r := newRig(t, Options{})
+	r := newRig(t, Options{ConntrackSize: 4096})
 	web4 := lb.VIP{Key: key("203.0.113.10", 80, tcp), Backends: backends(1, "198.51.100.11", "198.51.100.12", "198.51.100.13")}
 	dns4 := lb.VIP{Key: key("203.0.113.10", 53, udp), Backends: backends(1, "198.51.100.11", "198.51.100.12")}
 	web6 := lb.VIP{Key: key("2001:db8:f::10", 80, tcp), Backends: backends(11, "2001:db8:b::11", "2001:db8:b::12")}
