@@ -11,6 +11,7 @@
 #include "lb_consts.h"
 #include "lb_structs.h"
 #include "parse.h"
+#include "mon_rate.h"
 
 /* Run-time knobs, written by the daemon while the program runs. */
 volatile __u32 monitor_flags = 0;  /* MON_F_* */
@@ -42,19 +43,9 @@ static __always_inline void mon_emit(struct xdp_md *ctx, const struct packet *pk
 	if (!st)
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	__u32 rate = monitor_rate;
 
-	if (rate) {
-		if (now - st->window_ns >= 1000000000ULL) {
-			st->window_ns = now;
-			st->count = 0;
-		}
-		if (st->count >= rate) {
-			st->lost_rate++;
-			return;
-		}
-		st->count++;
-	}
+	if (!mon_rate_ok(st, now, monitor_rate))
+		return;
 	struct mon_event *e = bpf_ringbuf_reserve(&monitor_events, sizeof(*e), 0);
 
 	if (!e) {

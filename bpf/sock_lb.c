@@ -16,6 +16,7 @@
 #include "jhash.h"
 #include "ring.h"
 #include "vip.h"
+#include "mon_rate.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -30,6 +31,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Load-time knobs, set by the Go loader (pkg/lb/socklb). */
 /* One translated connect in sample_every is reported through sock_events (0: none). */
 volatile const __u32 sample_every = 1;
+
+/* Run-time knobs of the monitor, written by the daemon: MON_F_DROPS reports a connect or
+ * datagram to a VIP with no usable backend, at most monitor_rate a second per CPU. */
+volatile __u32 monitor_flags = 0;
+volatile __u32 monitor_rate = 1000;
 
 /* Reverse translation: (socket, backend address, port) -> the VIP the application named.
  * Keyed by the socket cookie, so two VIPs sharing a backend address and port are told
@@ -56,15 +62,28 @@ struct sock_vip_counters {
 	__u64 no_backend; /* VIP with no usable backend: left untouched */
 };
 
-/* A sampled translated connect: which local process reached which VIP. Go decodes it
- * by hand (pkg/lb/socklb/events.go): keep the two in step. */
+/* An event for the daemon: a sampled translated connect (SOCK_EV_CONNECT, read into the
+ * per-VIP client table and the monitor) or a VIP with no usable backend
+ * (SOCK_EV_NO_BACKEND, the monitor only). Decoded by hand (pkg/lb/socklb/events.go): keep
+ * the two in step. */
+#define SOCK_EV_CONNECT 0
+#define SOCK_EV_NO_BACKEND 1
+
 struct sock_event {
 	__u64 cgroup_id;
 	__u32 pid;
 	__u32 vip_id;
 	__u32 backend_id;
 	char comm[16];
-	__u32 pad;
+	__u8 kind;   /* SOCK_EV_* */
+	__u8 proto;  /* PROTO_TCP, PROTO_UDP */
+	__u8 family; /* of addr */
+	__u8 is_connect;
+	__u64 ts_ns;
+	__u8 addr[16]; /* the VIP the socket named (IPv4 in the first 4 bytes) */
+	__u16 port;    /* network order */
+	__u16 pad;
+	__u32 cpu;
 };
 
 struct {
@@ -88,6 +107,14 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } sock_events SEC(".maps");
 
+/* The monitor's rate window and what it could not send, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mon_cpu);
+} sock_monitor_state SEC(".maps");
+
 /* A destination as the hooks see it: family, address (IPv4 in the first 4 bytes),
  * port in network order. */
 struct dest {
@@ -101,12 +128,9 @@ static __always_inline struct sock_vip_counters *sock_counters(__u32 vip_id)
 	return bpf_map_lookup_elem(&sock_vip_stats, &vip_id);
 }
 
-static __always_inline void sample_connect(__u32 vip_id, __u32 backend_id)
+static __always_inline void sock_event_send(__u8 kind, const struct dest *d, __u8 proto,
+					    int is_connect, __u32 vip_id, __u32 backend_id)
 {
-	if (!sample_every)
-		return;
-	if (sample_every > 1 && bpf_get_prandom_u32() % sample_every)
-		return;
 	struct sock_event ev = {};
 
 	ev.cgroup_id = bpf_get_current_cgroup_id();
@@ -114,7 +138,47 @@ static __always_inline void sample_connect(__u32 vip_id, __u32 backend_id)
 	ev.vip_id = vip_id;
 	ev.backend_id = backend_id;
 	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
-	bpf_ringbuf_output(&sock_events, &ev, sizeof(ev), 0);
+	ev.kind = kind;
+	ev.proto = proto;
+	ev.family = d->family;
+	ev.is_connect = is_connect;
+	ev.ts_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(ev.addr, d->addr, 16);
+	ev.port = d->port;
+	ev.cpu = bpf_get_smp_processor_id();
+	if (bpf_ringbuf_output(&sock_events, &ev, sizeof(ev), 0) && kind == SOCK_EV_NO_BACKEND) {
+		__u32 zero = 0;
+		struct mon_cpu *st = bpf_map_lookup_elem(&sock_monitor_state, &zero);
+
+		if (st)
+			st->lost_ring++;
+	}
+}
+
+static __always_inline void sample_connect(const struct dest *d, __u8 proto, __u32 vip_id,
+					   __u32 backend_id)
+{
+	if (!sample_every)
+		return;
+	if (sample_every > 1 && bpf_get_prandom_u32() % sample_every)
+		return;
+	sock_event_send(SOCK_EV_CONNECT, d, proto, 1, vip_id, backend_id);
+}
+
+/* no_backend_event reports a connect or datagram to a VIP that the socket LB left alone
+ * for want of a backend, when the monitor asks for drops. */
+static __always_inline void no_backend_event(const struct dest *d, __u8 proto, int is_connect,
+					     __u32 vip_id)
+{
+	if (!(monitor_flags & MON_F_DROPS))
+		return;
+	__u32 zero = 0;
+	struct mon_cpu *st = bpf_map_lookup_elem(&sock_monitor_state, &zero);
+
+	if (!st || !mon_rate_ok(st, bpf_ktime_get_ns(), monitor_rate))
+		return;
+	st->sent++;
+	sock_event_send(SOCK_EV_NO_BACKEND, d, proto, is_connect, vip_id, 0);
 }
 
 /* translate picks a backend for a connect or sendmsg to d and rewrites d in place. The
@@ -137,6 +201,7 @@ static __always_inline int translate(__u64 cookie, struct dest *d, __u8 proto, i
 	if (!be || !(be->flags & BACKEND_F_EXISTS) || be->family != d->family) {
 		if (sc)
 			sc->no_backend++;
+		no_backend_event(d, proto, is_connect, vip_id);
 		return 0;
 	}
 
@@ -152,6 +217,8 @@ static __always_inline int translate(__u64 cookie, struct dest *d, __u8 proto, i
 	rv.family = d->family;
 	bpf_map_update_elem(&sock_rev, &rk, &rv, BPF_ANY);
 
+	if (is_connect)
+		sample_connect(d, proto, vip_id, bid); /* d still names the VIP */
 	__builtin_memcpy(d->addr, be->addr, 16);
 	if (sc) {
 		if (is_connect)
@@ -159,8 +226,6 @@ static __always_inline int translate(__u64 cookie, struct dest *d, __u8 proto, i
 		else
 			sc->sendmsgs++;
 	}
-	if (is_connect)
-		sample_connect(vip_id, bid);
 	return 1;
 }
 

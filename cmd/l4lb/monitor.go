@@ -66,7 +66,7 @@ The events carry packet bytes: monitor needs the admin token (--token-file).`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&o.vip, "vip", "", "only events of this VIP (its name in the configuration)")
-	fl.StringVar(&o.reason, "reason", "", "only events of this reason: a drop counter's name (drop_deny, ...) or new_flow, miss_non_syn, moved")
+	fl.StringVar(&o.reason, "reason", "", "only events of this reason: a drop counter's name (drop_deny, ...) or new_flow, miss_non_syn, moved, sock_connect")
 	fl.StringVar(&o.src, "src", "", "only events from this source prefix or address")
 	fl.StringVar(&o.typ, "type", "", "only drops (drop) or only forwarding decisions (flow); both if not given")
 	fl.Uint32Var(&o.sample, "sample", 0, "one forwarding decision in N (drops are never sampled)")

@@ -9,15 +9,27 @@ import (
 
 	"github.com/l4lb/l4lb/pkg/config"
 	"github.com/l4lb/l4lb/pkg/lb"
+	"github.com/l4lb/l4lb/pkg/lb/socklb"
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 	"github.com/l4lb/l4lb/pkg/monitor"
 )
 
-// monitorState carries the XDP program's events to the hub the admin API's watchers
-// subscribe to (GET /v1/monitor) and the status page reads (recent drops).
+// socketEvents is what the monitor asks of the socket LB (socketBalancer has it).
+type socketEvents interface {
+	SetMonitor(drops bool, rate uint32) error
+	MonitorLost() (rateLimited, ringFull uint64, err error)
+	SetEventSink(func(socklb.Event))
+}
+
+// monitorState carries the data plane's events to the hub the admin API's watchers
+// subscribe to (GET /v1/monitor) and the status page reads (recent drops): the XDP
+// program's, and the socket LB's when it runs.
 type monitorState struct {
 	hub *monitor.Hub
-	x   *xdp.Dataplane
+	// x is the XDP program whose events are read (nil with dataplane: socket, where it
+	// never runs); ids names VIP and backend ids (the maps both programs share).
+	x, ids *xdp.Dataplane
+	sock   socketEvents // nil without the socket LB
 
 	mu   sync.Mutex
 	cfg  config.Monitor
@@ -27,14 +39,31 @@ type monitorState struct {
 	namesAt time.Time
 }
 
-// setupMonitor makes the hub; only the XDP data plane has events (nil hub otherwise).
+// setupMonitor makes the hub; only the XDP program and the socket LB have events (nil
+// hub otherwise: the NAT modes).
 func (d *Daemon) setupMonitor(cfg *config.Config) {
-	n, ok := d.dp.(*xdp.Node)
-	if !ok {
+	m := &monitorState{cfg: cfg.Monitor}
+	switch n := d.dp.(type) {
+	case *xdp.Node:
+		m.x, m.ids = n.Dataplane(), n.Dataplane()
+	case *socklb.Node:
+		m.ids = n.Dataplane()
+	default:
 		return
 	}
-	m := &monitorState{hub: monitor.NewHub(cfg.Monitor.Recent), x: n.Dataplane(), cfg: cfg.Monitor}
+	m.hub = monitor.NewHub(cfg.Monitor.Recent)
 	d.mon = m
+	if d.sock != nil {
+		m.sock = d.sock.s
+		m.sock.SetEventSink(func(e socklb.Event) {
+			m.mu.Lock()
+			flows := m.want.Flows
+			m.mu.Unlock()
+			if e.Kind == socklb.KindNoBackend || flows {
+				m.hub.Publish(d.socketEventOf(e))
+			}
+		})
+	}
 	m.hub.OnWant(func(w monitor.Want) {
 		m.mu.Lock()
 		m.want = w
@@ -55,14 +84,45 @@ func (d *Daemon) setMonitorConfig(c config.Monitor) {
 	d.mon.apply(d)
 }
 
-// apply writes what the configuration and the watchers ask for into the program.
+// apply writes what the configuration and the watchers ask for into the programs.
 func (m *monitorState) apply(d *Daemon) {
 	m.mu.Lock()
 	s := xdp.MonitorSettings{Drops: m.cfg.Drops, Flows: m.want.Flows, SampleEvery: m.want.SampleEvery, Rate: m.cfg.Rate}
 	m.mu.Unlock()
-	if err := m.x.SetMonitor(s); err != nil {
-		d.log.Warn("monitor settings not applied", "error", err)
+	if m.x != nil {
+		if err := m.x.SetMonitor(s); err != nil {
+			d.log.Warn("monitor settings not applied", "error", err)
+		}
 	}
+	if m.sock != nil {
+		if err := m.sock.SetMonitor(s.Drops, s.Rate); err != nil {
+			d.log.Warn("socket lb monitor settings not applied", "error", err)
+		}
+	}
+}
+
+// lost sums what the programs could not send.
+func (m *monitorState) lost() (monitor.Lost, error) {
+	type source interface {
+		MonitorLost() (rateLimited, ringFull uint64, err error)
+	}
+	var srcs []source
+	if m.x != nil {
+		srcs = append(srcs, m.x)
+	}
+	if m.sock != nil {
+		srcs = append(srcs, m.sock)
+	}
+	var l monitor.Lost
+	for _, src := range srcs {
+		rate, ring, err := src.MonitorLost()
+		if err != nil {
+			return l, err
+		}
+		l.RateLimited += rate
+		l.RingFull += ring
+	}
+	return l, nil
 }
 
 // Monitor is the hub of this node's events (nil: the data plane has none).
@@ -73,8 +133,8 @@ func (d *Daemon) Monitor() *monitor.Hub {
 	return d.mon.hub
 }
 
-// runMonitor reads the program's events until ctx ends, and every second hands the
-// hub what the program lost.
+// runMonitor reads the XDP program's events until ctx ends (the socket LB's come through
+// its own reader and the sink), and every second hands the hub what the programs lost.
 func (d *Daemon) runMonitor(ctx context.Context) error {
 	m := d.mon
 	if m == nil {
@@ -89,12 +149,14 @@ func (d *Daemon) runMonitor(ctx context.Context) error {
 				return
 			case <-t.C:
 			}
-			rate, ring, err := m.x.MonitorLost()
-			if err == nil {
-				m.hub.SetSourceLost(monitor.Lost{RateLimited: rate, RingFull: ring})
+			if l, err := m.lost(); err == nil {
+				m.hub.SetSourceLost(l)
 			}
 		}
 	}()
+	if m.x == nil {
+		return nil
+	}
 	// Forwarding goes on without its events: a failed reader is logged, not fatal.
 	if err := m.x.ReadEvents(ctx, func(e xdp.RawEvent) { m.hub.Publish(d.eventOf(e)) }); err != nil {
 		d.log.Error("monitor events stopped", "error", err)
@@ -124,17 +186,41 @@ func (d *Daemon) eventOf(r xdp.RawEvent) monitor.Event {
 		e.Dst = netip.AddrPortFrom(r.Flow.Dst, r.Flow.Dport)
 	}
 	if r.HasVIP {
-		if k, ok := d.mon.x.VIPOf(r.VIPID); ok {
-			if e.VIP = d.vipName(k); e.VIP == "" {
-				e.VIP = k.String()
-			}
-		}
+		e.VIP = d.vipLabel(r.VIPID)
 	}
 	if r.HasBackend {
-		e.Backend = d.mon.x.BackendOf(r.BackendID)
+		e.Backend = d.mon.ids.BackendOf(r.BackendID)
 	}
 	if r.HasPrevBackend {
-		e.PrevBackend = d.mon.x.BackendOf(r.PrevBackendID)
+		e.PrevBackend = d.mon.ids.BackendOf(r.PrevBackendID)
+	}
+	return e
+}
+
+// vipLabel is the configured name of the VIP with id, or its key when it has none.
+func (d *Daemon) vipLabel(id uint32) string {
+	k, ok := d.mon.ids.VIPOf(id)
+	if !ok {
+		return ""
+	}
+	if n := d.vipName(k); n != "" {
+		return n
+	}
+	return k.String()
+}
+
+// socketEventOf is a socket LB event as the monitor shows it: the local program in place
+// of a source address (a connect has none yet), the VIP the socket named as destination.
+func (d *Daemon) socketEventOf(s socklb.Event) monitor.Event {
+	e := monitor.Event{
+		Time: s.Time, Source: "socket", CPU: s.CPU, Type: monitor.Flow, Reason: monitor.ReasonSockConnect,
+		Proto: protoName(lb.Proto(s.Proto), s.VIP.Addr()), Dst: s.VIP, VIP: d.vipLabel(s.VIPID),
+		Process: s.Comm + "[" + strconv.FormatUint(uint64(s.PID), 10) + "]",
+	}
+	if s.Kind == socklb.KindNoBackend {
+		e.Type, e.Reason = monitor.Drop, monitor.ReasonSockNoBackend
+	} else {
+		e.Backend = d.mon.ids.BackendOf(s.BackendID)
 	}
 	return e
 }

@@ -237,6 +237,8 @@ vips:
 		t.Errorf("sampled client %+v (cgroups %v), want curl from %d pids in %s", c, s.Cgroups, connects, cg)
 	}
 
+	noBackendShows(t, besideXDP, curl)
+
 	// A stop without cleanup leaves the pinned hooks balancing.
 	daemonCmd.Process.Signal(syscall.SIGTERM)
 	daemonCmd.Wait()
@@ -285,5 +287,54 @@ func healthAndDrain(t *testing.T, listeners map[string]net.Listener, adminGet fu
 	}
 	if got := spread(10); got["be-198.51.100.2"] != 10 {
 		t.Fatalf("after draining .1: %v, want all on .2", got)
+	}
+}
+
+// noBackendShows: with every backend of web drained, a connect in the cgroup is left to
+// the network (and fails); the monitor's recent drops name it, with curl as the program.
+// The backends are undrained after.
+func noBackendShows(t *testing.T, besideXDP bool, curl func(bool, ...string) (string, error)) {
+	t.Helper()
+	serving := []string{"198.51.100.2"} // healthAndDrain left .1 drained and .3 down
+	if besideXDP {
+		serving = []string{"198.51.100.1", "198.51.100.2", "198.51.100.3"}
+	}
+	post := func(path string) {
+		t.Helper()
+		if out, err := curl(false, "-f", "-X", "POST", "-H", "Authorization: Bearer s3cret", "http://127.0.0.1:9100"+path); err != nil {
+			t.Fatalf("POST %s: %v: %s", path, err, out)
+		}
+	}
+	for _, b := range serving {
+		post("/v1/vips/web/backends/" + b + "/drain")
+	}
+	if out, err := curl(true, "http://203.0.113.10/"); err == nil {
+		t.Fatalf("every backend drained, curl in the cgroup reached the vip: %s", out)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _ := curl(false, "http://127.0.0.1:9100/v1/monitor/recent")
+		var rv struct {
+			Drops []struct {
+				Source, Reason, Dst, VIP, Process string
+			} `json:"drops"`
+		}
+		found := false
+		if json.Unmarshal([]byte(out), &rv) == nil {
+			for _, d := range rv.Drops {
+				found = found || d.Source == "socket" && d.Reason == "sock_no_backend" && d.Dst == "203.0.113.10:80" &&
+					d.VIP == "web" && strings.HasPrefix(d.Process, "curl[")
+			}
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no sock_no_backend drop of curl to web in the recent drops: %s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, b := range serving {
+		post("/v1/vips/web/backends/" + b + "/undrain")
 	}
 }

@@ -26,6 +26,7 @@ type socketBalancer interface {
 	SampledTotal() uint64
 	Counters(id uint32) (socklb.VIPCounters, error)
 	TopClients(id uint32, n int) ([]socklb.Client, uint64)
+	socketEvents
 }
 
 // socketLB is the part of the daemon that runs the socket LB beside XDP (socket_lb.enabled

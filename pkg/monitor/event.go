@@ -6,6 +6,8 @@ package monitor
 import (
 	"net/netip"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Type is what an event reports.
@@ -24,7 +26,14 @@ const (
 	ReasonNewFlow    = "new_flow"     // a new flow hashed onto the ring, entry written
 	ReasonMissNonSYN = "miss_non_syn" // no conntrack entry for a packet that is not a SYN
 	ReasonMoved      = "moved"        // the flow's entry named a backend that left: re-hashed
+	// ReasonSockConnect: a sampled connect the socket LB sent to a backend.
+	ReasonSockConnect = "sock_connect"
 )
+
+// ReasonSockNoBackend (a Drop of source "socket"): a local connect or datagram to a VIP
+// with no usable backend. The socket LB leaves it as it was: it takes the network path to
+// the VIP (which no backend serves).
+const ReasonSockNoBackend = "sock_no_backend"
 
 // Event is one event of a data plane. Reason of a Drop event is the name of the counter
 // the drop counts in (the data plane's counter names, e.g. "drop_deny"). Fields a source
@@ -49,6 +58,19 @@ type Event struct {
 	// Ethernet header on, as the program saw them when it decided.
 	Len  int    `json:"len"`
 	Data []byte `json:"data,omitempty"`
+	// Process is the local program a socket LB event is about, as "comm[pid]"; its
+	// connect has no source address yet.
+	Process string `json:"process,omitempty"`
+}
+
+// MonotonicOffset is what turns a program's bpf_ktime_get_ns (CLOCK_MONOTONIC) into wall
+// time: add it and read as Unix nanoseconds.
+func MonotonicOffset() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(time.Now().UnixNano() - ts.Nano())
 }
 
 // Lost counts events that never reached a watcher, by where they were lost.

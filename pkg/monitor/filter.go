@@ -15,7 +15,7 @@ import (
 var ErrBadFilter = errors.New("bad filter")
 
 // FlowReasons are the reasons of Flow events, in the order the docs list them.
-var FlowReasons = []string{ReasonNewFlow, ReasonMissNonSYN, ReasonMoved}
+var FlowReasons = []string{ReasonNewFlow, ReasonMissNonSYN, ReasonMoved, ReasonSockConnect}
 
 // MaxSampleEvery bounds a filter's 1-in-N: beyond it a watcher would see nothing.
 const MaxSampleEvery = 1 << 24

@@ -15,7 +15,9 @@ const TimeLayout = "15:04:05.000000"
 //
 //	15:04:05.000000 drop drop_deny tcp 198.51.100.7:40000 -> 203.0.113.10:80 vip=web backend=- len=74
 //	15:04:05.000123 flow moved tcp [2001:db8::7]:40000 -> [2001:db8::10]:80 vip=web6 backend=2001:db8::12 prev=2001:db8::11 flags=. len=86
+//	15:04:05.000456 drop sock_no_backend tcp curl[4711] -> 203.0.113.11:80 vip=api backend=- len=0
 //
+// A socket LB event names the local program (comm[pid]) where a packet names its source.
 // The time is in the location e.Time carries. A TCP event with flags names them as
 // tcpdump does (S SYN, F FIN, R RST, P PSH, . ACK, U URG, E ECE, W CWR); an unknown field
 // is "-".
@@ -29,7 +31,11 @@ func Line(e Event) string {
 	b.WriteByte(' ')
 	b.WriteString(dash(e.Proto))
 	b.WriteByte(' ')
-	b.WriteString(endpoint(e.Src, e.Proto))
+	if !e.Src.IsValid() && e.Process != "" {
+		b.WriteString(e.Process)
+	} else {
+		b.WriteString(endpoint(e.Src, e.Proto))
+	}
 	b.WriteString(" -> ")
 	b.WriteString(endpoint(e.Dst, e.Proto))
 	b.WriteString(" vip=")

@@ -41,6 +41,14 @@ func TestLine(t *testing.T) {
 			Time: at, Type: Drop, Reason: "drop_icmp_bad", Proto: "icmp", Len: 98,
 			Src: netip.MustParseAddrPort("198.51.100.7:0"), Dst: netip.MustParseAddrPort("203.0.113.99:0"),
 		}, "15:04:05.123456 drop drop_icmp_bad icmp 198.51.100.7 -> 203.0.113.99 vip=- backend=- len=98"},
+		{"socket lb: the program in place of a source", Event{
+			Time: at, Source: "socket", Type: Drop, Reason: ReasonSockNoBackend, Proto: "tcp", VIP: "api",
+			Dst: netip.MustParseAddrPort("203.0.113.11:80"), Process: "curl[4711]",
+		}, "15:04:05.123456 drop sock_no_backend tcp curl[4711] -> 203.0.113.11:80 vip=api backend=- len=0"},
+		{"socket lb connect", Event{
+			Time: at, Source: "socket", Type: Flow, Reason: ReasonSockConnect, Proto: "udp", VIP: "dns",
+			Dst: netip.MustParseAddrPort("[2001:db8::10]:53"), Backend: netip.MustParseAddr("2001:db8::11"), Process: "dig[12]",
+		}, "15:04:05.123456 flow sock_connect udp dig[12] -> [2001:db8::10]:53 vip=dns backend=2001:db8::11 prev=- len=0"},
 		{"nothing known", Event{Time: at}, "15:04:05.123456 - - - - -> - vip=- backend=- len=0"},
 	}
 	for _, tc := range cases {

@@ -135,7 +135,8 @@ func (h *Hub) Publish(e Event) {
 		if !s.filter.Match(e) {
 			continue
 		}
-		if e.Type == Flow && !s.sample(source) {
+		// The socket LB's connects are sampled by its own setting, not by the watchers'.
+		if e.Type == Flow && e.Source != "socket" && !s.sample(source) {
 			continue
 		}
 		select {

@@ -167,14 +167,19 @@ func TestHubSampling(t *testing.T) {
 		h.Publish(flow(i))
 	}
 	h.Publish(drop("drop_deny", "web", 1)) // drops are never sampled
-	if n := len(recv(s10)); n != 100 {
-		t.Errorf("1 in 10: got %d of 100 events, want all", n)
+	for i := range 5 { // the socket LB's connects come sampled by its own setting
+		e := flow(i)
+		e.Source, e.Reason = "socket", ReasonSockConnect
+		h.Publish(e)
 	}
-	if n := len(recv(s100)); n != 10 {
-		t.Errorf("1 in 100: got %d of 100 events, want 10", n)
+	if n := len(recv(s10)); n != 105 {
+		t.Errorf("1 in 10: got %d of 105 events, want all", n)
 	}
-	if n := len(recv(s7)); n != 51 {
-		t.Errorf("1 in 25: got %d, want 50 flows and the drop", n)
+	if n := len(recv(s100)); n != 15 {
+		t.Errorf("1 in 100: got %d of 100 events, want 10 and the 5 socket connects", n)
+	}
+	if n := len(recv(s7)); n != 56 {
+		t.Errorf("1 in 25: got %d, want 50 flows, the drop and the 5 socket connects", n)
 	}
 }
 

@@ -58,11 +58,15 @@ func (p *PcapWriter) Write(e Event) error {
 func (p *PcapWriter) Flush() error { return p.w.Flush() }
 
 // Comment is what a packet's pcapng comment says: "l4lb drop drop_deny vip=web
-// backend=-", with prev= for a flow event, and the source and CPU.
+// backend=-", with prev= for a flow event, the program and destination of a socket LB
+// event (which has no frame), and the source and CPU.
 func Comment(e Event) string {
 	parts := []string{"l4lb", dash(string(e.Type)), dash(e.Reason), "vip=" + dash(e.VIP), "backend=" + addr(e.Backend)}
 	if e.Type == Flow {
 		parts = append(parts, "prev="+addr(e.PrevBackend))
+	}
+	if e.Process != "" {
+		parts = append(parts, "process="+e.Process, "dst="+e.Dst.String())
 	}
 	parts = append(parts, "source="+dash(e.Source), fmt.Sprintf("cpu=%d", e.CPU))
 	return strings.Join(parts, " ")

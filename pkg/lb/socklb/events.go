@@ -6,30 +6,54 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
-)
 
-// eventSize is sizeof(struct sock_event) in bpf/sock_lb.c.
-const eventSize = 8 + 4 + 4 + 4 + 16 + 4
+	"github.com/l4lb/l4lb/internal/limits"
+	"github.com/l4lb/l4lb/pkg/monitor"
+)
 
 // maxClientsPerVIP bounds the aggregation: a VIP's further new clients are counted in
 // Other instead of getting a row.
 const maxClientsPerVIP = 1024
 
-// Event is one sampled translated connect.
+// eventSize is sizeof(struct sock_event) in bpf/sock_lb.c.
+const eventSize = 72
+
+// Event kinds (struct sock_event kind).
+const (
+	// KindConnect: a sampled connect translated to a backend.
+	KindConnect uint8 = 0
+	// KindNoBackend: a connect or datagram to a VIP with no usable backend, left as it
+	// was (it takes the network path to the VIP). Sent only while the monitor asks for
+	// drops.
+	KindNoBackend uint8 = 1
+)
+
+// Event is one event of the socket LB.
 type Event struct {
+	Kind      uint8
+	Connect   bool // a connect (else an unconnected UDP datagram)
 	CgroupID  uint64
 	PID       uint32
 	VIPID     uint32
-	BackendID uint32
+	BackendID uint32 // KindConnect
 	Comm      string
+	Proto     uint8
+	// VIP is the address and port the socket named.
+	VIP  netip.AddrPort
+	Time time.Time // when the hook ran
+	CPU  uint32
 }
 
-func decodeEvent(b []byte) (Event, error) {
+// decodeEvent reads an event; offset turns the program's monotonic clock into wall time
+// (monitor.MonotonicOffset).
+func decodeEvent(b []byte, offset time.Duration) (Event, error) {
 	if len(b) < eventSize {
 		return Event{}, fmt.Errorf("socket event of %d bytes, want %d", len(b), eventSize)
 	}
@@ -38,8 +62,17 @@ func decodeEvent(b []byte) (Event, error) {
 	if i := bytes.IndexByte(comm, 0); i >= 0 {
 		comm = comm[:i]
 	}
-	return Event{CgroupID: le.Uint64(b[0:]), PID: le.Uint32(b[8:]), VIPID: le.Uint32(b[12:]),
-		BackendID: le.Uint32(b[16:]), Comm: string(comm)}, nil
+	e := Event{CgroupID: le.Uint64(b[0:]), PID: le.Uint32(b[8:]), VIPID: le.Uint32(b[12:]),
+		BackendID: le.Uint32(b[16:]), Comm: string(comm), Kind: b[36], Proto: b[37], Connect: b[39] != 0,
+		Time: time.Unix(0, int64(le.Uint64(b[40:]))+int64(offset)), CPU: le.Uint32(b[68:])}
+	port := binary.BigEndian.Uint16(b[64:])
+	switch b[38] {
+	case limits.FamilyV4:
+		e.VIP = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[48:52])), port)
+	case limits.FamilyV6:
+		e.VIP = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[48:64])), port)
+	}
+	return e, nil
 }
 
 // maxPIDsPerClient bounds the distinct pids remembered per client row.
@@ -141,7 +174,16 @@ func (c *clients) forget(id uint32) {
 	delete(c.other, id)
 }
 
-// Run reads sampled connects from the ring buffer until ctx is done.
+// SetEventSink makes Run hand every event it reads to fn too (nil: none), from Run's
+// goroutine: fn must not block.
+func (d *Dataplane) SetEventSink(fn func(Event)) {
+	d.mu.Lock()
+	d.sink = fn
+	d.mu.Unlock()
+}
+
+// Run reads the program's events until ctx is done: sampled connects go into the client
+// table, and every event to the sink.
 func (d *Dataplane) Run(ctx context.Context) error {
 	r, err := ringbuf.NewReader(d.objs.SockEvents)
 	if err != nil {
@@ -151,6 +193,7 @@ func (d *Dataplane) Run(ctx context.Context) error {
 		<-ctx.Done()
 		r.Close()
 	}()
+	offset := monitor.MonotonicOffset()
 	var rec ringbuf.Record
 	for {
 		if err := r.ReadInto(&rec); err != nil {
@@ -159,13 +202,51 @@ func (d *Dataplane) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("read socket events: %w", err)
 		}
-		e, err := decodeEvent(rec.RawSample)
+		e, err := decodeEvent(rec.RawSample, offset)
 		if err != nil {
 			d.log.Warn("bad socket event", "error", err)
 			continue
 		}
-		d.clients.add(e)
+		if e.Kind == KindConnect {
+			d.clients.add(e)
+		}
+		d.mu.Lock()
+		sink := d.sink
+		d.mu.Unlock()
+		if sink != nil {
+			sink(e)
+		}
 	}
+}
+
+// SetMonitor turns the no-backend events on or off and sets their per-CPU rate (events a
+// second; 0: no limit).
+func (d *Dataplane) SetMonitor(drops bool, rate uint32) error {
+	var flags uint32
+	if drops {
+		flags = limits.MonFlagDrops
+	}
+	if err := d.objs.MonitorRate.Set(rate); err != nil {
+		return fmt.Errorf("set socket monitor rate: %w", err)
+	}
+	if err := d.objs.MonitorFlags.Set(flags); err != nil {
+		return fmt.Errorf("set socket monitor flags: %w", err)
+	}
+	return nil
+}
+
+// MonitorLost sums, over CPUs, the no-backend events not sent: over the rate, and for
+// want of room in the ring.
+func (d *Dataplane) MonitorLost() (rateLimited, ringFull uint64, err error) {
+	var per []socklbMonCpu
+	if err := d.objs.SockMonitorState.Lookup(uint32(0), &per); err != nil {
+		return 0, 0, fmt.Errorf("read socket monitor state: %w", err)
+	}
+	for _, c := range per {
+		rateLimited += c.LostRate
+		ringFull += c.LostRing
+	}
+	return rateLimited, ringFull, nil
 }
 
 // TopClients returns the n local clients that made the most sampled translated connects

@@ -45,7 +45,7 @@ var hooks = []hook{
 }
 
 // ownMaps are the maps sock_lb.c adds to the shared ones (pinned by name when pinning).
-var ownMaps = []string{"sock_rev", "sock_vip_stats", "sock_events"}
+var ownMaps = []string{"sock_rev", "sock_vip_stats", "sock_events", "sock_monitor_state"}
 
 // Options are fixed for the life of a loaded program.
 type Options struct {
@@ -73,6 +73,7 @@ type Dataplane struct {
 	cgroup string
 
 	clients *clients
+	sink    func(Event) // SetEventSink
 }
 
 // Load loads sock_lb.c with the XDP data plane's maps in place of the shared maps it
@@ -259,7 +260,7 @@ func (d *Dataplane) Close() error {
 	}
 	d.links = map[string]link.Link{}
 	errs = append(errs, d.objs.socklbPrograms.Close(),
-		closeMaps(d.objs.SockRev, d.objs.SockVipStats, d.objs.SockEvents))
+		closeMaps(d.objs.SockRev, d.objs.SockVipStats, d.objs.SockEvents, d.objs.SockMonitorState))
 	return errors.Join(errs...)
 }
 

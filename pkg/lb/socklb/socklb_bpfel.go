@@ -21,6 +21,15 @@ type socklbBackend struct {
 	Pad    uint16
 }
 
+type socklbMonCpu struct {
+	_        structs.HostLayout
+	WindowNs uint64
+	Count    uint64
+	Sent     uint64
+	LostRate uint64
+	LostRing uint64
+}
+
 type socklbRingBlock struct {
 	_    structs.HostLayout
 	Slot [32]uint16
@@ -83,6 +92,7 @@ const (
 	socklbMapRingSel           = "ring_sel"
 	socklbMapRings             = "rings"
 	socklbMapSockEvents        = "sock_events"
+	socklbMapSockMonitorState  = "sock_monitor_state"
 	socklbMapSockRev           = "sock_rev"
 	socklbMapSockVipStats      = "sock_vip_stats"
 	socklbMapVips              = "vips"
@@ -94,6 +104,8 @@ const (
 	socklbProgSockRecvmsg6     = "sock_recvmsg6"
 	socklbProgSockSendmsg4     = "sock_sendmsg4"
 	socklbProgSockSendmsg6     = "sock_sendmsg6"
+	socklbVarMonitorFlags      = "monitor_flags"
+	socklbVarMonitorRate       = "monitor_rate"
 	socklbVarSampleEvery       = "sample_every"
 	socklbVarSlotScaled        = "slot_scaled"
 )
@@ -154,21 +166,24 @@ type socklbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type socklbMapSpecs struct {
-	Backends     *ebpf.MapSpec `ebpf:"backends"`
-	RingSel      *ebpf.MapSpec `ebpf:"ring_sel"`
-	Rings        *ebpf.MapSpec `ebpf:"rings"`
-	SockEvents   *ebpf.MapSpec `ebpf:"sock_events"`
-	SockRev      *ebpf.MapSpec `ebpf:"sock_rev"`
-	SockVipStats *ebpf.MapSpec `ebpf:"sock_vip_stats"`
-	Vips         *ebpf.MapSpec `ebpf:"vips"`
+	Backends         *ebpf.MapSpec `ebpf:"backends"`
+	RingSel          *ebpf.MapSpec `ebpf:"ring_sel"`
+	Rings            *ebpf.MapSpec `ebpf:"rings"`
+	SockEvents       *ebpf.MapSpec `ebpf:"sock_events"`
+	SockMonitorState *ebpf.MapSpec `ebpf:"sock_monitor_state"`
+	SockRev          *ebpf.MapSpec `ebpf:"sock_rev"`
+	SockVipStats     *ebpf.MapSpec `ebpf:"sock_vip_stats"`
+	Vips             *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // socklbVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type socklbVariableSpecs struct {
-	SampleEvery *ebpf.VariableSpec `ebpf:"sample_every"`
-	SlotScaled  *ebpf.VariableSpec `ebpf:"slot_scaled"`
+	MonitorFlags *ebpf.VariableSpec `ebpf:"monitor_flags"`
+	MonitorRate  *ebpf.VariableSpec `ebpf:"monitor_rate"`
+	SampleEvery  *ebpf.VariableSpec `ebpf:"sample_every"`
+	SlotScaled   *ebpf.VariableSpec `ebpf:"slot_scaled"`
 }
 
 // socklbObjects contains all objects after they have been loaded into the kernel.
@@ -191,13 +206,14 @@ func (o *socklbObjects) Close() error {
 //
 // It can be passed to loadSocklbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socklbMaps struct {
-	Backends     *ebpf.Map `ebpf:"backends"`
-	RingSel      *ebpf.Map `ebpf:"ring_sel"`
-	Rings        *ebpf.Map `ebpf:"rings"`
-	SockEvents   *ebpf.Map `ebpf:"sock_events"`
-	SockRev      *ebpf.Map `ebpf:"sock_rev"`
-	SockVipStats *ebpf.Map `ebpf:"sock_vip_stats"`
-	Vips         *ebpf.Map `ebpf:"vips"`
+	Backends         *ebpf.Map `ebpf:"backends"`
+	RingSel          *ebpf.Map `ebpf:"ring_sel"`
+	Rings            *ebpf.Map `ebpf:"rings"`
+	SockEvents       *ebpf.Map `ebpf:"sock_events"`
+	SockMonitorState *ebpf.Map `ebpf:"sock_monitor_state"`
+	SockRev          *ebpf.Map `ebpf:"sock_rev"`
+	SockVipStats     *ebpf.Map `ebpf:"sock_vip_stats"`
+	Vips             *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *socklbMaps) Close() error {
@@ -206,6 +222,7 @@ func (m *socklbMaps) Close() error {
 		m.RingSel,
 		m.Rings,
 		m.SockEvents,
+		m.SockMonitorState,
 		m.SockRev,
 		m.SockVipStats,
 		m.Vips,
@@ -216,8 +233,10 @@ func (m *socklbMaps) Close() error {
 //
 // It can be passed to loadSocklbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socklbVariables struct {
-	SampleEvery *ebpf.Variable `ebpf:"sample_every"`
-	SlotScaled  *ebpf.Variable `ebpf:"slot_scaled"`
+	MonitorFlags *ebpf.Variable `ebpf:"monitor_flags"`
+	MonitorRate  *ebpf.Variable `ebpf:"monitor_rate"`
+	SampleEvery  *ebpf.Variable `ebpf:"sample_every"`
+	SlotScaled   *ebpf.Variable `ebpf:"slot_scaled"`
 }
 
 // socklbPrograms contains all programs after they have been loaded into the kernel.

@@ -10,7 +10,6 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
-	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/internal/limits"
 	"github.com/l4lb/l4lb/pkg/lb"
@@ -99,16 +98,6 @@ var flowReasons = map[uint8]string{
 	monFlowMoved: monitor.ReasonMoved,
 }
 
-// bootOffset is what turns the program's bpf_ktime_get_ns (CLOCK_MONOTONIC) into wall
-// time.
-func bootOffset() time.Duration {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return time.Duration(time.Now().UnixNano() - ts.Nano())
-}
-
 // eventFlow is the flow of an event: only as far as the program had parsed it (a frame
 // dropped before its addresses were read has none).
 func eventFlow(e *xdplbMonEvent) Flow {
@@ -171,7 +160,7 @@ func (d *Dataplane) ReadEvents(ctx context.Context, fn func(RawEvent)) error {
 	stop := context.AfterFunc(ctx, func() { r.Close() })
 	defer stop()
 	defer r.Close()
-	offset := bootOffset()
+	offset := monitor.MonotonicOffset()
 	var rec ringbuf.Record
 	for {
 		if err := r.ReadInto(&rec); err != nil {

@@ -138,7 +138,7 @@ func newEventReader(t *testing.T, d *Dataplane) *eventReader {
 func (e *eventReader) pending(t *testing.T) []RawEvent {
 	t.Helper()
 	var out []RawEvent
-	off := bootOffset()
+	off := monitor.MonotonicOffset()
 	for {
 		e.r.SetDeadline(time.Now().Add(20 * time.Millisecond))
 		rec, err := e.r.Read()
