@@ -185,8 +185,13 @@ func (d *Daemon) eventOf(r xdp.RawEvent) monitor.Event {
 		e.Src = netip.AddrPortFrom(r.Flow.Src, r.Flow.Sport)
 		e.Dst = netip.AddrPortFrom(r.Flow.Dst, r.Flow.Dport)
 	}
-	if r.HasVIP {
+	switch {
+	case r.HasVIP:
 		e.VIP = d.vipLabel(r.VIPID)
+	case r.Flow.Dport != 0:
+		// Dropped before the VIP lookup (the prefilter): named by the configured VIP it
+		// was addressed to, so that --vip shows it.
+		e.VIP = d.vipName(lb.VIPKey{Addr: r.Flow.Dst, Port: r.Flow.Dport, Proto: r.Flow.Proto})
 	}
 	if r.HasBackend {
 		e.Backend = d.mon.ids.BackendOf(r.BackendID)

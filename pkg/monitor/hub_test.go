@@ -167,7 +167,7 @@ func TestHubSampling(t *testing.T) {
 		h.Publish(flow(i))
 	}
 	h.Publish(drop("drop_deny", "web", 1)) // drops are never sampled
-	for i := range 5 { // the socket LB's connects come sampled by its own setting
+	for i := range 5 {                     // the socket LB's connects come sampled by its own setting
 		e := flow(i)
 		e.Source, e.Reason = "socket", ReasonSockConnect
 		h.Publish(e)

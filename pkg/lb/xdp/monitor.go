@@ -2,6 +2,7 @@ package xdp
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -112,6 +113,34 @@ func eventFlow(e *xdplbMonEvent) Flow {
 	return f
 }
 
+// framePorts fills in the ports of a TCP or UDP flow the program dropped before it read
+// them (the prefilter decides on addresses alone) from the frame's first bytes, when they
+// hold the transport header: IPv4 not a later fragment, or IPv6 with TCP or UDP next.
+func framePorts(f *Flow, data []byte) {
+	if !f.Src.IsValid() || f.Sport != 0 || f.Dport != 0 || f.Proto != lb.ProtoTCP && f.Proto != lb.ProtoUDP || len(data) < 14 {
+		return
+	}
+	l4 := 0
+	switch binary.BigEndian.Uint16(data[12:]) {
+	case 0x0800:
+		if len(data) < 34 || data[14]>>4 != 4 || data[23] != uint8(f.Proto) || binary.BigEndian.Uint16(data[20:])&0x1fff != 0 {
+			return
+		}
+		l4 = 14 + int(data[14]&0xf)*4
+	case 0x86dd:
+		if len(data) < 54 || data[14]>>4 != 6 || data[20] != uint8(f.Proto) {
+			return
+		}
+		l4 = 54
+	default:
+		return
+	}
+	if l4 < 34 || len(data) < l4+4 {
+		return
+	}
+	f.Sport, f.Dport = binary.BigEndian.Uint16(data[l4:]), binary.BigEndian.Uint16(data[l4+2:])
+}
+
 // decodeEvent reads one ring buffer record.
 func decodeEvent(raw []byte, offset time.Duration) (RawEvent, error) {
 	var e xdplbMonEvent
@@ -133,6 +162,7 @@ func decodeEvent(raw []byte, offset time.Duration) (RawEvent, error) {
 		Len:            int(e.Len),
 		Data:           append([]byte(nil), e.Data[:min(int(e.CapLen), len(e.Data))]...),
 	}
+	framePorts(&out.Flow, out.Data)
 	switch e.Type {
 	case monTDrop:
 		out.Type = monitor.Drop
@@ -189,5 +219,6 @@ func (d *Dataplane) VIPOf(id uint32) (lb.VIPKey, bool) {
 	return lb.VIPKey{Addr: addrFrom16(k.Addr, k.Family), Port: htons(k.Port), Proto: lb.Proto(k.Proto)}, true
 }
 
-// BackendOf is the address of a backend id as this process wrote it (zero if unknown).
-func (d *Dataplane) BackendOf(id uint32) netip.Addr { return d.vc.backendAddr(id) }
+// BackendOf is the address of a backend id as this process wrote it, or the last one it
+// had if it was deleted since (zero if unknown): events name the backend a flow left.
+func (d *Dataplane) BackendOf(id uint32) netip.Addr { return d.vc.backendName(id) }

@@ -3,6 +3,7 @@ package xdp
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -190,6 +191,16 @@ func checkEvents(t *testing.T, evs []RawEvent, verdict uint32, in []byte, delta 
 		dst, _ := netip.AddrFromSlice(nl.NetworkFlow().Dst().Raw())
 		if e.Flow.Src != src.Unmap() || e.Flow.Dst != dst.Unmap() {
 			t.Errorf("drop event flow %v -> %v, the frame's %v -> %v", e.Flow.Src, e.Flow.Dst, src, dst)
+		}
+		// Ports too, read by the program or, for a drop before it read them, from the frame.
+		tf := p.TransportLayer().TransportFlow()
+		if (e.Flow.Proto == lb.ProtoTCP || e.Flow.Proto == lb.ProtoUDP) && !strings.HasPrefix(e.Reason, "drop_icmp") &&
+			len(tf.Src().Raw()) == 2 { // gopacket decoded the ports
+			sp := binary.BigEndian.Uint16(tf.Src().Raw())
+			dp := binary.BigEndian.Uint16(tf.Dst().Raw())
+			if e.Flow.Sport != sp || e.Flow.Dport != dp {
+				t.Errorf("drop event ports %d -> %d, the frame's %d -> %d", e.Flow.Sport, e.Flow.Dport, sp, dp)
+			}
 		}
 	}
 	if e.Time.IsZero() || time.Since(e.Time).Abs() > time.Minute {

@@ -24,6 +24,9 @@ type vipCache struct {
 
 	bmu      sync.Mutex
 	backends map[uint32]netip.Addr
+	// gone: the last address of each deleted backend id not given again, so that an
+	// event read just after a backend left (a flow moved off it) still names it.
+	gone map[uint32]netip.Addr
 }
 
 func (c *vipCache) reset(vips map[xdplbVipKey]xdplbVipMeta, backends map[uint32]netip.Addr) {
@@ -49,6 +52,7 @@ func (c *vipCache) setBackends(backends map[uint32]netip.Addr) {
 	c.backends = make(map[uint32]netip.Addr, len(backends))
 	for id, a := range backends {
 		c.backends[id] = a
+		delete(c.gone, id)
 	}
 }
 
@@ -110,6 +114,16 @@ func (c *vipCache) backendAddr(id uint32) netip.Addr {
 	return c.backends[id]
 }
 
+// backendName is the address of backend id, or the last one a deleted id had.
+func (c *vipCache) backendName(id uint32) netip.Addr {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	if a, ok := c.backends[id]; ok {
+		return a
+	}
+	return c.gone[id]
+}
+
 func (c *vipCache) hasBackend(id uint32, a netip.Addr) bool {
 	c.bmu.Lock()
 	defer c.bmu.Unlock()
@@ -123,9 +137,14 @@ func (c *vipCache) setBackend(id uint32, a netip.Addr) {
 	if c.backends == nil {
 		c.backends = map[uint32]netip.Addr{}
 	}
+	if c.gone == nil {
+		c.gone = map[uint32]netip.Addr{}
+	}
 	if a.IsValid() {
 		c.backends[id] = a
-	} else {
+		delete(c.gone, id)
+	} else if old, ok := c.backends[id]; ok {
+		c.gone[id] = old
 		delete(c.backends, id)
 	}
 }
