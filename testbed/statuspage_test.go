@@ -28,7 +28,7 @@ import (
 // red within a few seconds, and the browser logs no error or warning.
 func TestPrivilegedStatusPage(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	testutil.RequireCommands(t, "chromium")
+	testutil.RequireCommands(t, "chromium", "python3")
 	b := newBed(t)
 
 	// The admin API listens on 127.0.0.1:9100 inside lb1's namespace; the browser runs in
@@ -194,6 +194,30 @@ func TestPrivilegedStatusPage(t *testing.T) {
 			t.Error("the web VIP's new flows/s never rose above 0 while the client made 40 connections")
 		} else {
 			t.Logf("new flows/s on lb1 peaked at %.1f", maxRate)
+		}
+	})
+
+	t.Run("a dropped packet shows in recent drops", func(t *testing.T) {
+		// SYN+FIN to the VIP, impossible flags (drop_tcp_flags), from several source ports
+		// so that ECMP takes some to lb1, whose page this is. A raw socket sends the TCP
+		// header as given.
+		if err := b.In("client", "python3", "-c", `import socket,struct
+s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_TCP)
+for p in range(41000,41016):
+    s.sendto(struct.pack("!HHIIBBHHH",p,80,1,0,5<<4,0x03,64240,0,0),("`+testbed.VIP4+`",0))`); err != nil {
+			t.Fatal(err)
+		}
+		row := `document.querySelector('#drops tr[data-reason="drop_tcp_flags"]')`
+		deadline := time.Now().Add(10 * time.Second)
+		for evalString(`String(`+row+` !== null)`) != "true" {
+			if time.Now().After(deadline) {
+				t.Fatalf("no drop_tcp_flags row in the recent drops within 10s: %s", evalString(`document.getElementById("drops").textContent`))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		cells := evalStrings(`[...` + row + `.querySelectorAll('td')].map(c => c.textContent)`)
+		if len(cells) != 7 || !strings.HasPrefix(cells[3], testbed.Client4+":410") || cells[4] != testbed.VIP4+":80" || cells[5] != "web" || cells[2] != "tcp" {
+			t.Errorf("drop row %q, want tcp from %s:410xx to %s:80, vip web", cells, testbed.Client4, testbed.VIP4)
 		}
 	})
 
