@@ -70,21 +70,31 @@ func flowQuery(v url.Values) (FlowQuery, bool, error) {
 	if len(v) == 0 {
 		return FlowQuery{}, false, nil
 	}
-	for k, vals := range v {
-		if !slices.Contains(flowParams, k) {
-			return FlowQuery{}, false, fmt.Errorf("%w: unknown parameter %q: a lookup takes %s", ErrBadRequest, k, strings.Join(flowParams, ", "))
-		}
-		if len(vals) != 1 {
-			return FlowQuery{}, false, fmt.Errorf("%w: parameter %s given %d times", ErrBadRequest, k, len(vals))
-		}
-	}
-	for _, k := range flowParams {
-		if !v.Has(k) {
-			return FlowQuery{}, false, fmt.Errorf("%w: parameter %s missing: a lookup takes %s (none: the summary)", ErrBadRequest, k, strings.Join(flowParams, ", "))
-		}
+	if err := checkParams(v, flowParams, flowParams, "a lookup", " (none: the summary)"); err != nil {
+		return FlowQuery{}, false, err
 	}
 	q, err := ParseFlow(v.Get("proto"), v.Get("src"), v.Get("dst"))
 	return q, true, err
+}
+
+// checkParams checks query v: only parameters of known, each once, and every one of
+// required. what names the call in errors ("a lookup takes ..."); missingNote follows a
+// missing parameter's error.
+func checkParams(v url.Values, known, required []string, what, missingNote string) error {
+	for k, vals := range v {
+		if !slices.Contains(known, k) {
+			return fmt.Errorf("%w: unknown parameter %q: %s takes %s", ErrBadRequest, k, what, strings.Join(known, ", "))
+		}
+		if len(vals) != 1 {
+			return fmt.Errorf("%w: parameter %s given %d times", ErrBadRequest, k, len(vals))
+		}
+	}
+	for _, k := range required {
+		if !v.Has(k) {
+			return fmt.Errorf("%w: parameter %s missing: %s takes %s%s", ErrBadRequest, k, what, strings.Join(known, ", "), missingNote)
+		}
+	}
+	return nil
 }
 
 // FlowsPath is the lookup's path and query for q.

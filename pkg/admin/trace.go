@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -89,21 +88,9 @@ func (s *Server) registerTrace() {
 	}
 	s.mux.HandleFunc("GET /v1/trace", s.auth(func(w http.ResponseWriter, r *http.Request) {
 		v := r.URL.Query()
-		for k, vals := range v {
-			if !slices.Contains(traceParams, k) {
-				s.result(w, fmt.Errorf("%w: unknown parameter %q: a trace takes %s", ErrBadRequest, k, strings.Join(traceParams, ", ")))
-				return
-			}
-			if len(vals) != 1 {
-				s.result(w, fmt.Errorf("%w: parameter %s given %d times", ErrBadRequest, k, len(vals)))
-				return
-			}
-		}
-		for _, k := range traceParams[:3] {
-			if !v.Has(k) {
-				s.result(w, fmt.Errorf("%w: parameter %s missing", ErrBadRequest, k))
-				return
-			}
+		if err := checkParams(v, traceParams, traceParams[:3], "a trace", ""); err != nil {
+			s.result(w, err)
+			return
 		}
 		q, err := ParseTrace(v.Get("proto"), v.Get("src"), v.Get("dst"), v.Get("flags"), v.Get("size"))
 		if err != nil {
