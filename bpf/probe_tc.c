@@ -2,7 +2,7 @@
 
 /* probe_tc.c: health probes that travel the data path. A tc egress program on the
  * interfaces the XDP program forwards by: a packet whose socket carries a probe mark
- * (probe_mark | backend id, set with SO_MARK by the daemon's checker) is addressed to a
+ * (probe_mark | probe id, set with SO_MARK by the daemon's checker) is addressed to a
  * VIP and leaves encapsulated to that backend exactly as forwarded traffic does (IPIP,
  * ip6ip6 or 4in6, the outer source from the same encap prefix), so the backend's decap,
  * its VIP on lo and its direct return are what the check proves. Every other packet
@@ -17,16 +17,25 @@
 #include <bpf/bpf_endian.h>
 #include "lb_consts.h"
 #include "lb_structs.h"
-#include "lb_maps.h"
 #include "csum.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* The probe marks: probe_mark in the high bits, the backend id in the low
+/* The probe marks: probe_mark in the high bits, the probe id (probe_targets) in the low
  * PROBE_ID_BITS. Set by the loader. */
 volatile const __u32 probe_mark = 0x4c340000;
 #define PROBE_ID_BITS 16
 #define PROBE_ID_MASK ((1U << PROBE_ID_BITS) - 1)
+
+/* Where each probe id's packets go: the backend's address and family (flags
+ * BACKEND_F_EXISTS). Written by the daemon for the backends it checks through the tunnel;
+ * its own, not the data plane's backend ids, so a check never waits for an id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1U << 16);
+	__type(key, __u32);
+	__type(value, struct backend);
+} probe_targets SEC(".maps");
 
 /* lb_cfg is the XDP program's (the encap source prefixes); the loader passes its map. */
 struct {
@@ -41,7 +50,7 @@ struct {
 enum probe_stat {
 	PROBE_ENCAP4 = 0, /* encapsulated in IPv4 */
 	PROBE_ENCAP6,     /* encapsulated in IPv6 */
-	PROBE_NO_BACKEND, /* the mark names no backend: dropped */
+	PROBE_NO_BACKEND, /* the mark names no probe target: dropped */
 	PROBE_NO_SOURCE,  /* no encap source of the backend's family configured: dropped */
 	PROBE_NOT_IP,     /* a marked packet that is neither IPv4 nor IPv6: dropped */
 	PROBE_ADJUST,     /* the kernel refused the room for the outer header: dropped */
@@ -72,7 +81,7 @@ int probe_encap(struct __sk_buff *skb)
 	if ((mark & ~PROBE_ID_MASK) != probe_mark)
 		return TC_ACT_OK;
 	__u32 id = mark & PROBE_ID_MASK;
-	struct backend *be = bpf_map_lookup_elem(&backends, &id);
+	struct backend *be = bpf_map_lookup_elem(&probe_targets, &id);
 
 	if (!be || !(be->flags & BACKEND_F_EXISTS))
 		return count(PROBE_NO_BACKEND, TC_ACT_SHOT);

@@ -1,30 +1,38 @@
 // Package probe loads the tc egress program that sends health probes along the data path
-// (bpf/probe_tc.c): a probe socket marked with Mark(backend id) connects to the VIP, and
-// its packets leave encapsulated to that backend exactly as the XDP program forwards the
-// VIP's traffic. The program reads the XDP data plane's backends and encap source maps.
+// (bpf/probe_tc.c): a probe socket marked with Mark(id) connects to the VIP, and its
+// packets leave encapsulated to the backend SetTarget(id, ...) named, exactly as the XDP
+// program forwards the VIP's traffic (the encap source prefixes are the XDP data plane's
+// lb_cfg map).
 package probe
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
+	"net/netip"
 	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/l4lb/l4lb/internal/bpfobj"
+	"github.com/l4lb/l4lb/internal/limits"
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
 
-// DefaultMark is the probe marks' high bits: a probe for backend id n carries
-// DefaultMark | n. Other uses of SO_MARK / fwmark on the node must stay clear of
+// backendExists is BACKEND_F_EXISTS.
+const backendExists = limits.FlagBackendExists
+
+// DefaultMark is the probe marks' high bits: a probe with id n carries DefaultMark | n. Other uses of SO_MARK / fwmark on the node must stay clear of
 // 0x4c340000-0x4c34ffff.
 const DefaultMark uint32 = 0x4c340000
 
-// idBits is how many low bits of the mark carry the backend id (PROBE_ID_BITS).
+// idBits is how many low bits of the mark carry the probe id (PROBE_ID_BITS).
 const idBits = 16
+
+// MaxID is the largest probe id.
+const MaxID = 1<<idBits - 1
 
 // filterName names the tc filter, so that one left by a daemon that died is found and
 // replaced.
@@ -35,7 +43,7 @@ const filterPrio = 0xc534
 
 // Options are fixed for the life of a loaded program.
 type Options struct {
-	// Shared are the XDP data plane's maps (xdp.Dataplane.Shared): backends, lb_cfg.
+	// Shared are the XDP data plane's maps (xdp.Dataplane.Shared): lb_cfg.
 	Shared xdp.Shared
 	// Mark is the probe marks' high bits; default DefaultMark. Its low 16 bits must be 0.
 	Mark   uint32
@@ -61,10 +69,7 @@ func Load(opts Options) (*Encap, error) {
 		opts.Mark = DefaultMark
 	}
 	if opts.Mark&(1<<idBits-1) != 0 {
-		return nil, fmt.Errorf("probe mark %#x: the low %d bits carry the backend id and must be 0", opts.Mark, idBits)
-	}
-	if xdp.MaxBackends > 1<<idBits {
-		return nil, fmt.Errorf("probe marks carry %d bits of backend id, fewer than %d backends need", idBits, xdp.MaxBackends)
+		return nil, fmt.Errorf("probe mark %#x: the low %d bits carry the probe id and must be 0", opts.Mark, idBits)
 	}
 	spec, err := loadProbetc()
 	if err != nil {
@@ -73,20 +78,11 @@ func Load(opts Options) (*Encap, error) {
 	if err := spec.Variables["probe_mark"].Set(opts.Mark); err != nil {
 		return nil, fmt.Errorf("set probe_mark: %w", err)
 	}
-	// Every map but its counters is the XDP data plane's (lb_maps.h declares the rings
-	// too, which this program never reads).
-	repl := map[string]*ebpf.Map{}
-	for name, ms := range spec.Maps {
-		if name == "probe_stats" || strings.HasPrefix(name, ".") {
-			continue
-		}
-		m, ok := opts.Shared.Maps[name]
-		if !ok {
-			return nil, fmt.Errorf("load probe_tc: the xdp data plane shares no map %s", name)
-		}
-		ms.MaxEntries = m.MaxEntries() // sized by the XDP loader
-		repl[name] = m
+	m, ok := opts.Shared.Maps["lb_cfg"]
+	if !ok {
+		return nil, fmt.Errorf("load probe_tc: the xdp data plane shares no map lb_cfg")
 	}
+	repl := map[string]*ebpf.Map{"lb_cfg": m}
 	e := &Encap{opts: opts, log: opts.Logger.With("component", "probe"), attached: map[int]string{}}
 	if err := spec.LoadAndAssign(&e.objs, &ebpf.CollectionOptions{MapReplacements: repl}); err != nil {
 		return nil, fmt.Errorf("load probe_tc: %w", err)
@@ -94,8 +90,30 @@ func Load(opts Options) (*Encap, error) {
 	return e, nil
 }
 
-// Mark is the SO_MARK a probe of backend id carries.
+// Mark is the SO_MARK a probe with id carries.
 func (e *Encap) Mark(id uint32) uint32 { return e.opts.Mark | id }
+
+// SetTarget makes probes with id leave encapsulated to backend addr.
+func (e *Encap) SetTarget(id uint32, addr netip.Addr) error {
+	if id == 0 || id > MaxID {
+		return fmt.Errorf("probe id %d: want 1..%d", id, MaxID)
+	}
+	var v probetcBackend
+	a, fam := bpfobj.Addr16(addr)
+	v.Addr, v.Family, v.Flags = a, fam, backendExists
+	if err := e.objs.ProbeTargets.Put(id, &v); err != nil {
+		return fmt.Errorf("set probe target %d (%s): %w", id, addr, err)
+	}
+	return nil
+}
+
+// DeleteTarget forgets id: its probes are dropped (probe_no_backend).
+func (e *Encap) DeleteTarget(id uint32) error {
+	if err := e.objs.ProbeTargets.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete probe target %d: %w", id, err)
+	}
+	return nil
+}
 
 // Attach puts the program on the egress of each interface (a clsact qdisc is added where
 // there is none), replacing a filter an earlier run left.

@@ -13,7 +13,6 @@ import (
 
 	"github.com/l4lb/l4lb/internal/testutil"
 	"github.com/l4lb/l4lb/pkg/decap"
-	"github.com/l4lb/l4lb/pkg/lb"
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
 
@@ -54,21 +53,17 @@ func newRig(t *testing.T) *rig {
 	if err := r.x.SetConfig(xdp.Config{Source4: netip.MustParsePrefix(lbAddr4 + "/32"), Source6: netip.MustParsePrefix(lbAddr6 + "/128")}); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []lb.VIP{
-		{Key: lb.VIPKey{Addr: netip.MustParseAddr(vip4), Port: 80, Proto: lb.ProtoTCP}, Backends: []lb.Backend{{ID: 1, Addr: netip.MustParseAddr(beAddr4), Weight: 1}}},
-		{Key: lb.VIPKey{Addr: netip.MustParseAddr(vip6), Port: 80, Proto: lb.ProtoTCP}, Backends: []lb.Backend{{ID: 2, Addr: netip.MustParseAddr(beAddr6), Weight: 1}}},
-		{Key: lb.VIPKey{Addr: netip.MustParseAddr(vip4), Port: 53, Proto: lb.ProtoUDP}, Backends: []lb.Backend{{ID: 1, Addr: netip.MustParseAddr(beAddr4), Weight: 1}}},
-	} {
-		if _, err := r.x.SetVIP(v); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if r.e, err = Load(Options{Shared: r.x.Shared()}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.e.Close() })
 	if err := r.lbNS.Do(func() error { return r.e.Attach([]string{"l0"}) }); err != nil {
 		t.Fatal(err)
+	}
+	for id, a := range map[uint32]string{1: beAddr4, 2: beAddr6} {
+		if err := r.e.SetTarget(id, netip.MustParseAddr(a)); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// The backend: TCP on both VIPs, a UDP echo on vip4:53.
@@ -176,8 +171,8 @@ func (r *rig) dial(t *testing.T, network, addr string, mark uint32) error {
 // TestPrivilegedProbeTravelsTheTunnel: a marked probe reaches the VIP on the backend only
 // through the backend's decap (IPv4 and IPv6, TCP and UDP); an unmarked connect to the
 // same VIP takes the plain route and does not care. With the decap stopped the marked
-// probe fails, which is what the tunnel check is for. A mark naming no backend is
-// dropped and counted.
+// probe fails, which is what the tunnel check is for. A mark naming no target (never set,
+// or deleted) is dropped and counted.
 func TestPrivilegedProbeTravelsTheTunnel(t *testing.T) {
 	r := newRig(t)
 	cases := []struct {
@@ -227,7 +222,13 @@ func TestPrivilegedProbeTravelsTheTunnel(t *testing.T) {
 
 	before, _ := r.e.Stats()
 	if err := r.dial(t, "tcp", net.JoinHostPort(vip4, "80"), r.e.Mark(77)); err == nil {
-		t.Error("a probe marked for a backend that does not exist was answered")
+		t.Error("a probe marked with an id that names no target was answered")
+	}
+	if err := r.e.DeleteTarget(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.dial(t, "tcp", net.JoinHostPort(vip4, "80"), r.e.Mark(1)); err == nil {
+		t.Error("a probe of a deleted target was answered")
 	}
 	after, _ := r.e.Stats()
 	if after["probe_no_backend"] <= before["probe_no_backend"] {
@@ -245,6 +246,9 @@ func TestPrivilegedAttachReplacesLeftFilter(t *testing.T) {
 	}
 	defer e2.Close()
 	if err := r.lbNS.Do(func() error { return e2.Attach([]string{"l0"}) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e2.SetTarget(1, netip.MustParseAddr(beAddr4)); err != nil {
 		t.Fatal(err)
 	}
 	count := func() int {

@@ -32,47 +32,15 @@ type probetcLbConfig struct {
 	Src6HostMask uint32
 }
 
-type probetcRingBlock struct {
-	_    structs.HostLayout
-	Slot [32]uint16
-}
-
-type probetcRingSelect struct {
-	_      structs.HostLayout
-	Active uint32
-	Half   [2]struct {
-		_     structs.HostLayout
-		Block uint32
-		Size  uint32
-	}
-}
-
-type probetcVipKey struct {
-	_      structs.HostLayout
-	Addr   [16]uint8
-	Port   uint16
-	Proto  uint8
-	Family uint8
-}
-
-type probetcVipMeta struct {
-	_     structs.HostLayout
-	Id    uint32
-	Flags uint32
-}
-
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	probetcMapBackends    = "backends"
-	probetcMapLbCfg       = "lb_cfg"
-	probetcMapProbeStats  = "probe_stats"
-	probetcMapRingSel     = "ring_sel"
-	probetcMapRings       = "rings"
-	probetcMapVips        = "vips"
-	probetcProgProbeEncap = "probe_encap"
-	probetcVarProbeMark   = "probe_mark"
+	probetcMapLbCfg        = "lb_cfg"
+	probetcMapProbeStats   = "probe_stats"
+	probetcMapProbeTargets = "probe_targets"
+	probetcProgProbeEncap  = "probe_encap"
+	probetcVarProbeMark    = "probe_mark"
 )
 
 // loadProbetc returns the embedded CollectionSpec for probetc.
@@ -124,12 +92,9 @@ type probetcProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type probetcMapSpecs struct {
-	Backends   *ebpf.MapSpec `ebpf:"backends"`
-	LbCfg      *ebpf.MapSpec `ebpf:"lb_cfg"`
-	ProbeStats *ebpf.MapSpec `ebpf:"probe_stats"`
-	RingSel    *ebpf.MapSpec `ebpf:"ring_sel"`
-	Rings      *ebpf.MapSpec `ebpf:"rings"`
-	Vips       *ebpf.MapSpec `ebpf:"vips"`
+	LbCfg        *ebpf.MapSpec `ebpf:"lb_cfg"`
+	ProbeStats   *ebpf.MapSpec `ebpf:"probe_stats"`
+	ProbeTargets *ebpf.MapSpec `ebpf:"probe_targets"`
 }
 
 // probetcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -159,22 +124,16 @@ func (o *probetcObjects) Close() error {
 //
 // It can be passed to loadProbetcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type probetcMaps struct {
-	Backends   *ebpf.Map `ebpf:"backends"`
-	LbCfg      *ebpf.Map `ebpf:"lb_cfg"`
-	ProbeStats *ebpf.Map `ebpf:"probe_stats"`
-	RingSel    *ebpf.Map `ebpf:"ring_sel"`
-	Rings      *ebpf.Map `ebpf:"rings"`
-	Vips       *ebpf.Map `ebpf:"vips"`
+	LbCfg        *ebpf.Map `ebpf:"lb_cfg"`
+	ProbeStats   *ebpf.Map `ebpf:"probe_stats"`
+	ProbeTargets *ebpf.Map `ebpf:"probe_targets"`
 }
 
 func (m *probetcMaps) Close() error {
 	return _ProbetcClose(
-		m.Backends,
 		m.LbCfg,
 		m.ProbeStats,
-		m.RingSel,
-		m.Rings,
-		m.Vips,
+		m.ProbeTargets,
 	)
 }
 
