@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -345,11 +346,42 @@ var tcpValid = map[uint8]bool{
 	tcpFIN | tcpACK: true, tcpFIN | tcpACK | tcpURG: true, tcpACK: true, tcpACK | tcpURG: true,
 }
 
+// tcpNext is nf_conntrack_proto_tcp.c's tcp_conntracks for the original direction (the
+// client's packets): the state a packet of each kind moves an entry to from each state
+// (NONE: no entry), "IV" invalid, "IG" ignored (the entry stays as it is).
+var tcpNext = map[string][10]string{
+	//        NONE  SYN_SENT SYN_RECV ESTABLISHED FIN_WAIT CLOSE_WAIT LAST_ACK TIME_WAIT CLOSE SYN_SENT2
+	"syn":    {"SYN_SENT", "SYN_SENT", "IG", "IG", "IG", "IG", "IG", "SYN_SENT", "SYN_SENT", "SYN_SENT2"},
+	"synack": {"IV", "IV", "SYN_RECV", "IV", "IV", "IV", "IV", "IV", "IV", "SYN_RECV"},
+	"fin":    {"IV", "IV", "FIN_WAIT", "FIN_WAIT", "LAST_ACK", "LAST_ACK", "LAST_ACK", "TIME_WAIT", "CLOSE", "IV"},
+	"ack":    {"ESTABLISHED", "IV", "ESTABLISHED", "ESTABLISHED", "CLOSE_WAIT", "CLOSE_WAIT", "TIME_WAIT", "TIME_WAIT", "CLOSE", "IV"},
+	"rst":    {"IV", "CLOSE", "CLOSE", "CLOSE", "CLOSE", "CLOSE", "CLOSE", "CLOSE", "CLOSE", "CLOSE"},
+	"none":   {"IV", "IV", "IV", "IV", "IV", "IV", "IV", "IV", "IV", "IV"},
+}
+
+// tcpKind is get_conntrack_index: which row of tcpNext a packet's flags select.
+func tcpKind(f uint8) string {
+	switch {
+	case f&tcpRST != 0:
+		return "rst"
+	case f&tcpSYN != 0 && f&tcpACK != 0:
+		return "synack"
+	case f&tcpSYN != 0:
+		return "syn"
+	case f&tcpFIN != 0:
+		return "fin"
+	case f&tcpACK != 0:
+		return "ack"
+	}
+	return "none"
+}
+
 // conntrackDecides says whether conntrack lets the NAT rules decide the packet (it is the
-// first of a new entry), follows an existing entry, or calls the packet invalid: the
-// kernel's TCP tracker's table for a flow without an entry (tcp_conntracks, from
-// TCP_CONNTRACK_NONE), and a SYN's reopening of a closed entry. loose is
-// nf_conntrack_tcp_loose (-1: not known).
+// first of a new entry), follows an existing entry, or calls the packet invalid, from the
+// kernel's TCP tracker: its flag check, its state table (tcpNext), a SYN's reopening of a
+// closed entry and nf_conntrack_tcp_loose for an ACK without an entry (loose -1: not
+// known). The tracker's sequence-window check is not modelled: a packet outside the
+// window is invalid too.
 func conntrackDecides(p Packet, found bool, e CTEntry, loose int) (Conntrack, string) {
 	if p.Proto == lb.ProtoUDP {
 		if found {
@@ -359,19 +391,28 @@ func conntrackDecides(p Packet, found bool, e CTEntry, loose int) (Conntrack, st
 	}
 	f := tcpFlags(p.Flags) &^ tcpPSH
 	if !tcpValid[f] {
-		return CTInvalid, fmt.Sprintf("conntrack calls TCP flags %s invalid: no entry is made and the NAT rules are not read", p.Flags)
+		return CTInvalid, fmt.Sprintf("conntrack calls TCP flags %q invalid: no entry is made or followed, and the NAT rules are not read", p.Flags)
 	}
-	syn := f&tcpSYN != 0 && f&tcpACK == 0
+	kind := tcpKind(f)
 	if found {
-		if syn && (e.TCPState == "TIME_WAIT" || e.TCPState == "CLOSE") {
-			return CTRules, fmt.Sprintf("the flow's entry is %s: a SYN reopens it (the old entry is deleted), and the rules decide", e.TCPState)
+		from := slices.Index(tcpStates, e.TCPState)
+		if from < 0 {
+			return CTEntryFollowed, "the flow has a conntrack entry: the packet follows it"
+		}
+		switch next := tcpNext[kind][from]; {
+		case next == "IV":
+			return CTInvalid, fmt.Sprintf("the flow's entry is %s, where conntrack calls this packet invalid: it follows no entry and the NAT rules are not read", e.TCPState)
+		case kind == "syn" && (e.TCPState == "TIME_WAIT" || e.TCPState == "CLOSE"):
+			return CTRules, fmt.Sprintf("the flow's entry is %s: a SYN usually reopens it (the old entry is deleted), and the rules decide", e.TCPState)
+		case next == "IG":
+			return CTEntryFollowed, fmt.Sprintf("the flow's entry is %s: conntrack ignores this packet's flags, and the packet follows the entry", e.TCPState)
 		}
 		return CTEntryFollowed, "the flow has a conntrack entry: the packet follows it"
 	}
 	switch {
-	case syn:
+	case kind == "syn":
 		return CTRules, "no conntrack entry: the SYN starts one, and the rules decide"
-	case f&^tcpURG == tcpACK:
+	case kind == "ack":
 		switch loose {
 		case 0:
 			return CTInvalid, "no conntrack entry, and net.netfilter.nf_conntrack_tcp_loose is 0: conntrack does not pick up an ACK mid-connection, the packet is invalid and the NAT rules are not read"
@@ -380,5 +421,5 @@ func conntrackDecides(p Packet, found bool, e CTEntry, loose int) (Conntrack, st
 		}
 		return CTRules, "no conntrack entry: conntrack picks the ACK up as a connection already open (with net.netfilter.nf_conntrack_tcp_loose 1, the default; with 0 it is invalid and untranslated), and the rules decide"
 	}
-	return CTInvalid, fmt.Sprintf("no conntrack entry, and a packet with flags %s opens none: conntrack calls it invalid and the NAT rules are not read", p.Flags)
+	return CTInvalid, fmt.Sprintf("no conntrack entry, and a packet with flags %q opens none: conntrack calls it invalid, and the NAT rules are not read", p.Flags)
 }

@@ -297,6 +297,11 @@ func TestConntrackDecides(t *testing.T) {
 		{"fin ack new", tcp("FA"), false, CTEntry{}, 1, CTInvalid},
 		{"rst new", tcp("R"), false, CTEntry{}, 1, CTInvalid},
 		{"fin alone", tcp("F"), true, open, 1, CTInvalid},
+		{"fin ack entry", tcp("FA"), true, open, 1, CTEntryFollowed},
+		{"syn ack on an open entry", tcp("SA"), true, open, 1, CTInvalid},
+		{"ack on syn sent", tcp("A"), true, CTEntry{TCPState: "SYN_SENT"}, 1, CTInvalid},
+		{"syn on syn sent", tcp("S"), true, CTEntry{TCPState: "SYN_SENT"}, 1, CTEntryFollowed},
+		{"rst on an open entry", tcp("RA"), true, open, 1, CTEntryFollowed},
 		{"syn fin", tcp("SF"), false, CTEntry{}, 1, CTInvalid},
 		{"no flags", tcp(""), false, CTEntry{}, 1, CTInvalid},
 	} {
