@@ -91,15 +91,25 @@ func (b *NATBed) VIP(k lb.VIPKey, flags lb.VIPFlags, weights ...uint32) lb.VIP {
 // Ask sends one request from the client to the VIP, from sport (0: any), and returns
 // the answer ("be1 203.0.113.5").
 func (b *NATBed) Ask(k lb.VIPKey, sport uint16) (string, error) {
+	return b.AskFrom(k, netip.Addr{}, sport)
+}
+
+// AskFrom is Ask from the client's address src (invalid: the route's source), which the
+// caller has added to the client's c0.
+func (b *NATBed) AskFrom(k lb.VIPKey, src netip.Addr, sport uint16) (string, error) {
 	var answer string
 	err := b.Client.Do(func() error {
 		network := k.Proto.String()
 		var laddr net.Addr
-		if sport != 0 {
+		if sport != 0 || src.IsValid() {
+			var ip net.IP
+			if src.IsValid() {
+				ip = src.AsSlice()
+			}
 			if network == "tcp" {
-				laddr = &net.TCPAddr{Port: int(sport)}
+				laddr = &net.TCPAddr{IP: ip, Port: int(sport)}
 			} else {
-				laddr = &net.UDPAddr{Port: int(sport)}
+				laddr = &net.UDPAddr{IP: ip, Port: int(sport)}
 			}
 		}
 		dl := net.Dialer{Timeout: 2 * time.Second, LocalAddr: laddr}

@@ -15,11 +15,17 @@ import (
 )
 
 // TraceView is `l4lb trace`: what the loaded XDP program does with one crafted packet,
-// stage by stage, from the live maps. Nothing is written: no conntrack entry, no counter.
+// stage by stage, from the live maps; on an nftables node, what its rules read back from
+// the kernel and the kernel's conntrack do with it (tracenat.go). Nothing is written: no
+// conntrack entry, no counter.
 type TraceView struct {
-	Packet  string `json:"packet"`  // the packet traced, in one line
-	Verdict string `json:"verdict"` // tx, drop or pass
-	Reason  string `json:"reason"`  // the counter a real packet would count in
+	Packet string `json:"packet"` // the packet traced, in one line
+	// Verdict: tx, drop or pass (XDP); dnat, drop or pass (nftables: pass leaves the
+	// packet as addressed, to the kernel's routing).
+	Verdict string `json:"verdict"`
+	// Reason: the counter a real packet would count in (XDP); new_flow,
+	// conntrack_entry, conntrack_invalid, drop_no_backend or not_vip (nftables).
+	Reason  string `json:"reason"`
 	Summary string `json:"summary"` // the answer in one sentence
 	// Prefilter: the deny list's and the VIP's allow list's verdict.
 	Prefilter string `json:"prefilter"`
@@ -39,6 +45,10 @@ type TraceView struct {
 	MTU   string `json:"mtu,omitempty"`
 	// Writes: what a real packet would write (the trace did not).
 	Writes string `json:"writes,omitempty"`
+	// Rule: the nftables rules that decide (chain, comment, handle); Warning: what makes
+	// the answer doubtful (rules of l4lb's that someone changed).
+	Rule    string `json:"rule,omitempty"`
+	Warning string `json:"warning,omitempty"`
 }
 
 // traceMACs are the Ethernet addresses of a traced frame (the program reads neither).
@@ -115,12 +125,15 @@ func traceFrame(q admin.TraceQuery) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Trace runs q's packet through the loaded XDP program's trace instance.
+// Trace runs q's packet through the loaded XDP program's trace instance, or through an
+// nftables node's rules.
 func (d *Daemon) Trace(q admin.TraceQuery) (any, error) {
+	if t, ok := d.dp.(natTracer); ok {
+		return d.traceNAT(t, q)
+	}
 	n, ok := d.dp.(*xdp.Node)
 	if !ok {
-		mode := d.dp.Info().Mode
-		return nil, fmt.Errorf("%w for dataplane %s: trace runs the XDP program; this node forwards with %s (its own rules decide: see `l4lb status`)", admin.ErrUnavailable, mode, mode)
+		return nil, noTrace(d.dp.Info().Mode)
 	}
 	x := n.Dataplane()
 	frame, err := traceFrame(q)
