@@ -11,9 +11,23 @@ import (
 // ErrUnhealthy is wrapped by every failed check.
 var ErrUnhealthy = errors.New("unhealthy")
 
-// Checker checks one target; nil means healthy.
+// Probe is where one check goes.
+type Probe struct {
+	Addr netip.AddrPort // what the probe connects to: the backend's address:port, or VIP:port for a tunnel check
+	Mark uint32         // SO_MARK for the probe's socket; 0: none (needs CAP_NET_ADMIN when set)
+}
+
+// String is the address, and the mark when there is one, as errors and logs show them.
+func (p Probe) String() string {
+	if p.Mark == 0 {
+		return p.Addr.String()
+	}
+	return fmt.Sprintf("%s mark %#x", p.Addr, p.Mark)
+}
+
+// Checker checks one probe; nil means healthy.
 type Checker interface {
-	Check(ctx context.Context, target netip.AddrPort) error
+	Check(ctx context.Context, p Probe) error
 }
 
 // Config describes a check (the config file's health section).

@@ -22,7 +22,7 @@ func check(t *testing.T, c Config, target netip.AddrPort) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	return ch.Check(ctx, target)
+	return ch.Check(ctx, Probe{Addr: target})
 }
 
 func listenTCP(t *testing.T) (net.Listener, netip.AddrPort) {
@@ -231,5 +231,25 @@ func TestProberStaleProbeIsSilent(t *testing.T) {
 	p.transition(p.running[tg.Key], false, errors.New("now"))
 	if len(got) != 1 {
 		t.Fatalf("current probe's transition not reported: %v", got)
+	}
+}
+
+// The request goes to the probe's address, which is also the URL's host: for a tunnel
+// check that is VIP:port, as a client would send it.
+func TestHTTPHostIsProbeAddr(t *testing.T) {
+	hosts := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case hosts <- r.Host:
+		default:
+		}
+	}))
+	defer srv.Close()
+	ap := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	if err := check(t, Config{Type: "http"}, ap); err != nil {
+		t.Fatal(err)
+	}
+	if h := <-hosts; h != ap.String() {
+		t.Errorf("Host %q, want %q", h, ap)
 	}
 }

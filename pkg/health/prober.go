@@ -129,7 +129,7 @@ func (p *Prober) loop(ctx context.Context, pr *probe) {
 		case <-timer.C:
 		}
 		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-		err := pr.t.Checker.Check(cctx, pr.t.Addr)
+		err := pr.t.Checker.Check(cctx, Probe{Addr: pr.t.Addr})
 		cancel()
 		if ctx.Err() != nil {
 			return

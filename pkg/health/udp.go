@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"net/netip"
 	"time"
 )
 
@@ -16,11 +14,10 @@ type UDP struct {
 }
 
 // Check sends one datagram and waits for the reply.
-func (u UDP) Check(ctx context.Context, target netip.AddrPort) error {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "udp", target.String())
+func (u UDP) Check(ctx context.Context, p Probe) error {
+	c, err := dial(ctx, "udp", p)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUnhealthy, err)
+		return fmt.Errorf("%w: udp %s: %w", ErrUnhealthy, p, err)
 	}
 	defer c.Close()
 	deadline, ok := ctx.Deadline()
