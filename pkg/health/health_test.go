@@ -253,3 +253,84 @@ func TestHTTPHostIsProbeAddr(t *testing.T) {
 		t.Errorf("Host %q, want %q", h, ap)
 	}
 }
+
+// A change of what or how a target is probed restarts its probe, keeping its up state;
+// an identical target keeps its probe.
+func TestProberSetRestartsOnDialMarkPath(t *testing.T) {
+	p := NewProber(slog.New(slog.NewTextHandler(io.Discard, nil)), func(Transition) {})
+	base := Target{Key: "web/198.51.100.1", Addr: netip.MustParseAddrPort("198.51.100.1:80"), Checker: TCP{},
+		Config: Config{Type: "tcp"}, Path: "tunnel", Dial: netip.MustParseAddrPort("192.0.2.1:80"), Mark: 0x2a}
+	p.Set([]Target{base})
+	for _, tc := range []struct {
+		name    string
+		change  func(*Target)
+		restart bool
+	}{
+		{"nothing", func(*Target) {}, false},
+		{"mark", func(t *Target) { t.Mark = 0x2b }, true},
+		{"dial", func(t *Target) { t.Dial = netip.MustParseAddrPort("192.0.2.2:80") }, true},
+		{"dial to zero (the backend's address)", func(t *Target) { t.Dial = netip.AddrPort{} }, true},
+		{"path", func(t *Target) { t.Path = "direct" }, true},
+		{"addr", func(t *Target) { t.Addr = netip.MustParseAddrPort("198.51.100.1:81") }, true},
+		{"config", func(t *Target) { t.Config.Rise = 5 }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p.Set([]Target{base})
+			old := p.running[base.Key]
+			old.up.Store(false)
+			tg := base
+			tc.change(&tg)
+			p.Set([]Target{tg})
+			now := p.running[base.Key]
+			if restarted := now != old; restarted != tc.restart {
+				t.Fatalf("restarted=%v, want %v", restarted, tc.restart)
+			}
+			if now.up.Load() {
+				t.Error("down target came back up")
+			}
+			if now.t != tg {
+				t.Errorf("probe runs %+v, want %+v", now.t, tg)
+			}
+		})
+	}
+}
+
+// Dial, when set, is what the probe connects to; Addr only names the backend.
+func TestProberDialsDial(t *testing.T) {
+	ln, ap := listenTCP(t)
+	defer ln.Close()
+	closed := closedTCPPort(t)
+	down := make(chan Transition, 4)
+	p := NewProber(slog.New(slog.NewTextHandler(io.Discard, nil)), func(tr Transition) { down <- tr })
+	cfg := Config{Type: "tcp", Interval: 10 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 1, Fall: 1}
+	p.Set([]Target{{Key: "web/a", Addr: closed, Dial: ap, Checker: TCP{}, Config: cfg}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+	select {
+	case tr := <-down:
+		t.Fatalf("probing Dial %s (listening), Addr %s (closed): %+v", ap, closed, tr)
+	case <-time.After(150 * time.Millisecond):
+	}
+	p.Set([]Target{{Key: "web/a", Addr: ap, Dial: closed, Checker: TCP{}, Config: cfg}})
+	select {
+	case tr := <-down:
+		if tr.Up {
+			t.Fatalf("transition %+v, want down", tr)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatalf("probing Dial %s (closed), Addr %s (listening): still up", closed, ap)
+	}
+}
+
+// closedTCPPort is a loopback port nothing listens on (it was free a moment ago).
+func closedTCPPort(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.MustParseAddrPort(ln.Addr().String())
+	ln.Close()
+	return ap
+}

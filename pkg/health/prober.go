@@ -13,9 +13,40 @@ import (
 // Target is one thing to probe.
 type Target struct {
 	Key     string
-	Addr    netip.AddrPort
+	Addr    netip.AddrPort // the backend's address:port, as logs name it
+	Dial    netip.AddrPort // what the probe connects to (VIP:port for a tunnel check); zero: Addr
+	Mark    uint32         // SO_MARK on the probe's socket; 0: none
+	Path    string         // a label of the caller's ("direct", "tunnel"), echoed in Status and Result
 	Checker Checker
 	Config  Config // Interval, Timeout, Rise, Fall are used here
+}
+
+// probe is where t's checks go.
+func (t Target) probe() Probe {
+	if t.Dial.IsValid() {
+		return Probe{Addr: t.Dial, Mark: t.Mark}
+	}
+	return Probe{Addr: t.Addr, Mark: t.Mark}
+}
+
+// logAttrs name t in a log line: the dial address and mark only when they are set.
+func (t Target) logAttrs() []any {
+	a := []any{"key", t.Key, "addr", t.Addr}
+	if t.Path != "" {
+		a = append(a, "path", t.Path)
+	}
+	if t.Dial.IsValid() {
+		a = append(a, "dial", t.Dial)
+	}
+	if t.Mark != 0 {
+		a = append(a, "mark", t.Mark)
+	}
+	return a
+}
+
+// sameCheck reports whether t checks what o checks, the same way.
+func (t Target) sameCheck(o Target) bool {
+	return t.Addr == o.Addr && t.Dial == o.Dial && t.Mark == o.Mark && t.Path == o.Path && t.Config == o.Config
 }
 
 // Transition is a change of a target's state.
@@ -53,7 +84,8 @@ func NewProber(logger *slog.Logger, notify func(Transition)) *Prober {
 }
 
 // Set replaces the targets: new ones start, removed ones stop, unchanged ones keep their
-// state.
+// state. A target whose Addr, Dial, Mark, Path or Config changed restarts its probe and
+// keeps its up state.
 func (p *Prober) Set(targets []Target) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -61,7 +93,7 @@ func (p *Prober) Set(targets []Target) {
 	for _, t := range targets {
 		keep[t.Key] = true
 		if old, ok := p.running[t.Key]; ok {
-			if old.t.Addr == t.Addr && old.t.Config == t.Config {
+			if old.t.sameCheck(t) {
 				continue
 			}
 			if old.cancel != nil {
@@ -129,7 +161,7 @@ func (p *Prober) loop(ctx context.Context, pr *probe) {
 		case <-timer.C:
 		}
 		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-		err := pr.t.Checker.Check(cctx, Probe{Addr: pr.t.Addr})
+		err := pr.t.Checker.Check(cctx, pr.t.probe())
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -160,9 +192,9 @@ func (p *Prober) transition(pr *probe, up bool, err error) {
 	pr.up.Store(up)
 	p.trans.Add(1)
 	if up {
-		p.log.Info("backend up", "key", pr.t.Key, "addr", pr.t.Addr)
+		p.log.Info("backend up", pr.t.logAttrs()...)
 	} else {
-		p.log.Info("backend down", "key", pr.t.Key, "addr", pr.t.Addr, "error", err)
+		p.log.Info("backend down", append(pr.t.logAttrs(), "error", err)...)
 	}
 	p.notify(Transition{Key: pr.t.Key, Up: up, At: time.Now(), Err: err})
 }
