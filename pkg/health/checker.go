@@ -8,8 +8,12 @@ import (
 	"time"
 )
 
-// ErrUnhealthy is wrapped by every failed check.
-var ErrUnhealthy = errors.New("unhealthy")
+var (
+	// ErrUnhealthy is wrapped by every failed check.
+	ErrUnhealthy = errors.New("unhealthy")
+	// ErrNoCertificate is New's error for a CA file without a PEM certificate.
+	ErrNoCertificate = errors.New("no PEM certificate in it")
+)
 
 // Probe is where one check goes.
 type Probe struct {
@@ -30,7 +34,8 @@ type Checker interface {
 	Check(ctx context.Context, p Probe) error
 }
 
-// Config describes a check (the config file's health section).
+// Config describes a check (the config file's health section). It stays comparable with
+// ==: Prober.Set compares it to decide whether a probe restarts.
 type Config struct {
 	Type               string // tcp, http, https, udp
 	Interval, Timeout  time.Duration
@@ -40,6 +45,8 @@ type Config struct {
 	BodyMatch          string
 	Payload, Expect    string
 	InsecureSkipVerify bool
+	ServerName         string // https: SNI and the name the certificate must carry; empty: the URL's host
+	CAFile             string // https: PEM bundle the certificate must chain to, instead of the system roots
 }
 
 // WithDefaults fills in what is unset.
@@ -71,13 +78,13 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// New returns the checker for c.Type.
+// New returns the checker for c.Type. An https check's CAFile is read here, once.
 func New(c Config) (Checker, error) {
 	switch c.Type {
 	case "tcp":
 		return TCP{}, nil
 	case "http", "https":
-		return newHTTP(c), nil
+		return newHTTP(c)
 	case "udp":
 		return UDP{Payload: []byte(c.Payload), Expect: []byte(c.Expect)}, nil
 	}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 )
 
 // HTTP checks an HTTP or HTTPS endpoint: method, path, expected status, optional body
@@ -20,12 +22,33 @@ type HTTP struct {
 	tls          *tls.Config // https only
 }
 
-func newHTTP(c Config) *HTTP {
+func newHTTP(c Config) (*HTTP, error) {
 	h := &HTTP{scheme: c.Type, method: c.Method, path: c.Path, status: c.ExpectStatus, body: []byte(c.BodyMatch)}
-	if c.Type == "https" {
-		h.tls = &tls.Config{InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // operator's choice
+	if c.Type != "https" {
+		return h, nil
 	}
-	return h
+	h.tls = &tls.Config{ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // operator's choice
+	if c.CAFile != "" {
+		pool, err := loadCAFile(c.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		h.tls.RootCAs = pool
+	}
+	return h, nil
+}
+
+// loadCAFile reads a PEM bundle of CA certificates.
+func loadCAFile(name string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("health check ca file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("health check ca file %s: %w", name, ErrNoCertificate)
+	}
+	return pool, nil
 }
 
 // client returns a client whose connections are p's: dialed to p.Addr with p's mark. A
