@@ -11,6 +11,10 @@ import (
 var (
 	// ErrUnhealthy is wrapped by every failed check.
 	ErrUnhealthy = errors.New("unhealthy")
+	// ErrWrongReply, ErrNoReply and ErrPortUnreachable tell a udp check's failures apart.
+	ErrWrongReply      = errors.New("wrong reply")
+	ErrNoReply         = errors.New("no reply")
+	ErrPortUnreachable = errors.New("port unreachable")
 	// ErrNoCertificate is New's error for a CA file without a PEM certificate.
 	ErrNoCertificate = errors.New("no PEM certificate in it")
 )

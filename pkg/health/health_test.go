@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,12 +90,14 @@ func TestHTTP(t *testing.T) {
 	}
 }
 
-func TestUDP(t *testing.T) {
+// udpServer answers each datagram with reply(datagram); a nil reply is no answer.
+func udpServer(t *testing.T, reply func([]byte) []byte) netip.AddrPort {
+	t.Helper()
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
+	t.Cleanup(func() { pc.Close() })
 	go func() {
 		buf := make([]byte, 1500)
 		for {
@@ -102,25 +105,70 @@ func TestUDP(t *testing.T) {
 			if err != nil {
 				return
 			}
-			pc.WriteTo(append([]byte("be1:"), buf[:n]...), from)
+			if r := reply(buf[:n]); r != nil {
+				pc.WriteTo(r, from)
+			}
 		}
 	}()
-	ap := netip.MustParseAddrPort(pc.LocalAddr().String())
-	if err := check(t, Config{Type: "udp", Payload: "ping", Expect: "be1:ping"}, ap); err != nil {
-		t.Errorf("echo: %v", err)
+	return netip.MustParseAddrPort(pc.LocalAddr().String())
+}
+
+// Each way a udp check fails has an error of its own: an operator reading LastError must
+// tell a wrong answer from a silent backend from a closed port.
+func TestUDP(t *testing.T) {
+	echo := udpServer(t, func(b []byte) []byte { return append([]byte("be1:"), b...) })
+	silent := udpServer(t, func([]byte) []byte { return nil })
+	closed, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := check(t, Config{Type: "udp", Payload: "ping", Expect: "pong"}, ap); !errors.Is(err, ErrUnhealthy) {
-		t.Errorf("wrong reply: %v", err)
-	}
-	closed, _ := net.ListenPacket("udp4", "127.0.0.1:0")
-	cap := netip.MustParseAddrPort(closed.LocalAddr().String())
+	unreachable := netip.MustParseAddrPort(closed.LocalAddr().String())
 	closed.Close()
-	start := time.Now()
-	if err := check(t, Config{Type: "udp", Payload: "ping"}, cap); !errors.Is(err, ErrUnhealthy) {
-		t.Errorf("no server: %v", err)
-	}
-	if time.Since(start) > 500*time.Millisecond {
-		t.Errorf("port unreachable took %s to notice", time.Since(start))
+	sentinels := []error{ErrWrongReply, ErrNoReply, ErrPortUnreachable}
+	for _, tc := range []struct {
+		name    string
+		c       Config
+		target  netip.AddrPort
+		want    error // nil: healthy
+		wantMsg string
+		within  time.Duration
+	}{
+		{"echo", Config{Payload: "ping", Expect: "be1:ping"}, echo, nil, "", time.Second},
+		{"any reply without expect", Config{Payload: "ping"}, echo, nil, "", time.Second},
+		{"wrong reply", Config{Payload: "ping", Expect: "pong"}, echo, ErrWrongReply, `wrong reply: 8 bytes "be1:ping" do not contain "pong"`, time.Second},
+		{"no reply", Config{Payload: "ping", Timeout: 200 * time.Millisecond}, silent, ErrNoReply, "no reply within", time.Second},
+		{"port unreachable", Config{Payload: "ping"}, unreachable, ErrPortUnreachable, "port unreachable (icmp)", 500 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.c.Type = "udp"
+			ch, err := New(tc.c.WithDefaults())
+			if err != nil {
+				t.Fatal(err)
+			}
+			timeout := tc.c.WithDefaults().Timeout
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			start := time.Now()
+			err = ch.Check(ctx, Probe{Addr: tc.target})
+			if took := time.Since(start); took > tc.within {
+				t.Errorf("took %s, want under %s", took, tc.within)
+			}
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("unhealthy: %v", err)
+				}
+				return
+			}
+			t.Log(err)
+			if !errors.Is(err, ErrUnhealthy) || !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Fatalf("error %v, want %v with %q", err, tc.want, tc.wantMsg)
+			}
+			for _, s := range sentinels {
+				if s != tc.want && errors.Is(err, s) {
+					t.Errorf("error %v is also %v", err, s)
+				}
+			}
+		})
 	}
 }
 
