@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -381,4 +382,93 @@ func closedTCPPort(t *testing.T) netip.AddrPort {
 	ap := netip.MustParseAddrPort(ln.Addr().String())
 	ln.Close()
 	return ap
+}
+
+// Status and OnResult tell an operator and the metrics what each check did: type, path,
+// where it went, how long it took, and the last failure even after a later success.
+func TestProberStatusAndResults(t *testing.T) {
+	var failing atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if failing.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	ap := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	backend := netip.MustParseAddrPort("198.51.100.11:80")
+	results := make(chan Result, 64)
+	p := NewProber(slog.New(slog.NewTextHandler(io.Discard, nil)), func(Transition) {})
+	p.OnResult(func(r Result) {
+		select {
+		case results <- r:
+		default:
+		}
+	})
+	cfg := Config{Type: "http", Interval: 10 * time.Millisecond, Timeout: 500 * time.Millisecond, Rise: 1, Fall: 1}.WithDefaults()
+	ch, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = "web/198.51.100.11"
+	p.Set([]Target{{Key: key, Addr: backend, Dial: ap, Path: "tunnel", Checker: ch, Config: cfg}})
+	if st, ok := p.Status(key); !ok || !st.Up || !st.LastAt.IsZero() || st.Dial != ap || st.Type != "http" || st.Path != "tunnel" {
+		t.Fatalf("before any check: %+v, %v", st, ok)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+
+	next := func(wantErr bool) Result {
+		t.Helper()
+		deadline := time.After(3 * time.Second)
+		for {
+			select {
+			case r := <-results:
+				if (r.Err != nil) == wantErr {
+					return r
+				}
+			case <-deadline:
+				t.Fatalf("no result with error=%v", wantErr)
+			}
+		}
+	}
+	r := next(false)
+	if r.Key != key || r.Type != "http" || r.Path != "tunnel" || r.RTT <= 0 {
+		t.Errorf("result %+v", r)
+	}
+	st, _ := p.Status(key)
+	if !st.Up || st.LastAt.IsZero() || st.LastRTT <= 0 || st.LastError != "" || st.Dial != ap || st.Mark != 0 {
+		t.Errorf("healthy status %+v", st)
+	}
+
+	failing.Store(true)
+	r = next(true)
+	if !errors.Is(r.Err, ErrUnhealthy) || r.RTT <= 0 {
+		t.Errorf("failed result %+v", r)
+	}
+	time.Sleep(30 * time.Millisecond)
+	st, _ = p.Status(key)
+	if st.Up || !strings.Contains(st.LastError, "status 503") || st.LastErrorAt.IsZero() {
+		t.Errorf("failing status %+v", st)
+	}
+	failedAt := st.LastErrorAt
+
+	failing.Store(false)
+	next(false)
+	time.Sleep(30 * time.Millisecond)
+	st, _ = p.Status(key)
+	if !st.Up || !strings.Contains(st.LastError, "status 503") || !st.LastAt.After(failedAt) {
+		t.Errorf("recovered status %+v: want up, the 503 kept, a check after it", st)
+	}
+
+	// A restart on a new path keeps why it last failed and forgets the old path's checks.
+	// Stopped first, so no check on the new path runs before Status is read.
+	cancel()
+	p.Set([]Target{{Key: key, Addr: backend, Dial: ap, Path: "direct", Mark: 0x2a, Checker: ch, Config: cfg}})
+	if st, _ := p.Status(key); st.Path != "direct" || st.Mark != 0x2a || !strings.Contains(st.LastError, "status 503") || !st.LastAt.IsZero() || st.LastRTT != 0 {
+		t.Errorf("restarted status %+v", st)
+	}
+	if _, ok := p.Status("web/198.51.100.99"); ok {
+		t.Error("unknown key has a status")
+	}
 }

@@ -66,6 +66,8 @@ type Prober struct {
 	log    *slog.Logger
 	notify func(Transition)
 
+	onResult func(Result)
+
 	mu      sync.Mutex
 	ctx     context.Context
 	running map[string]*probe
@@ -76,12 +78,45 @@ type probe struct {
 	t      Target
 	cancel context.CancelFunc
 	up     atomic.Bool
+
+	mu   sync.Mutex
+	last Status // the Last* fields
+}
+
+// Status is what an operator sees of one target's checks.
+type Status struct {
+	Up   bool
+	Type string         // the check's type: tcp, http, https, udp
+	Path string         // Target.Path
+	Dial netip.AddrPort // what the probe connects to
+	Mark uint32
+	// LastAt is when the last check finished (zero: none yet), LastRTT how long the last
+	// successful one took, connect and exchange.
+	LastAt  time.Time
+	LastRTT time.Duration
+	// LastError is the last failed check's error ("" until one fails). A later success
+	// keeps it, so an operator can see why a target flapped: compare LastErrorAt with
+	// LastAt. A probe that Set restarts (new Dial, Mark, Path, Addr or Config) keeps
+	// these two and starts LastAt and LastRTT afresh.
+	LastError   string
+	LastErrorAt time.Time
+}
+
+// Result is the outcome of one check, for metrics.
+type Result struct {
+	Key, Type, Path string
+	RTT             time.Duration // around the Check call, failed or not
+	Err             error
 }
 
 // NewProber returns a prober; nothing runs until Run.
 func NewProber(logger *slog.Logger, notify func(Transition)) *Prober {
 	return &Prober{log: logger.With("component", "health"), notify: notify, running: map[string]*probe{}}
 }
+
+// OnResult has fn called after every check, from the probe's goroutine: fn must not block.
+// Call it before Run. A probe that Set has just replaced may report one last result.
+func (p *Prober) OnResult(fn func(Result)) { p.onResult = fn }
 
 // Set replaces the targets: new ones start, removed ones stop, unchanged ones keep their
 // state. A target whose Addr, Dial, Mark, Path or Config changed restarts its probe and
@@ -104,6 +139,9 @@ func (p *Prober) Set(targets []Target) {
 		pr.up.Store(true)
 		if old, ok := p.running[t.Key]; ok {
 			pr.up.Store(old.up.Load())
+			old.mu.Lock()
+			pr.last.LastError, pr.last.LastErrorAt = old.last.LastError, old.last.LastErrorAt
+			old.mu.Unlock()
 		}
 		p.running[t.Key] = pr
 		if p.ctx != nil {
@@ -161,10 +199,16 @@ func (p *Prober) loop(ctx context.Context, pr *probe) {
 		case <-timer.C:
 		}
 		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		start := time.Now()
 		err := pr.t.Checker.Check(cctx, pr.t.probe())
+		end := time.Now()
 		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		pr.record(end, end.Sub(start), err)
+		if p.onResult != nil {
+			p.onResult(Result{Key: pr.t.Key, Type: cfg.Type, Path: pr.t.Path, RTT: end.Sub(start), Err: err})
 		}
 		if err == nil {
 			ok, bad = ok+1, 0
@@ -208,6 +252,37 @@ func (p *Prober) State(key string) (up, known bool) {
 		return false, false
 	}
 	return pr.up.Load(), true
+}
+
+// record keeps the outcome of a check that finished at end.
+func (pr *probe) record(end time.Time, rtt time.Duration, err error) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	pr.last.LastAt = end
+	if err != nil {
+		pr.last.LastError, pr.last.LastErrorAt = err.Error(), end
+		return
+	}
+	pr.last.LastRTT = rtt
+}
+
+// Status returns a target's status.
+func (p *Prober) Status(key string) (Status, bool) {
+	p.mu.Lock()
+	pr, ok := p.running[key]
+	p.mu.Unlock()
+	if !ok {
+		return Status{}, false
+	}
+	pr.mu.Lock()
+	st := pr.last
+	pr.mu.Unlock()
+	st.Up = pr.up.Load()
+	st.Type = pr.t.Config.WithDefaults().Type
+	st.Path = pr.t.Path
+	pb := pr.t.probe()
+	st.Dial, st.Mark = pb.Addr, pb.Mark
+	return st, true
 }
 
 // Snapshot returns every target's state.
