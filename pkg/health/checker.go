@@ -8,15 +8,38 @@ import (
 	"time"
 )
 
-// ErrUnhealthy is wrapped by every failed check.
-var ErrUnhealthy = errors.New("unhealthy")
+var (
+	// ErrUnhealthy is wrapped by every failed check.
+	ErrUnhealthy = errors.New("unhealthy")
+	// ErrWrongReply, ErrNoReply and ErrPortUnreachable tell a udp check's failures apart.
+	ErrWrongReply      = errors.New("wrong reply")
+	ErrNoReply         = errors.New("no reply")
+	ErrPortUnreachable = errors.New("port unreachable")
+	// ErrNoCertificate is New's error for a CA file without a PEM certificate.
+	ErrNoCertificate = errors.New("no PEM certificate in it")
+)
 
-// Checker checks one target; nil means healthy.
-type Checker interface {
-	Check(ctx context.Context, target netip.AddrPort) error
+// Probe is where one check goes.
+type Probe struct {
+	Addr netip.AddrPort // what the probe connects to: the backend's address:port, or VIP:port for a tunnel check
+	Mark uint32         // SO_MARK for the probe's socket; 0: none (needs CAP_NET_ADMIN when set)
 }
 
-// Config describes a check (the config file's health section).
+// String is the address, and the mark when there is one, as errors and logs show them.
+func (p Probe) String() string {
+	if p.Mark == 0 {
+		return p.Addr.String()
+	}
+	return fmt.Sprintf("%s mark %#x", p.Addr, p.Mark)
+}
+
+// Checker checks one probe; nil means healthy.
+type Checker interface {
+	Check(ctx context.Context, p Probe) error
+}
+
+// Config describes a check (the config file's health section). It stays comparable with
+// ==: Prober.Set compares it to decide whether a probe restarts.
 type Config struct {
 	Type               string // tcp, http, https, udp
 	Interval, Timeout  time.Duration
@@ -26,6 +49,8 @@ type Config struct {
 	BodyMatch          string
 	Payload, Expect    string
 	InsecureSkipVerify bool
+	ServerName         string // https: SNI and the name the certificate must carry; empty: the URL's host
+	CAFile             string // https: PEM bundle the certificate must chain to, instead of the system roots
 }
 
 // WithDefaults fills in what is unset.
@@ -57,13 +82,13 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// New returns the checker for c.Type.
+// New returns the checker for c.Type. An https check's CAFile is read here, once.
 func New(c Config) (Checker, error) {
 	switch c.Type {
 	case "tcp":
 		return TCP{}, nil
 	case "http", "https":
-		return newHTTP(c), nil
+		return newHTTP(c)
 	case "udp":
 		return UDP{Payload: []byte(c.Payload), Expect: []byte(c.Expect)}, nil
 	}
