@@ -20,7 +20,10 @@ if there is any. Warnings (FILE:LINE: warning: field: message) are printed too b
 the exit status 0: the configuration works, and something in it deserves a second look.
 With an XDP data plane and no nexthop.mac, each interface whose next hop's MAC cannot be
 found on this host (no route with a gateway through it, or the gateway's neighbour entry
-unresolved) is a warning too: check reads the routing tables, and changes nothing.`,
+unresolved) is a warning too: check reads the routing tables, and changes nothing.
+A note says, for each VIP with health checks via: tunnel, which path they take with the
+configured data plane (the NAT and socket modes check backends directly, as they
+forward).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -43,6 +46,9 @@ unresolved) is a warning too: check reads the routing tables, and changes nothin
 			}
 			for _, w := range warns {
 				fmt.Fprintln(out, warning(w))
+			}
+			for _, n := range daemon.HealthPathNotes(cfg) {
+				fmt.Fprintf(out, "%s: note: %s\n", path, n)
 			}
 			note := ""
 			if len(warns) > 0 {

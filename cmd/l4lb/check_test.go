@@ -101,3 +101,31 @@ func TestPrivilegedCheckNextHop(t *testing.T) {
 		}
 	}
 }
+
+// check says which path tunnel health checks take with the configured data plane.
+func TestCheckHealthPathNotes(t *testing.T) {
+	const vips = `encap: {source4: 192.0.2.0/24}
+vips:
+  - name: web
+    address: 203.0.113.10
+    port: 80
+    protocol: tcp
+    health: {type: http, via: tunnel}
+    backends: [{address: 198.51.100.11}, {address: 198.51.100.12, health: {via: direct}}]
+  - {name: dns, address: 203.0.113.10, port: 53, protocol: udp, health: {type: udp, payload: ping}, backends: [{address: 198.51.100.11}]}
+`
+	for dataplane, want := range map[string]string{
+		"xdp":      "note: vip web: 1 of 2 backends checked via tunnel: to the vip, encapsulated to each backend as forwarded traffic",
+		"nftables": "note: vip web: 1 of 2 backends checked via tunnel: direct: nftables forwards by DNAT to the backend's address",
+		"auto":     "note: vip web: 1 of 2 backends checked via tunnel: with dataplane auto, through the tunnel if xdp is chosen at start",
+	} {
+		path := writeCheckConfig(t, "interfaces: [eth0]\nnexthop: {mac: \"02:00:00:00:00:01\"}\ndataplane: "+dataplane+"\n"+vips)
+		out, err := run("check", "-c", path)
+		if err != nil {
+			t.Fatalf("%s: check: %v\n%s", dataplane, err, out)
+		}
+		if !strings.Contains(out, path+": "+want) || strings.Contains(out, "vip dns") {
+			t.Errorf("%s: check output lacks %q (or names dns):\n%s", dataplane, want, out)
+		}
+	}
+}

@@ -154,14 +154,22 @@ func newStatusCmds(f *clientFlags) []*cobra.Command {
 	})
 	vips := show("vips", "List VIPs", func(w *tabwriter.Writer, v daemon.View) { printVIPs(w, v, false) })
 	backends := show("backends", "List backends of every VIP", func(w *tabwriter.Writer, v daemon.View) {
-		fmt.Fprintln(w, "VIP\tBACKEND\tID\tWEIGHT\tCONFIG\tHEALTH\tDRAINED\tPACKETS\tBYTES")
+		fmt.Fprintln(w, "VIP\tBACKEND\tID\tWEIGHT\tCONFIG\tHEALTH\tDRAINED\tPACKETS\tBYTES\tCHECK\tRTT\tLAST ERROR")
+		var notes []string
 		for _, vip := range v.VIPs {
 			for _, b := range vip.Backends {
 				p, by := backendTraffic(b)
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%v\t%s\t%s\n", vip.Name, b.Address, b.ID, b.Weight, b.ConfigWeight, upDown(b.Healthy), b.Drained, p, by)
+				check, rtt, lastErr := checkColumns(b.Check)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", vip.Name, b.Address, b.ID, b.Weight, b.ConfigWeight, upDown(b.Healthy), b.Drained, p, by, check, rtt, lastErr)
+				if b.Check != nil && b.Check.ViaNote != "" && !slices.Contains(notes, vip.Name+": "+b.Check.ViaNote) {
+					notes = append(notes, vip.Name+": "+b.Check.ViaNote)
+				}
 			}
 		}
 		nodeWideNote(w, v)
+		for _, n := range notes {
+			fmt.Fprintln(w, "via tunnel, checked direct: "+n)
+		}
 	})
 	bgpCmd := show("bgp", "Show BGP sessions and announced prefixes", func(w *tabwriter.Writer, v daemon.View) {
 		if v.BGP == nil {
@@ -207,6 +215,26 @@ func nodeWideNote(w *tabwriter.Writer, v daemon.View) {
 			}
 		}
 	}
+}
+
+// checkColumns are a backend's check in `l4lb backends`: type and path ("http tunnel"),
+// the last successful round trip, and the last error with how long ago it was ("-" for
+// none).
+func checkColumns(c *daemon.CheckView) (check, rtt, lastErr string) {
+	if c == nil {
+		return "-", "-", "-"
+	}
+	check, rtt, lastErr = c.Type+" "+c.Via, "-", "-"
+	if c.LastRTTSeconds > 0 {
+		rtt = time.Duration(c.LastRTTSeconds * float64(time.Second)).Round(10 * time.Microsecond).String()
+	}
+	if c.LastError != "" {
+		lastErr = c.LastError
+		if !c.LastErrorAt.IsZero() {
+			lastErr += " (" + time.Since(c.LastErrorAt).Round(time.Second).String() + " ago)"
+		}
+	}
+	return check, rtt, lastErr
 }
 
 func upDown(up bool) string {

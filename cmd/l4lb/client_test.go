@@ -23,7 +23,9 @@ const state = `{
   "last_apply": {"at": "2025-06-01T10:00:00Z", "duration_ms": 1.5},
   "vips": [
     {"name": "web", "key": "203.0.113.10:80/tcp", "up": true, "packets": 18446744073709551615, "bytes": 0, "new_flows": 3,
-     "backends": [{"address": "198.51.100.11", "id": 1, "weight": 1, "config_weight": 1, "healthy": true, "drained": false, "packets": 5, "bytes": 300}]},
+     "backends": [{"address": "198.51.100.11", "id": 1, "weight": 1, "config_weight": 1, "healthy": true, "drained": false, "packets": 5, "bytes": 300,
+       "check": {"type": "http", "via": "tunnel", "target": "203.0.113.10:80", "last_at": "2025-06-01T10:00:00Z", "last_rtt_seconds": 0.00042,
+                 "last_error": "unhealthy: GET /: status 503, want 200", "last_error_at": "2025-06-01T09:59:00Z"}}]},
     {"name": "yes", "key": "203.0.113.10:53/udp", "up": false, "packets": 0, "bytes": 0, "new_flows": 0, "backends": []}
   ],
   "counters": {}
@@ -97,6 +99,17 @@ func TestClientOutput(t *testing.T) {
 		out, err := run("vips", "--admin", addr)
 		if err != nil || !strings.Contains(out, "VIP") || !strings.Contains(out, "203.0.113.10:80/tcp") {
 			t.Errorf("vips: %v\n%s", err, out)
+		}
+	})
+	t.Run("backends table", func(t *testing.T) {
+		out, err := run("backends", "--admin", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"CHECK", "RTT", "LAST ERROR", "http tunnel", "420µs", "unhealthy: GET /: status 503, want 200 ("} {
+			if !strings.Contains(out, want) {
+				t.Errorf("backends lacks %q:\n%s", want, out)
+			}
 		}
 	})
 	t.Run("mutation", func(t *testing.T) {

@@ -160,7 +160,21 @@ type Health struct {
 	Payload            string        `mapstructure:"payload"`
 	Expect             string        `mapstructure:"expect"`
 	InsecureSkipVerify bool          `mapstructure:"insecure_skip_verify"`
+	// ServerName is an https check's SNI and the name its certificate must carry; CAFile
+	// a PEM bundle to verify it against instead of the system's roots.
+	ServerName string `mapstructure:"server_name"`
+	CAFile     string `mapstructure:"ca_file"`
+	// Via is the path the check takes: "direct" (default: to the backend's own address)
+	// or "tunnel" (to the VIP, encapsulated to the backend as forwarded traffic is; with
+	// the xdp data plane).
+	Via string `mapstructure:"via"`
 }
+
+// Health check paths (Health.Via).
+const (
+	ViaDirect = "direct"
+	ViaTunnel = "tunnel"
+)
 
 // Defaults for keys left out.
 const (

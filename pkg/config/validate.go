@@ -197,6 +197,13 @@ func Validate(c *Config) []Problem {
 			}
 			if b.Health != nil {
 				validateHealth(bf+".health", *b.Health, false, bad)
+				if v.Health != nil {
+					merged := *b.Health
+					if merged.Type == "" {
+						merged.Type = v.Health.Type
+					}
+					validateTLS(bf+".health", merged, bad)
+				}
 			}
 		}
 	}
@@ -284,6 +291,28 @@ func validateHealth(f string, h Health, full bool, bad func(string, string, ...a
 	}
 	if h.Type == "udp" && h.Payload == "" && full {
 		bad(f+".payload", "a udp check needs a payload to send")
+	}
+	switch h.Via {
+	case "", ViaDirect, ViaTunnel:
+	default:
+		bad(f+".via", "%q: want direct (to the backend's address) or tunnel (to the vip, encapsulated as forwarded traffic)", h.Via)
+	}
+	// A backend's override is checked once merged (validateMergedHealth).
+	if full {
+		validateTLS(f, h, bad)
+	}
+}
+
+// validateTLS: server_name and ca_file belong to https checks.
+func validateTLS(f string, h Health, bad func(string, string, ...any)) {
+	if h.Type == "https" {
+		return
+	}
+	if h.ServerName != "" {
+		bad(f+".server_name", "only an https check has a server name (type is %s)", h.Type)
+	}
+	if h.CAFile != "" {
+		bad(f+".ca_file", "only an https check verifies a certificate (type is %s)", h.Type)
 	}
 }
 

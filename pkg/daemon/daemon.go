@@ -72,7 +72,10 @@ type Daemon struct {
 	ctrl   *lb.Controller
 	ann    *announcer
 	prober *health.Prober
-	m      *metrics
+	tunnel *tunnelChecks // tunnel health checks' probe program (probe.go); nil until one
+	// viaNotes: why a backend's check configured via: tunnel goes direct here (under mu).
+	viaNotes map[lb.BackendKey]string
+	m        *metrics
 }
 
 type reloadResult struct {
@@ -171,6 +174,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		w.SetOnDrift(d.ctrl.Kick)
 	}
 	d.prober = health.NewProber(d.log, d.onHealth)
+	d.prober.OnResult(d.onCheck)
+	defer d.closeTunnel()
 	d.setupMonitor(cfg)
 	d.ctrl.SetOverrides(ov)
 	d.ctrl.SetSpec(spec)
@@ -495,6 +500,8 @@ func (d *Daemon) resolveLoop(ctx context.Context) error {
 func (d *Daemon) setHealthTargets(cfg *config.Config) error {
 	var targets []health.Target
 	checked := map[lb.BackendKey]bool{}
+	tunneled := map[netip.Addr]bool{}
+	notes := map[lb.BackendKey]string{}
 	for _, v := range cfg.VIPs {
 		if v.Health == nil {
 			continue
@@ -506,7 +513,8 @@ func (d *Daemon) setHealthTargets(cfg *config.Config) error {
 			}
 			hc := health.Config{Type: h.Type, Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall,
 				Method: h.Method, Path: h.Path, ExpectStatus: h.ExpectStatus, BodyMatch: h.BodyMatch,
-				Payload: h.Payload, Expect: h.Expect, InsecureSkipVerify: h.InsecureSkipVerify}.WithDefaults()
+				Payload: h.Payload, Expect: h.Expect, InsecureSkipVerify: h.InsecureSkipVerify,
+				ServerName: h.ServerName, CAFile: h.CAFile}.WithDefaults()
 			ch, err := health.New(hc)
 			if err != nil {
 				return fmt.Errorf("vip %s: %w", v.Name, err)
@@ -518,14 +526,31 @@ func (d *Daemon) setHealthTargets(cfg *config.Config) error {
 			addr := netip.MustParseAddr(b.Address).Unmap()
 			k := lb.BackendKey{VIP: v.Name, Backend: addr}
 			checked[k] = true
-			targets = append(targets, health.Target{
+			t := health.Target{
 				Key:  k.String(),
 				Addr: netip.AddrPortFrom(addr, uint16(port)), Checker: ch, Config: hc,
-			})
+			}
+			var note string
+			if t.Path, note = ViaPath(h.Via, d.dp.Info().Mode, v.Forward); note != "" {
+				notes[k] = note
+			}
+			if t.Path == config.ViaTunnel {
+				// To the VIP, out through the probe program to this backend.
+				if t.Mark, err = d.probeMark(cfg, addr); err != nil {
+					return fmt.Errorf("vip %s: backend %s: tunnel check: %w", v.Name, addr, err)
+				}
+				t.Dial = netip.AddrPortFrom(netip.MustParseAddr(v.Address).Unmap(), uint16(port))
+				tunneled[addr] = true
+			}
+			targets = append(targets, t)
 		}
 	}
 	d.ctrl.SetChecked(checked)
 	d.prober.Set(targets)
+	d.pruneProbes(tunneled)
+	d.mu.Lock()
+	d.viaNotes = notes
+	d.mu.Unlock()
 	return nil
 }
 
@@ -594,6 +619,9 @@ func (d *Daemon) Reload() error {
 	}
 	if err == nil {
 		err = d.fitsMaps(cfg)
+	}
+	if err == nil {
+		err = d.prepareTunnel(cfg)
 	}
 	var pfPlan *prefilterPlan
 	if err == nil {

@@ -64,6 +64,27 @@ type BackendView struct {
 	PerVIP      bool   `json:"per_vip"`
 	NodePackets uint64 `json:"node_packets"`
 	NodeBytes   uint64 `json:"node_bytes"`
+	// Check is the health check that judges the backend (absent: none configured).
+	Check *CheckView `json:"check,omitempty"`
+}
+
+// CheckView is a backend's health check as it runs: its type, the path it takes, where it
+// connects, and how its last checks went.
+type CheckView struct {
+	Type string `json:"type"` // tcp, http, https, udp
+	// Via is the path the check takes: "direct" (to the backend's own address) or
+	// "tunnel" (to the VIP, encapsulated to the backend as forwarded traffic); ViaNote
+	// says why a check configured with via: tunnel goes direct on this data plane.
+	Via     string `json:"via"`
+	ViaNote string `json:"via_note,omitempty"`
+	Target  string `json:"target"` // what the probe connects to
+	// LastAt: when the last check finished; LastRTTSeconds: how long the last successful
+	// one took. LastError: the last failed check's error, kept after a success (compare
+	// LastErrorAt with LastAt).
+	LastAt         time.Time `json:"last_at,omitzero"`
+	LastRTTSeconds float64   `json:"last_rtt_seconds"`
+	LastError      string    `json:"last_error,omitempty"`
+	LastErrorAt    time.Time `json:"last_error_at,omitzero"`
 }
 
 // State implements admin.Node.
@@ -116,6 +137,7 @@ func (d *Daemon) view() View {
 			if perVIP {
 				bv.Packets, bv.Bytes = per[b.ID].Packets, per[b.ID].Bytes
 			}
+			bv.Check = d.checkView(vs.Name, b.Addr)
 			vv.Backends = append(vv.Backends, bv)
 		}
 		v.VIPs = append(v.VIPs, vv)
