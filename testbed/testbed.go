@@ -487,9 +487,8 @@ func (b *Bed) Up(ctx context.Context) error {
 			return err
 		}
 	}
-	// The backends decapsulate only what the LB nodes encapsulate.
 	for _, be := range BackendNodes {
-		if err := b.Start(be, "decap", nil, decap, "decap", "--iface", "b0", "--vip", VIP4, "--vip", VIP6, allow, "--log-every", "1h"); err != nil {
+		if err := b.StartDecap(be); err != nil {
 			return err
 		}
 		if err := b.StartBackend(be); err != nil {
@@ -537,6 +536,13 @@ func (b *Bed) StartBackend(be string) error {
 		return nil
 	}
 	return b.Start(be, "iperf3", nil, "iperf3", "--server", "--bind", "0.0.0.0")
+}
+
+// StartDecap starts a backend's decap program (`l4lb decap` on b0, both VIPs). The
+// backends decapsulate only what the LB nodes encapsulate.
+func (b *Bed) StartDecap(be string) error {
+	decap, allow := cmp.Or(b.cfg.Decap, b.cfg.L4LB), "--allow-from="+strings.Join(LBSources(), ",")
+	return b.Start(be, "decap", nil, decap, "decap", "--iface", "b0", "--vip", VIP4, "--vip", VIP6, allow, "--log-every", "1h")
 }
 
 // StopBackend stops a backend's servers (SIGTERM).
