@@ -32,6 +32,12 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* One translated connect in sample_every is reported through sock_events (0: none). */
 volatile const __u32 sample_every = 1;
 
+/* The daemon's tunnel health probes (pkg/lb/probe) carry probe_mark in the high 16 bits
+ * of SO_MARK: they must reach the VIP itself, encapsulated on egress, never a backend's
+ * address. Set by the loader. */
+volatile const __u32 probe_mark = 0x4c340000;
+#define PROBE_MARK_MASK 0xffff0000U
+
 /* Run-time knobs of the monitor, written by the daemon: MON_F_DROPS reports a connect or
  * datagram to a VIP with no usable backend, at most monitor_rate a second per CPU. */
 volatile __u32 monitor_flags = 0;
@@ -304,6 +310,14 @@ static __always_inline void dest_to6(const struct dest *d, struct bpf_sock_addr 
 	ctx->user_port = (__u32)d->port;
 }
 
+/* is_probe: the socket is one of the daemon's tunnel health probes. */
+static __always_inline int is_probe(const struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	return sk && (sk->mark & PROBE_MARK_MASK) == probe_mark;
+}
+
 /* sock_proto is the VIP protocol a socket can be balanced as: PROTO_TCP or PROTO_UDP, or 0
  * for anything else, which every hook leaves alone. The type alone is not enough: an ICMP
  * ping socket is SOCK_DGRAM and runs the connect and getpeername hooks, an SCTP socket is
@@ -323,7 +337,7 @@ int sock_connect4(struct bpf_sock_addr *ctx)
 	struct dest d = {};
 	__u8 proto = sock_proto(ctx);
 
-	if (!proto)
+	if (!proto || is_probe(ctx))
 		return SYS_PROCEED;
 	dest_from4(&d, ctx);
 	if (translate(bpf_get_socket_cookie(ctx), &d, proto, 1))
@@ -337,7 +351,7 @@ int sock_connect6(struct bpf_sock_addr *ctx)
 	struct dest d = {};
 	__u8 proto = sock_proto(ctx);
 
-	if (!proto)
+	if (!proto || is_probe(ctx))
 		return SYS_PROCEED;
 	dest_from6(&d, ctx);
 	if (translate(bpf_get_socket_cookie(ctx), &d, proto, 1))
@@ -350,7 +364,7 @@ int sock_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	struct dest d = {};
 
-	if (sock_proto(ctx) != PROTO_UDP)
+	if (sock_proto(ctx) != PROTO_UDP || is_probe(ctx))
 		return SYS_PROCEED;
 	dest_from4(&d, ctx);
 	if (translate(bpf_get_socket_cookie(ctx), &d, PROTO_UDP, 0))
@@ -363,7 +377,7 @@ int sock_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	struct dest d = {};
 
-	if (sock_proto(ctx) != PROTO_UDP)
+	if (sock_proto(ctx) != PROTO_UDP || is_probe(ctx))
 		return SYS_PROCEED;
 	dest_from6(&d, ctx);
 	if (translate(bpf_get_socket_cookie(ctx), &d, PROTO_UDP, 0))
@@ -376,7 +390,7 @@ int sock_recvmsg4(struct bpf_sock_addr *ctx)
 {
 	struct dest d = {};
 
-	if (sock_proto(ctx) != PROTO_UDP)
+	if (sock_proto(ctx) != PROTO_UDP || is_probe(ctx))
 		return SYS_PROCEED;
 	dest_from4(&d, ctx);
 	if (reverse(bpf_get_socket_cookie(ctx), &d))
@@ -389,7 +403,7 @@ int sock_recvmsg6(struct bpf_sock_addr *ctx)
 {
 	struct dest d = {};
 
-	if (sock_proto(ctx) != PROTO_UDP)
+	if (sock_proto(ctx) != PROTO_UDP || is_probe(ctx))
 		return SYS_PROCEED;
 	dest_from6(&d, ctx);
 	if (reverse(bpf_get_socket_cookie(ctx), &d))

@@ -51,6 +51,8 @@ type clientSpec struct {
 	// stdin, then send on it again and report; an unconnected socket waits for the line
 	// between its sendto (reported as "sent") and its recvfrom.
 	Hold bool `json:"hold"`
+	// Mark is the sockets' SO_MARK (0: none).
+	Mark uint32 `json:"mark,omitempty"`
 }
 
 type clientResult struct {
@@ -124,6 +126,11 @@ func clientRound(s clientSpec) (int, clientResult) {
 	fd, err := unix.Socket(af, typ, 0)
 	if err != nil {
 		return fail(-1, err)
+	}
+	if s.Mark != 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(s.Mark)); err != nil {
+			return fail(fd, fmt.Errorf("set mark: %w", err))
+		}
 	}
 	tv := unix.Timeval{Sec: 2}
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/l4lb/l4lb/pkg/lb/probe"
 	"github.com/l4lb/l4lb/pkg/lb/xdp"
 )
 
@@ -90,7 +91,8 @@ func Load(opts Options) (*Dataplane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load sock_lb spec: %w", err)
 	}
-	for name, v := range map[string]any{"sample_every": opts.SampleEvery} {
+	// The tunnel health probes' marks: those sockets connect to the VIP itself.
+	for name, v := range map[string]any{"sample_every": opts.SampleEvery, "probe_mark": probe.DefaultMark} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}

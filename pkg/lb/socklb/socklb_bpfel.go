@@ -106,6 +106,7 @@ const (
 	socklbProgSockSendmsg6     = "sock_sendmsg6"
 	socklbVarMonitorFlags      = "monitor_flags"
 	socklbVarMonitorRate       = "monitor_rate"
+	socklbVarProbeMark         = "probe_mark"
 	socklbVarSampleEvery       = "sample_every"
 	socklbVarSlotScaled        = "slot_scaled"
 )
@@ -182,6 +183,7 @@ type socklbMapSpecs struct {
 type socklbVariableSpecs struct {
 	MonitorFlags *ebpf.VariableSpec `ebpf:"monitor_flags"`
 	MonitorRate  *ebpf.VariableSpec `ebpf:"monitor_rate"`
+	ProbeMark    *ebpf.VariableSpec `ebpf:"probe_mark"`
 	SampleEvery  *ebpf.VariableSpec `ebpf:"sample_every"`
 	SlotScaled   *ebpf.VariableSpec `ebpf:"slot_scaled"`
 }
@@ -235,6 +237,7 @@ func (m *socklbMaps) Close() error {
 type socklbVariables struct {
 	MonitorFlags *ebpf.Variable `ebpf:"monitor_flags"`
 	MonitorRate  *ebpf.Variable `ebpf:"monitor_rate"`
+	ProbeMark    *ebpf.Variable `ebpf:"probe_mark"`
 	SampleEvery  *ebpf.Variable `ebpf:"sample_every"`
 	SlotScaled   *ebpf.Variable `ebpf:"slot_scaled"`
 }

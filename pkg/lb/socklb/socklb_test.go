@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/l4lb/l4lb/pkg/lb"
+	"github.com/l4lb/l4lb/pkg/lb/probe"
 )
 
 var (
@@ -81,6 +82,11 @@ func TestPrivilegedTCP(t *testing.T) {
 		if err := e.xdp.DeleteVIP(lb.VIPKey{Addr: netip.MustParseAddr("203.0.113.10"), Port: 80, Proto: lb.ProtoTCP}); err != nil {
 			t.Fatal(err)
 		}
+		// The VIP comes back for the subtests after this one, skipped or not.
+		defer func() {
+			e.xdp.DeleteVIP(lb.VIPKey{Addr: netip.MustParseAddr("203.0.113.20"), Port: 80, Proto: lb.ProtoTCP})
+			e.setVIP("203.0.113.10", 80, lb.ProtoTCP, weights(1, v4...))
+		}()
 		id := e.setVIP("203.0.113.20", 80, lb.ProtoTCP, weights(1, v4...))
 		if id != id4 {
 			t.Skipf("id %d not reused (was %d)", id, id4)
@@ -88,8 +94,24 @@ func TestPrivilegedTCP(t *testing.T) {
 		if c, err := e.sock.Counters(id); err != nil || c != (VIPCounters{}) {
 			t.Errorf("counters of the new vip: %+v, %v", c, err)
 		}
-		e.xdp.DeleteVIP(lb.VIPKey{Addr: netip.MustParseAddr("203.0.113.20"), Port: 80, Proto: lb.ProtoTCP})
-		e.setVIP("203.0.113.10", 80, lb.ProtoTCP, weights(1, v4...))
+	})
+	t.Run("a tunnel health probe reaches the vip itself", func(t *testing.T) {
+		// The daemon's probe sockets carry probe.DefaultMark | id: left to the network
+		// path (here: no route), whatever other marks do.
+		e.setVIP("203.0.113.10", 53, lb.ProtoUDP, weights(1, v4...))
+		for _, c := range []clientSpec{
+			{Proto: "tcp", Port: 80, Mark: probe.DefaultMark | 1},
+			{Proto: "udp", Port: 53, Mark: probe.DefaultMark | 7, Connect: true}, // connect hook
+			{Proto: "udp", Port: 53, Mark: probe.DefaultMark | 7},                // sendmsg hook
+		} {
+			c.Family, c.Addr, c.Count = 4, "203.0.113.10", 1
+			rs := e.client(c, true)
+			if len(rs) != 1 || !strings.Contains(rs[0].Err, "network is unreachable") {
+				t.Errorf("probe %+v: %+v, want the plain kernel's network unreachable", c, rs)
+			}
+		}
+		rs := e.client(clientSpec{Proto: "tcp", Family: 4, Addr: "203.0.113.10", Port: 80, Count: 1, Mark: 0x1234}, true)
+		names(t, rs, "203.0.113.10:80") // another mark is balanced as ever
 	})
 	t.Run("outside the cgroup", func(t *testing.T) {
 		rs := e.client(clientSpec{Proto: "tcp", Family: 4, Addr: "203.0.113.10", Port: 80, Count: 1}, false)
