@@ -507,10 +507,7 @@ func (d *Daemon) setHealthTargets(cfg *config.Config) error {
 			continue
 		}
 		for _, b := range v.Backends {
-			h := *v.Health
-			if b.Health != nil {
-				mergeHealth(&h, *b.Health)
-			}
+			h := backendHealth(v, b)
 			hc := health.Config{Type: h.Type, Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall,
 				Method: h.Method, Path: h.Path, ExpectStatus: h.ExpectStatus, BodyMatch: h.BodyMatch,
 				Payload: h.Payload, Expect: h.Expect, InsecureSkipVerify: h.InsecureSkipVerify,
@@ -552,6 +549,15 @@ func (d *Daemon) setHealthTargets(cfg *config.Config) error {
 	d.viaNotes = notes
 	d.mu.Unlock()
 	return nil
+}
+
+// backendHealth is b's check: the VIP's (which must be set) with b's overrides.
+func backendHealth(v config.VIP, b config.Backend) config.Health {
+	h := *v.Health
+	if b.Health != nil {
+		mergeHealth(&h, *b.Health)
+	}
+	return h
 }
 
 // mergeHealth overrides the fields o sets.

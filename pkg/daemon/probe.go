@@ -53,11 +53,7 @@ func (d *Daemon) prepareTunnel(cfg *config.Config) error {
 			continue
 		}
 		for _, b := range v.Backends {
-			h := *v.Health
-			if b.Health != nil {
-				mergeHealth(&h, *b.Health)
-			}
-			if path, _ := ViaPath(h.Via, d.dp.Info().Mode, v.Forward); path == config.ViaTunnel {
+			if path, _ := ViaPath(backendHealth(v, b).Via, d.dp.Info().Mode, v.Forward); path == config.ViaTunnel {
 				return d.loadTunnel(cfg)
 			}
 		}
@@ -177,11 +173,7 @@ func HealthPathNotes(cfg *config.Config) []string {
 		}
 		tunnel := 0
 		for _, b := range v.Backends {
-			h := *v.Health
-			if b.Health != nil {
-				mergeHealth(&h, *b.Health)
-			}
-			if h.Via == config.ViaTunnel {
+			if backendHealth(v, b).Via == config.ViaTunnel {
 				tunnel++
 			}
 		}
